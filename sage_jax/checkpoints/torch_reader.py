@@ -1,0 +1,417 @@
+"""Torch-free, code-free reading of PyTorch ``.pt`` files.
+
+``torch.save`` writes a pickle whose tensors point at raw storages, either inside a zip
+archive (PyTorch >= 1.6, ``<name>/data.pkl`` plus ``<name>/data/<key>``) or appended to
+the pickle stream itself (the legacy format). A pickle can name any Python callable and
+have it called, so a checkpoint downloaded from a stranger is a program. This reader
+never runs that program: its unpickler resolves only a short allowlist of globals
+(tensor rebuilding, storage types, ``OrderedDict``, ``argparse.Namespace`` and a few
+harmless builtins), each mapped to a function of ours that builds plain data, and
+refuses everything else with an error that names the global. Nothing is extracted to
+disk; storage sizes are checked against the bytes really present before anything is
+allocated.
+
+The result is the pickled object with every tensor replaced by a numpy array (dtype
+preserved: float16 stays float16, bfloat16 becomes ``ml_dtypes.bfloat16``),
+``OrderedDict`` turned into ``dict`` and ``argparse.Namespace`` into ``dict``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import sys
+import zipfile
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+__all__ = ["CheckpointError", "read_torch", "read_torch_bytes"]
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be read or converted. The message says which file and why."""
+
+
+# torch storage class name -> numpy dtype
+_STORAGE_DTYPES = {
+    "FloatStorage": np.dtype(np.float32),
+    "DoubleStorage": np.dtype(np.float64),
+    "HalfStorage": np.dtype(np.float16),
+    "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+    "LongStorage": np.dtype(np.int64),
+    "IntStorage": np.dtype(np.int32),
+    "ShortStorage": np.dtype(np.int16),
+    "CharStorage": np.dtype(np.int8),
+    "ByteStorage": np.dtype(np.uint8),
+    "BoolStorage": np.dtype(np.bool_),
+    "ComplexFloatStorage": np.dtype(np.complex64),
+    "ComplexDoubleStorage": np.dtype(np.complex128),
+    "UntypedStorage": np.dtype(np.uint8),
+}
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_MAX_DEPTH = 200  # nesting of containers accepted in a checkpoint
+
+
+class _StorageType:
+    """Stands in for ``torch.FloatStorage`` & co.: only carries the dtype."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = _STORAGE_DTYPES[name]
+
+    def __call__(self, *args, **kwargs):  # a pickle may not instantiate it
+        raise pickle.UnpicklingError(f"storage type torch.{self.name} called directly")
+
+
+class _Storage:
+    """A storage referenced by a persistent id; its array is filled when the bytes are read."""
+
+    __slots__ = ("key", "dtype", "numel", "array")
+
+    def __init__(self, key: str, dtype: np.dtype, numel: int):
+        self.key = key
+        self.dtype = dtype
+        self.numel = numel
+        self.array: np.ndarray | None = None
+
+
+class _LazyTensor:
+    """A tensor whose storage bytes may not have been read yet (the legacy format)."""
+
+    __slots__ = ("storage", "offset", "size", "stride")
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage = storage
+        self.offset = offset
+        self.size = size
+        self.stride = stride
+
+
+class _OrderedDict(dict):
+    """Stands in for ``collections.OrderedDict``; drops the ``_metadata`` that
+    ``state_dict()`` attaches as instance state."""
+
+    def __setstate__(self, state):
+        pass
+
+
+class _Namespace:
+    """Stands in for ``argparse.Namespace``: only records its attributes."""
+
+    def __init__(self, **kwargs):
+        self.__setstate__(kwargs)
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError("argparse.Namespace state is not a dict")
+        self.__dict__.setdefault("_attrs", {}).update(state)
+
+    def __setattr__(self, name, value):
+        self.__dict__.setdefault("_attrs", {})[name] = value
+
+    @property
+    def attrs(self) -> dict:
+        return self.__dict__.get("_attrs", {})
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
+    if not (_is_int(storage_offset) and storage_offset >= 0):
+        raise pickle.UnpicklingError(f"bad storage offset {storage_offset!r}")
+    size = tuple(size)
+    stride = tuple(stride)
+    if len(size) != len(stride) or not all(_is_int(s) and s >= 0 for s in size + stride):
+        raise pickle.UnpicklingError(f"bad tensor size/stride {size!r}/{stride!r}")
+    if all(s > 0 for s in size):
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= storage.numel:
+            raise pickle.UnpicklingError(
+                f"tensor of size {size} at offset {storage_offset} reaches element {last} "
+                f"of a storage with {storage.numel} elements"
+            )
+    return _LazyTensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_ignored):
+    return data
+
+
+def _codecs_encode(obj, encoding="utf-8", errors="strict"):
+    # Protocol-2 pickles store bytes as _codecs.encode(str, 'latin1').
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise pickle.UnpicklingError("_codecs.encode used on something other than text")
+    return obj.encode(encoding, errors)
+
+
+def _torch_size(*args):
+    return tuple(*args)
+
+
+def _torch_device(*args):
+    return ":".join(str(a) for a in args)
+
+
+def _safe_reduce_builtin(fn):
+    def call(*args):
+        for a in args:
+            if not isinstance(a, (list, tuple, set, frozenset, int, float, str, bytes, type(None))):
+                raise pickle.UnpicklingError(f"builtins.{fn.__name__} called on {type(a).__name__}")
+        return fn(*args)
+
+    return call
+
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): _OrderedDict,
+    ("argparse", "Namespace"): _Namespace,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
+    ("_codecs", "encode"): _codecs_encode,
+    ("builtins", "set"): _safe_reduce_builtin(set),
+    ("builtins", "frozenset"): _safe_reduce_builtin(frozenset),
+    ("builtins", "complex"): _safe_reduce_builtin(complex),
+}
+for _name in _STORAGE_DTYPES:
+    _ALLOWED_GLOBALS[("torch", _name)] = _StorageType(_name)
+    _ALLOWED_GLOBALS[("torch.storage", _name)] = _ALLOWED_GLOBALS[("torch", _name)]
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only allowlisted globals; storages come from ``storage_loader``."""
+
+    def __init__(self, file, storage_loader):
+        super().__init__(file, encoding="utf-8")
+        self._storage_loader = storage_loader
+
+    def find_class(self, module, name):
+        key = (module, name)
+        if key in _ALLOWED_GLOBALS:
+            return _ALLOWED_GLOBALS[key]
+        raise pickle.UnpicklingError(
+            f"refused to load global '{module}.{name}': checkpoints may only contain "
+            "tensors, containers and plain values (this file may try to run code)"
+        )
+
+    def persistent_load(self, pid):
+        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] not in ("storage", b"storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {str(pid)[:80]!r}")
+        storage_type, key, _location, numel = pid[1:5]
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError("persistent id without a storage type")
+        if isinstance(key, bytes):
+            key = key.decode("ascii", "replace")
+        if not isinstance(key, str) or not _is_int(numel) or numel < 0:
+            raise pickle.UnpicklingError(f"bad storage key/size {key!r}/{numel!r}")
+        view = pid[5] if len(pid) > 5 else None
+        if view is not None:
+            raise pickle.UnpicklingError("storage views (pre-1.0 checkpoints) are not supported")
+        return self._storage_loader(key, storage_type.dtype, numel)
+
+
+def _materialize(obj, depth=0):
+    """Replace lazy tensors by numpy arrays and stand-ins by plain containers."""
+    if depth > _MAX_DEPTH:
+        raise CheckpointError(f"containers nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(obj, _LazyTensor):
+        st = obj.storage
+        if st.array is None:
+            raise CheckpointError(f"storage {st.key} is referenced but its data is missing")
+        base = st.array
+        itemsize = base.dtype.itemsize
+        if 0 in obj.size:
+            return np.zeros(obj.size, dtype=base.dtype)
+        view = np.lib.stride_tricks.as_strided(
+            base[obj.offset:],
+            shape=obj.size,
+            strides=tuple(s * itemsize for s in obj.stride),
+            writeable=False,
+        )
+        return np.array(view, copy=True)
+    if isinstance(obj, _Namespace):
+        return {k: _materialize(v, depth + 1) for k, v in obj.attrs.items()}
+    if isinstance(obj, dict):
+        return {k: _materialize(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_materialize(v, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_materialize(v, depth + 1) for v in obj)
+    if isinstance(obj, (_Storage, _StorageType)):
+        raise CheckpointError("a bare storage object is not supported in a checkpoint")
+    return obj
+
+
+def _native(dtype: np.dtype, big_endian: bool) -> np.dtype:
+    return dtype.newbyteorder(">") if big_endian and dtype.itemsize > 1 else dtype
+
+
+def _load_zip(zf: zipfile.ZipFile) -> Any:
+    names = zf.namelist()
+    pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+    if len(pkl) != 1:
+        raise CheckpointError("zip archive has no single '<name>/data.pkl': not a torch.save file")
+    prefix = pkl[0][: -len("data.pkl")]
+    big_endian = False
+    if prefix + "byteorder" in names:
+        order = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        if order not in ("little", "big"):
+            raise CheckpointError(f"unknown byteorder {order!r}")
+        big_endian = order == "big"
+    infos = {info.filename: info for info in zf.infolist()}
+    storages: dict[str, _Storage] = {}
+
+    def load_storage(key, dtype, numel):
+        if key in storages:
+            return storages[key]
+        member = f"{prefix}data/{key}"
+        info = infos.get(member)
+        if info is None:
+            raise pickle.UnpicklingError(f"storage {key!r} is missing from the archive")
+        nbytes = numel * dtype.itemsize
+        if nbytes > info.file_size:
+            raise pickle.UnpicklingError(
+                f"storage {key!r} declares {nbytes} bytes but the archive holds {info.file_size}"
+            )
+        raw = zf.read(member)
+        st = _Storage(key, dtype, numel)
+        st.array = np.frombuffer(raw, dtype=_native(dtype, big_endian), count=numel).astype(dtype)
+        storages[key] = st
+        return st
+
+    with zf.open(pkl[0]) as f:
+        obj = _RestrictedUnpickler(io.BytesIO(f.read()), load_storage).load()
+    return _materialize(obj)
+
+
+def _load_legacy(f: io.BufferedIOBase, file_size: int) -> Any:
+    def plain_load():
+        return _RestrictedUnpickler(f, _no_storage).load()
+
+    magic = plain_load()
+    if magic != _LEGACY_MAGIC:
+        raise CheckpointError("not a PyTorch checkpoint (no zip archive, no legacy magic number)")
+    protocol = plain_load()
+    if protocol != 1001:
+        raise CheckpointError(f"unsupported legacy protocol version {protocol!r}")
+    sys_info = plain_load()
+    little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
+
+    storages: dict[str, _Storage] = {}
+
+    def declare_storage(key, dtype, numel):
+        if key not in storages:
+            if numel * dtype.itemsize > file_size:
+                raise pickle.UnpicklingError(
+                    f"storage {key!r} declares {numel * dtype.itemsize} bytes, more than the "
+                    f"file's {file_size}"
+                )
+            storages[key] = _Storage(key, dtype, numel)
+        return storages[key]
+
+    obj = _RestrictedUnpickler(f, declare_storage).load()
+    keys = plain_load()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CheckpointError("legacy storage key list is malformed")
+    for key in keys:
+        st = storages.get(key)
+        if st is None:
+            raise CheckpointError(f"storage {key!r} has data but is never referenced")
+        header = f.read(8)
+        if len(header) != 8:
+            raise CheckpointError(f"file ends before the data of storage {key!r}")
+        (numel,) = struct.unpack("<q" if little else ">q", header)
+        if numel != st.numel:
+            raise CheckpointError(f"storage {key!r} holds {numel} elements, expected {st.numel}")
+        nbytes = numel * st.dtype.itemsize
+        raw = f.read(nbytes)
+        if len(raw) != nbytes:
+            raise CheckpointError(f"file ends inside the data of storage {key!r}")
+        st.array = np.frombuffer(raw, dtype=_native(st.dtype, not little)).astype(st.dtype)
+    return _materialize(obj)
+
+
+def _no_storage(key, dtype, numel):
+    raise pickle.UnpicklingError("storage reference outside the main pickle")
+
+
+def read_torch_bytes(data: bytes, name: str = "<bytes>") -> Any:
+    """Read a ``torch.save`` payload held in memory. See :func:`read_torch`."""
+    try:
+        buf = io.BytesIO(data)
+        if zipfile.is_zipfile(buf):
+            buf.seek(0)
+            with zipfile.ZipFile(buf) as zf:
+                return _load_zip(zf)
+        buf.seek(0)
+        if data[:1] == b"PK":
+            raise CheckpointError("damaged zip archive")
+        return _load_legacy(buf, len(data))
+    except CheckpointError as e:
+        raise CheckpointError(f"{name}: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{name}: structure nested too deeply") from None
+    except MemoryError:
+        raise CheckpointError(f"{name}: declares more memory than can be allocated") from None
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        raise CheckpointError(f"{name}: cannot read checkpoint: {e}") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            struct.error, UnicodeDecodeError, NotImplementedError, OSError) as e:
+        raise CheckpointError(
+            f"{name}: corrupt or unsupported checkpoint ({type(e).__name__}: {e})"
+        ) from None
+
+
+def read_torch(path: str | os.PathLike) -> Any:
+    """Read a ``.pt``/``.pth`` file written by ``torch.save``, without torch and without
+    running any code from the file.
+
+    Returns the saved object with tensors as numpy arrays: typically a nested dict such
+    as ``{"g": {...}, "d": {...}, "g_ema": {...}, "args": {...}}`` for a rosinality
+    checkpoint or ``{"state_dict": {...}, "opts": {...}, "latent_avg": array}`` for pSp,
+    AGE and SAGE checkpoints. Raises :class:`CheckpointError` naming the file for a
+    missing, truncated, corrupt or hostile file.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot open checkpoint: {e.strerror or e}") from None
+    return read_torch_bytes(data, name=path)
+
+
+if __name__ == "__main__":  # pragma: no cover - tiny inspection helper
+    obj = read_torch(sys.argv[1])
+
+    def show(o, indent=0):
+        pad = "  " * indent
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if isinstance(v, (dict, list, tuple)) and not isinstance(v, np.ndarray):
+                    print(f"{pad}{k}:")
+                    show(v, indent + 1)
+                else:
+                    show_leaf(k, v, pad)
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                show_leaf(i, v, pad)
+
+    def show_leaf(k, v, pad):
+        if isinstance(v, np.ndarray):
+            print(f"{pad}{k}: array{list(v.shape)} {v.dtype}")
+        else:
+            print(f"{pad}{k}: {v!r}"[:200])
+
+    show(obj)

@@ -1,0 +1,225 @@
+"""Ready-to-call models: a Flax module bound to its variables, with jitted entry points.
+
+``GeneratorModel`` is what :func:`sage_jax.checkpoints.load_generator` returns::
+
+    G = checkpoints.load_generator(ckpt["g_ema"])
+    img = G(z)                                        # (N, H, W, 3), stored noise
+    img = G(w_plus, input_is_latent=True, noise="random", key=key,
+            truncation=0.7, truncation_latent=w_avg)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sage_jax.nn.stylegan2 import Discriminator, Generator, n_latent_for, noise_shapes
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "module", "input_is_latent", "randomize", "return_latents", "truncate"))
+def _generate(module, variables, styles, noise, key, truncation, truncation_latent, inject_index,
+              *, input_is_latent, randomize, return_latents, truncate):
+    rngs = {"noise": key} if key is not None else {}
+    return module.apply(
+        variables, list(styles), input_is_latent=input_is_latent, noise=noise,
+        randomize_noise=randomize, truncation=truncation if truncate else 1.0,
+        truncation_latent=truncation_latent if truncate else None,
+        inject_index=inject_index, return_latents=return_latents, rngs=rngs)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _mapping(module, variables, z):
+    return module.apply(variables, z, method=Generator.mapping)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _discriminate(module, variables, images):
+    return module.apply(variables, images)
+
+
+def _dtype_name(dtype) -> str:
+    return jnp.dtype(dtype).name
+
+
+class GeneratorModel:
+    """A StyleGAN2 generator with its parameters and stored noise buffers.
+
+    Attributes: ``config`` (constructor arguments, JSON-able), ``variables``
+    (``{'params': ..., 'noises': ...}``), ``module`` (the Flax :class:`Generator`).
+    """
+
+    kind = "generator"
+
+    def __init__(self, config: dict, variables: dict, dtype: Any = jnp.float32):
+        self.config = _plain_config(config)
+        self.dtype = jnp.dtype(dtype)
+        self.module = Generator(**_module_kwargs(self.config), dtype=self.dtype)
+        self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
+
+    # --- architecture -------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.config["size"]
+
+    @property
+    def style_dim(self) -> int:
+        return self.config["style_dim"]
+
+    @property
+    def n_latent(self) -> int:
+        return n_latent_for(self.size)
+
+    @property
+    def num_layers(self) -> int:
+        return len(noise_shapes(self.size))
+
+    def astype(self, dtype) -> "GeneratorModel":
+        """The same weights with another compute dtype (parameters stay float32)."""
+        return GeneratorModel(self.config, self.variables, dtype)
+
+    # --- calls --------------------------------------------------------------------
+    def __call__(self, styles, *, input_is_latent: bool = False, noise: str | Sequence = "stored",
+                 key: jax.Array | None = None, truncation: float = 1.0, truncation_latent=None,
+                 inject_index: int | None = None, return_latents: bool = False):
+        """Images (N, H, W, 3) float32 in about [-1, 1] (and the W+ codes used).
+
+        ``styles``: z (N, D); with ``input_is_latent`` W (N, D) or W+ (N, >=n_latent, D);
+        or a list of two (N, D) codes for style mixing at ``inject_index`` (drawn from
+        ``key`` when None). ``noise``: ``"stored"`` (the checkpoint's buffers, the
+        reference's ``randomize_noise=False``), ``"random"`` (needs ``key``) or a list of
+        ``num_layers`` arrays (N or 1, h, w, 1) — reference-shaped (N, 1, h, w) accepted.
+        """
+        style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
+        style_list = [jnp.asarray(s, jnp.float32) for s in style_list]
+        self._check_styles(style_list, input_is_latent)
+        randomize = False
+        noise_arg = None
+        if isinstance(noise, str):
+            if noise == "random":
+                if key is None:
+                    raise ValueError("noise='random' needs a key")
+                randomize = True
+            elif noise != "stored":
+                raise ValueError(f"noise must be 'stored', 'random' or a list of arrays, got {noise!r}")
+        else:
+            noise_arg = self._check_noise(noise)
+        if len(style_list) == 2 and inject_index is None and key is None:
+            raise ValueError("style mixing without inject_index needs a key")
+        truncate = truncation is not None and float(truncation) < 1.0
+        if truncate and truncation_latent is None:
+            raise ValueError("truncation < 1 needs truncation_latent (e.g. G.mean_latent(4096, key))")
+        t_lat = jnp.asarray(truncation_latent, jnp.float32) if truncate else None
+        inj = None if inject_index is None else jnp.asarray(inject_index, jnp.int32)
+        out = _generate(self.module, self.variables, tuple(style_list), noise_arg, key,
+                        jnp.asarray(truncation, jnp.float32), t_lat, inj,
+                        input_is_latent=input_is_latent, randomize=randomize,
+                        return_latents=return_latents, truncate=truncate)
+        return out
+
+    def mapping(self, z) -> jax.Array:
+        """The mapping network: z (N, D) -> w (N, D)."""
+        z = jnp.asarray(z, jnp.float32)
+        if z.ndim != 2 or z.shape[1] != self.style_dim:
+            raise ValueError(f"z must be (N, {self.style_dim}), got {z.shape}")
+        return _mapping(self.module, self.variables, z)
+
+    def mean_latent(self, n: int, key: jax.Array) -> jax.Array:
+        """Mean of ``n`` mapped normal z: the usual truncation center, shape (1, D)."""
+        z = jax.random.normal(key, (n, self.style_dim))
+        return jnp.mean(self.mapping(z), axis=0, keepdims=True)
+
+    def random_noise(self, key: jax.Array, batch: int) -> list[jax.Array]:
+        """One set of normal noise maps (batch, h, w, 1) per layer."""
+        keys = jax.random.split(key, self.num_layers)
+        return [jax.random.normal(k, (batch, h, w, 1)) for k, (h, w) in zip(keys, noise_shapes(self.size))]
+
+    # --- checks -------------------------------------------------------------------
+    def _check_styles(self, styles, input_is_latent):
+        if not 1 <= len(styles) <= 2:
+            raise ValueError(f"give one code, or two for style mixing; got {len(styles)}")
+        for s in styles:
+            if s.shape[-1] != self.style_dim:
+                raise ValueError(f"codes must end in the style dimension {self.style_dim}, got {s.shape}")
+            if s.ndim == 3:
+                if not input_is_latent:
+                    raise ValueError("W+ codes (N, L, D) need input_is_latent=True")
+                if s.shape[1] < self.n_latent:
+                    raise ValueError(f"W+ codes need at least {self.n_latent} entries, got {s.shape[1]}")
+                if len(styles) == 2:
+                    raise ValueError("style mixing takes (N, D) codes, not W+")
+            elif s.ndim != 2:
+                raise ValueError(f"codes must be (N, D) or (N, L, D), got {s.shape}")
+        if len({s.shape[0] for s in styles}) != 1:
+            raise ValueError("both codes of a style mix need the same batch size")
+
+    def _check_noise(self, noise):
+        noise = list(noise)
+        if len(noise) != self.num_layers:
+            raise ValueError(f"expected {self.num_layers} noise maps, got {len(noise)}")
+        out = []
+        for i, (n, (h, w)) in enumerate(zip(noise, noise_shapes(self.size))):
+            n = jnp.asarray(n, jnp.float32)
+            if n.ndim == 4 and n.shape[-1] != 1 and n.shape[1] == 1:
+                n = jnp.transpose(n, (0, 2, 3, 1))  # reference NCHW
+            if n.ndim != 4 or n.shape[1:] != (h, w, 1):
+                raise ValueError(f"noise map {i} must be (N, {h}, {w}, 1), got {n.shape}")
+            out.append(n)
+        return out
+
+    def __repr__(self):
+        c = self.config
+        return (f"GeneratorModel(size={c['size']}, style_dim={c['style_dim']}, n_mlp={c['n_mlp']}, "
+                f"n_latent={self.n_latent}, dtype={self.dtype.name})")
+
+
+class DiscriminatorModel:
+    """A StyleGAN2 discriminator with its parameters: ``D(images) -> logits (N, 1)``."""
+
+    kind = "discriminator"
+
+    def __init__(self, config: dict, variables: dict, dtype: Any = jnp.float32):
+        self.config = _plain_config(config)
+        self.dtype = jnp.dtype(dtype)
+        self.module = Discriminator(**_module_kwargs(self.config), dtype=self.dtype)
+        self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
+
+    @property
+    def size(self) -> int:
+        return self.config["size"]
+
+    def __call__(self, images) -> jax.Array:
+        images = jnp.asarray(images, jnp.float32)
+        if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"images must be (N, {self.size}, {self.size}, 3), got {images.shape}")
+        return _discriminate(self.module, self.variables, images)
+
+    def __repr__(self):
+        return f"DiscriminatorModel(size={self.size}, dtype={self.dtype.name})"
+
+
+def _plain_config(config: dict) -> dict:
+    """JSON-able copy: tuples of pairs stay lists of lists in JSON, normalised back here."""
+    out = dict(config)
+    if out.get("channels") is not None:
+        out["channels"] = [[int(r), int(c)] for r, c in out["channels"]]
+    if "blur_kernel" in out:
+        out["blur_kernel"] = [float(t) for t in out["blur_kernel"]]
+    return out
+
+
+def _module_kwargs(config: dict) -> dict:
+    kw = dict(config)
+    if kw.get("channels") is not None:
+        kw["channels"] = tuple((int(r), int(c)) for r, c in kw["channels"])
+    if "blur_kernel" in kw:
+        kw["blur_kernel"] = tuple(float(t) for t in kw["blur_kernel"])
+    return kw
+
+
+def to_numpy_tree(tree):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)

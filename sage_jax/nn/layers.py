@@ -1,0 +1,257 @@
+"""StyleGAN2 building blocks in Flax (NHWC), numerically matching rosinality's
+stylegan2-pytorch (``model.py`` and ``op/``), the implementation pSp, AGE and SAGE use.
+
+Parameters keep the reference's parametrisation (equalized learning rate: weights are
+stored unscaled and multiplied by ``1/sqrt(fan_in)`` at run time, linear layers of the
+mapping network by ``lr_mul`` as well) so that converted checkpoints and training
+dynamics are the reference's. Only the layouts differ: linear weights are (in, out),
+convolution weights HWIO.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+SQRT2 = math.sqrt(2.0)
+
+
+def make_kernel(taps: Sequence[float]) -> np.ndarray:
+    """2-D FIR kernel from 1-D taps (outer product), normalised to sum 1, as
+    ``make_kernel`` of the reference."""
+    k = np.asarray(taps, dtype=np.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(x: jax.Array, kernel: np.ndarray, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> jax.Array:
+    """Upsample by zero insertion, pad, FIR-filter, downsample: ``upfirdn2d`` of the
+    reference on NHWC input, the same ``pad`` on both spatial axes (negative crops).
+
+    The filter is applied as a true convolution (kernel flipped), one channel at a time,
+    so an asymmetric kernel behaves as in the reference too.
+    """
+    c = x.shape[-1]
+    kernel = np.asarray(kernel, dtype=np.float32)
+    kh, kw = kernel.shape
+    w = jnp.asarray(kernel[::-1, ::-1].copy(), dtype=x.dtype)
+    w = jnp.tile(w[:, :, None, None], (1, 1, 1, c))  # HWIO, depthwise
+    p0, p1 = pad
+    # lhs_dilation leaves (up - 1) fewer zeros at the end than the reference's
+    # reshape-and-pad upsampling: add them to the high padding.
+    padding = [(p0, p1 + up - 1), (p0, p1 + up - 1)]
+    return jax.lax.conv_general_dilated(
+        x, w,
+        window_strides=(down, down),
+        padding=padding,
+        lhs_dilation=(up, up),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+    )
+
+
+def fused_leaky_relu(x: jax.Array, bias: jax.Array | None = None, negative_slope: float = 0.2,
+                     scale: float = SQRT2) -> jax.Array:
+    """``leaky_relu(x + bias, 0.2) * sqrt(2)``, bias over the last (channel) axis."""
+    if bias is not None:
+        x = x + bias.astype(x.dtype)
+    return jnp.where(x >= 0, x, x * negative_slope) * jnp.asarray(scale, x.dtype)
+
+
+def pixel_norm(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+class EqualLinear(nn.Module):
+    """Equalized-lr linear layer; ``activation=True`` is the reference's fused_lrelu."""
+
+    features: int
+    use_bias: bool = True
+    bias_init: float = 0.0
+    lr_mul: float = 1.0
+    activation: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_dim = x.shape[-1]
+        weight = self.param(
+            "weight",
+            lambda k, s: jax.random.normal(k, s, jnp.float32) / self.lr_mul,
+            (in_dim, self.features),
+        )
+        scale = self.lr_mul / math.sqrt(in_dim)
+        x = x.astype(self.dtype)
+        out = x @ (weight * scale).astype(self.dtype)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
+            bias = (bias * self.lr_mul).astype(self.dtype)
+            if self.activation:
+                return fused_leaky_relu(out, bias)
+            return out + bias
+        return fused_leaky_relu(out) if self.activation else out
+
+
+class EqualConv2d(nn.Module):
+    """Equalized-lr convolution; ``stride`` 2 with ``padding`` 0 after a blur downsamples."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_ch = x.shape[-1]
+        k = self.kernel_size
+        weight = self.param("weight", nn.initializers.normal(1.0), (k, k, in_ch, self.features))
+        scale = 1.0 / math.sqrt(in_ch * k * k)
+        out = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), (weight * scale).astype(self.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=[(self.padding, self.padding)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,))
+            out = out + bias.astype(self.dtype)
+        return out
+
+
+class ModulatedConv2d(nn.Module):
+    """Modulated (and optionally demodulated) convolution of StyleGAN2.
+
+    Computed as modulate-input / shared-weight convolution / demodulate-output, which is
+    algebraically the reference's per-sample grouped convolution but runs as one dense
+    convolution over the batch. ``upsample`` is a stride-2 transposed convolution
+    followed by the FIR blur, as in the reference.
+    """
+
+    features: int
+    kernel_size: int
+    demodulate: bool = True
+    upsample: bool = False
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    eps: float = 1e-8
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, style):
+        in_ch = x.shape[-1]
+        k = self.kernel_size
+        weight = self.param("weight", nn.initializers.normal(1.0), (k, k, in_ch, self.features))
+        s = EqualLinear(in_ch, bias_init=1.0, name="modulation", dtype=jnp.float32)(style)
+        w = weight * (1.0 / math.sqrt(in_ch * k * k))  # (k, k, in, out)
+        x = (x * s[:, None, None, :].astype(x.dtype)).astype(self.dtype)
+        if self.upsample:
+            # conv_transpose2d(stride 2, padding 0) == dilated input, full padding,
+            # spatially flipped kernel.
+            out = jax.lax.conv_general_dilated(
+                x, w[::-1, ::-1].astype(self.dtype),
+                window_strides=(1, 1),
+                padding=[(k - 1, k - 1)] * 2,
+                lhs_dilation=(2, 2),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            factor = 2
+            p = (len(self.blur_kernel) - factor) - (k - 1)
+            pad = ((p + 1) // 2 + factor - 1, p // 2 + 1)
+            out = upfirdn2d(out, make_kernel(self.blur_kernel) * factor**2, pad=pad)
+        else:
+            out = jax.lax.conv_general_dilated(
+                x, w.astype(self.dtype),
+                window_strides=(1, 1),
+                padding=[(k // 2, k // 2)] * 2,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        if self.demodulate:
+            # sum over (k, k, in) of (w * s)^2, per sample and output channel
+            wsq = jnp.sum(jnp.square(w), axis=(0, 1))  # (in, out)
+            d = jax.lax.rsqrt(jnp.square(s) @ wsq + self.eps)  # (N, out)
+            out = out * d[:, None, None, :].astype(out.dtype)
+        return out
+
+
+class NoiseInjection(nn.Module):
+    """``image + weight * noise`` with one learned scalar."""
+
+    @nn.compact
+    def __call__(self, x, noise):
+        weight = self.param("weight", nn.initializers.zeros, (1,))
+        return x + (weight * noise).astype(x.dtype)
+
+
+class StyledConv(nn.Module):
+    features: int
+    kernel_size: int = 3
+    upsample: bool = False
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, style, noise):
+        out = ModulatedConv2d(self.features, self.kernel_size, upsample=self.upsample,
+                              blur_kernel=self.blur_kernel, dtype=self.dtype, name="conv")(x, style)
+        out = NoiseInjection(name="noise")(out, noise)
+        bias = self.param("activate_bias", nn.initializers.zeros, (self.features,))
+        return fused_leaky_relu(out, bias)
+
+
+class ToRGB(nn.Module):
+    upsample: bool = True
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, style, skip=None):
+        out = ModulatedConv2d(3, 1, demodulate=False, dtype=self.dtype, name="conv")(x, style)
+        bias = self.param("bias", nn.initializers.zeros, (3,))
+        out = out + bias.astype(out.dtype)
+        if skip is not None:
+            factor = 2
+            p = len(self.blur_kernel) - factor
+            pad = ((p + 1) // 2 + factor - 1, p // 2)
+            out = out + upfirdn2d(skip.astype(out.dtype),
+                                  make_kernel(self.blur_kernel) * factor**2, up=factor, pad=pad)
+        return out
+
+
+class ConvLayer(nn.Module):
+    """Discriminator conv: optional blur + stride-2 downsampling, optional fused lrelu."""
+
+    features: int
+    kernel_size: int
+    downsample: bool = False
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    use_bias: bool = True
+    activate: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        if self.downsample:
+            factor = 2
+            p = (len(self.blur_kernel) - factor) + (k - 1)
+            x = upfirdn2d(x, make_kernel(self.blur_kernel), pad=((p + 1) // 2, p // 2))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, k // 2
+        out = EqualConv2d(self.features, k, stride=stride, padding=padding,
+                          use_bias=self.use_bias and not self.activate, dtype=self.dtype,
+                          name="conv")(x)
+        if self.activate:
+            bias = (self.param("activate_bias", nn.initializers.zeros, (self.features,))
+                    if self.use_bias else None)
+            out = fused_leaky_relu(out, bias)
+        return out
