@@ -18,6 +18,7 @@ preserved: float16 stays float16, bfloat16 becomes ``ml_dtypes.bfloat16``),
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickle
@@ -197,6 +198,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._storage_loader = storage_loader
 
     def find_class(self, module, name):
+        # Protocol < 3 pickles use Python 2 names (``__builtin__.set``): map them as the
+        # standard unpickler does, so the allowlist and error messages see Python 3 names.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         key = (module, name)
         if key in _ALLOWED_GLOBALS:
             return _ALLOWED_GLOBALS[key]

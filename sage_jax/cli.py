@@ -1,0 +1,269 @@
+"""The ``sage-jax`` command.
+
+Subcommands so far:
+
+* ``sage-jax inspect FILE.pt`` - what a checkpoint holds, read without torch.
+* ``sage-jax convert --checkpoint FILE.pt --out DIR`` - a generator or discriminator
+  converted to a sage-jax (orbax) model directory.
+* ``sage-jax sample --checkpoint FILE.pt|DIR`` - images from seeds or saved latents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+
+class UsageError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11]."""
+    seeds: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise UsageError(f"seed range {part!r} runs backwards")
+                seeds.extend(range(lo_i, hi_i + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise UsageError(f"cannot read seeds {spec!r}: use e.g. 0-15 or 1,5,9") from None
+    if not seeds:
+        raise UsageError("no seeds given")
+    if any(s < 0 or s >= 2**32 for s in seeds):
+        raise UsageError("seeds must lie in [0, 2**32)")
+    return seeds
+
+
+# ----------------------------------------------------------------------------- inspect
+def cmd_inspect(args) -> int:
+    from sage_jax import checkpoints
+
+    obj = checkpoints.read_torch(args.file)
+    lines: list[str] = []
+
+    def walk(o, indent: int, depth: int):
+        pad = "  " * indent
+        items = o.items() if isinstance(o, dict) else enumerate(o)
+        for n, (k, v) in enumerate(items):
+            if n >= args.max_items:
+                lines.append(f"{pad}... ({len(o) - n} more)")
+                break
+            if isinstance(v, np.ndarray):
+                lines.append(f"{pad}{k}: {v.dtype} {list(v.shape)}")
+            elif isinstance(v, (dict, list, tuple)) and depth < args.depth:
+                lines.append(f"{pad}{k}: ({type(v).__name__}, {len(v)} entries)")
+                walk(v, indent + 1, depth + 1)
+            else:
+                lines.append(f"{pad}{k}: {str(v)[:120]}")
+
+    if isinstance(obj, (dict, list, tuple)):
+        walk(obj, 0, 0)
+    else:
+        lines.append(repr(obj)[:500])
+    print("\n".join(lines))
+    if isinstance(obj, dict):
+        for name in ("g_ema", "g"):
+            if isinstance(obj.get(name), dict):
+                cfg = checkpoints.generator_config_from_state_dict(obj[name])
+                print(f"\n{name}: StyleGAN2 generator {json.dumps(cfg)}")
+        if isinstance(obj.get("state_dict"), dict):
+            parts = checkpoints.split_state_dict(obj["state_dict"])
+            print("\nstate_dict parts: " + ", ".join(f"{k} ({len(v)} tensors)" for k, v in parts.items()))
+    return 0
+
+
+# ----------------------------------------------------------------------------- convert
+def cmd_convert(args) -> int:
+    from sage_jax import checkpoints
+
+    ckpt = checkpoints.read_torch(args.checkpoint)
+    which = args.which
+    if which in ("d",):
+        if not isinstance(ckpt.get("d"), dict):
+            raise UsageError(f"{args.checkpoint} has no 'd' entry")
+        model = checkpoints.load_discriminator(ckpt["d"])
+    elif which in ("g_ema", "g"):
+        if not isinstance(ckpt.get(which), dict):
+            raise UsageError(f"{args.checkpoint} has no {which!r} entry (it has {sorted(ckpt)})")
+        model = checkpoints.load_generator(ckpt[which])
+    elif which == "decoder":
+        model = checkpoints.load_generator(ckpt.get("state_dict", ckpt), prefix="decoder.")
+    else:  # auto
+        model = checkpoints.load_generator(ckpt)
+    checkpoints.save_model(args.out, model, overwrite=args.overwrite,
+                           extra={"source": os.path.abspath(args.checkpoint), "which": which})
+    print(f"wrote {model!r} to {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sample
+def cmd_sample(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from sage_jax import checkpoints
+    from sage_jax.images import make_grid, save_png, to_uint8
+
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if not 0.0 <= args.truncation <= 1.0:
+        raise UsageError("--truncation must lie in [0, 1]")
+    src = args.checkpoint
+    if not os.path.exists(src):
+        raise UsageError(f"checkpoint {src} does not exist")
+    if os.path.isdir(src):
+        G = checkpoints.load_generator(src, dtype=args.dtype)
+    else:
+        ckpt = checkpoints.read_torch(src)
+        if args.which and isinstance(ckpt, dict) and args.which in ckpt:
+            ckpt = ckpt[args.which]
+        G = checkpoints.load_generator(ckpt, dtype=args.dtype)
+
+    if args.latents:
+        try:
+            codes = np.load(args.latents)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read --latents {args.latents}: {e}") from None
+        codes = np.asarray(codes, np.float32)
+        if codes.ndim == 1:
+            codes = codes[None]
+        if codes.shape[-1] != G.style_dim or codes.ndim not in (2, 3):
+            raise UsageError(f"--latents must be (N, {G.style_dim}) or (N, L, {G.style_dim}); got {codes.shape}")
+        if codes.ndim == 3 and not args.input_is_latent:
+            raise UsageError("W+ latents (N, L, D) need --input-is-latent")
+        if codes.ndim == 3 and codes.shape[1] < G.n_latent:
+            raise UsageError(f"W+ latents need at least {G.n_latent} entries per image, got {codes.shape[1]}")
+        seeds = list(range(args.seed, args.seed + len(codes)))  # noise keys only
+        input_is_latent = args.input_is_latent
+    else:
+        if args.input_is_latent:
+            raise UsageError("--input-is-latent needs --latents")
+        seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.seed, args.seed + args.n))
+        codes = None
+        input_is_latent = False
+    n = len(seeds)
+    if n == 0:
+        raise UsageError("nothing to generate")
+
+    t_lat = None
+    if args.truncation < 1.0:
+        t_lat = G.mean_latent(args.truncation_samples, jax.random.PRNGKey(args.seed))
+
+    @jax.jit
+    def z_from_seeds(seed_arr):
+        return jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), (G.style_dim,)))(seed_arr)
+
+    @jax.jit
+    def noise_from_seeds(seed_arr):
+        keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seed_arr)
+        per = jax.vmap(lambda k: G.random_noise(k, 1))(keys)
+        return [m[:, 0] for m in per]
+
+    os.makedirs(args.out, exist_ok=True)
+    bs = min(args.batch_size, n)
+    outputs = np.zeros((n, G.size, G.size, 3), np.float32) if args.save_array else None
+    u8_all = []
+    for start in tqdm(range(0, n, bs), desc="sampling", unit="batch", disable=args.quiet):
+        idx = np.arange(start, min(start + bs, n))
+        pad_idx = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])  # one compiled shape
+        seed_arr = jnp.asarray(np.asarray(seeds, np.uint32)[pad_idx])
+        styles = jnp.asarray(codes[pad_idx]) if codes is not None else z_from_seeds(seed_arr)
+        noise = noise_from_seeds(seed_arr) if args.noise == "random" else "stored"
+        imgs = G(styles, input_is_latent=input_is_latent, noise=noise,
+                 truncation=args.truncation, truncation_latent=t_lat)
+        imgs = np.asarray(imgs)[: len(idx)]
+        if outputs is not None:
+            outputs[idx] = imgs
+        u8 = to_uint8(imgs)
+        for j, i in enumerate(idx):
+            name = f"seed{seeds[i]:06d}.png" if codes is None else f"latent{i:06d}.png"
+            save_png(os.path.join(args.out, name), u8[j])
+        u8_all.append(u8)
+    grid = make_grid(np.concatenate(u8_all), args.grid_cols)
+    save_png(os.path.join(args.out, "grid.png"), grid)
+    if outputs is not None:
+        np.save(args.save_array, outputs)
+    print(f"wrote {n} images and grid.png to {args.out}" +
+          (f"; raw float32 array to {args.save_array}" if args.save_array else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sage-jax",
+        description="SAGE few-shot image generation with StyleGAN2 latent editing, in JAX.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("inspect", help="show what a .pt checkpoint holds (read without torch)")
+    s.add_argument("file", help="a .pt/.pth file written by torch.save")
+    s.add_argument("--depth", type=int, default=2, help="how deep to list nested entries (default 2)")
+    s.add_argument("--max-items", type=int, default=40, help="entries listed per container (default 40)")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("convert", help="convert a StyleGAN2 from a .pt checkpoint to a sage-jax model directory")
+    s.add_argument("--checkpoint", required=True, help="rosinality, pSp, AGE or SAGE .pt file")
+    s.add_argument("--out", required=True, help="model directory to write")
+    s.add_argument("--which", default="auto", choices=["auto", "g_ema", "g", "d", "decoder"],
+                   help="which network: auto (g_ema, else the decoder of a pSp/AGE/SAGE file), "
+                        "g_ema, g, d (discriminator) or decoder")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("sample", help="generate images from seeds or latents")
+    s.add_argument("--checkpoint", required=True,
+                   help=".pt file (g_ema, or the decoder of a pSp/AGE/SAGE file) or a converted model directory")
+    s.add_argument("--which", default=None, choices=["g_ema", "g"],
+                   help="entry of a rosinality checkpoint to use (default g_ema)")
+    s.add_argument("--out", default="samples", help="output directory (default ./samples)")
+    s.add_argument("--n", type=int, default=16, help="number of images when --seeds is not given (default 16)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="first seed (images use seeds seed..seed+n-1); also keys the truncation mean")
+    s.add_argument("--seeds", default=None, help="explicit seeds, e.g. 0-15 or 3,7,42: z = normal(PRNGKey(seed))")
+    s.add_argument("--latents", default=None,
+                   help=".npy of codes instead of seeds: z (N, D), or W (N, D) / W+ (N, L, D) with --input-is-latent")
+    s.add_argument("--input-is-latent", action="store_true", help="--latents are W or W+ codes, not z")
+    s.add_argument("--truncation", type=float, default=1.0, help="truncation psi in [0, 1] (default 1: none)")
+    s.add_argument("--truncation-samples", type=int, default=4096,
+                   help="z samples averaged for the truncation center (default 4096)")
+    s.add_argument("--noise", default="stored", choices=["stored", "random"],
+                   help="stored: the checkpoint's noise buffers (deterministic); random: per-image noise from its seed")
+    s.add_argument("--batch-size", type=int, default=16, help="images per jitted call (default 16)")
+    s.add_argument("--grid-cols", type=int, default=None, help="columns of grid.png (default: square)")
+    s.add_argument("--save-array", default=None, help="also save the raw float32 images (N, H, W, 3) to this .npy")
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sage_jax.checkpoints.torch_reader import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"sage-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Converter strictness, the GeneratorModel API, and orbax save/load, on the tiny checkpoint."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fixture_utils import assert_close, fixture, nchw_to_nhwc
+from sage_jax import checkpoints
+from sage_jax.checkpoints import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return checkpoints.read_torch(fixture("tiny_rosinality_ckpt.pt"))
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return np.load(fixture("tiny_checkpoints_expected.npz"))
+
+
+def test_missing_key_is_named(tiny):
+    sd = dict(tiny["g_ema"])
+    del sd["convs.3.noise.weight"]
+    with pytest.raises(CheckpointError, match=r"missing key.*convs\.3\.noise\.weight"):
+        checkpoints.load_generator(sd)
+
+
+def test_extra_key_is_named(tiny):
+    sd = dict(tiny["g_ema"], **{"convs.3.extra.weight": np.zeros(3, np.float32)})
+    with pytest.raises(CheckpointError, match=r"unexpected key.*convs\.3\.extra\.weight"):
+        checkpoints.load_generator(sd)
+    d = dict(tiny["d"], **{"final_linear.2.weight": np.zeros((1, 1), np.float32)})
+    with pytest.raises(CheckpointError, match=r"final_linear\.2\.weight"):
+        checkpoints.load_discriminator(d)
+
+
+def test_misshaped_key_is_named(tiny):
+    sd = dict(tiny["g_ema"])
+    sd["convs.2.conv.modulation.weight"] = np.zeros((17, 64), np.float32)
+    with pytest.raises(CheckpointError, match=r"convs\.2\.conv\.modulation\.weight.*shape"):
+        checkpoints.load_generator(sd)
+    d = dict(tiny["d"])
+    d["final_conv.0.weight"] = np.zeros((32, 32, 3, 3), np.float32)  # should have 33 inputs
+    with pytest.raises(CheckpointError, match=r"final_conv\.0\.weight"):
+        checkpoints.load_discriminator(d)
+
+
+def test_foreign_blur_kernel_is_refused(tiny):
+    sd = dict(tiny["g_ema"])
+    sd["to_rgbs.1.upsample.kernel"] = np.ones((4, 4), np.float32)
+    with pytest.raises(CheckpointError, match=r"to_rgbs\.1\.upsample\.kernel"):
+        checkpoints.load_generator(sd)
+
+
+def test_g_and_g_ema_both_load_and_differ(tiny, expected):
+    g = checkpoints.load_generator(tiny["g"])
+    g_ema = checkpoints.load_generator(tiny)  # whole checkpoint: g_ema is picked
+    a, b = g(expected["z"]), g_ema(expected["z"])
+    assert_close(b, nchw_to_nhwc(expected["out_g_ema_z_fixednoise"]), "g_ema")
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+
+
+def test_generator_from_path_and_from_decoder_prefix(expected):
+    want = nchw_to_nhwc(expected["out_g_ema_z_fixednoise"])
+    G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt_legacy.pt"))
+    assert_close(G(expected["z"]), want, "from path")
+    age = checkpoints.read_torch(fixture("tiny_age_layout_ckpt.pt"))
+    decoder = checkpoints.split_state_dict(age["state_dict"])["decoder"]
+    assert_close(checkpoints.load_generator(decoder)(expected["z"]), want, "decoder part")
+
+
+def test_orbax_round_trip(tmp_path, tiny, expected):
+    G = checkpoints.load_generator(tiny["g_ema"])
+    D = checkpoints.load_discriminator(tiny["d"])
+    checkpoints.save_model(tmp_path / "g", G)
+    checkpoints.save_model(tmp_path / "d", D)
+    G2 = checkpoints.load_generator(tmp_path / "g")
+    D2 = checkpoints.load_model(tmp_path / "d")
+    assert G2.config == G.config
+    np.testing.assert_array_equal(np.asarray(G2(expected["z"])), np.asarray(G(expected["z"])))
+    img = G(expected["z"])
+    np.testing.assert_array_equal(np.asarray(D2(img)), np.asarray(D(img)))
+    with pytest.raises(FileExistsError):
+        checkpoints.save_model(tmp_path / "g", G)
+    with pytest.raises(CheckpointError, match="not a generator"):
+        checkpoints.load_generator(tmp_path / "d")
+    with pytest.raises(CheckpointError, match="model.json"):
+        checkpoints.load_generator(tmp_path)
+
+
+def test_generator_api_errors(tiny):
+    G = checkpoints.load_generator(tiny["g_ema"])
+    z = np.zeros((2, 64), np.float32)
+    with pytest.raises(ValueError, match="key"):
+        G(z, noise="random")
+    with pytest.raises(ValueError, match="key"):
+        G([z, z])
+    with pytest.raises(ValueError, match="style dimension"):
+        G(np.zeros((2, 32), np.float32))
+    with pytest.raises(ValueError, match="input_is_latent"):
+        G(np.zeros((2, 8, 64), np.float32))
+    with pytest.raises(ValueError, match="at least 8"):
+        G(np.zeros((2, 4, 64), np.float32), input_is_latent=True)
+    with pytest.raises(ValueError, match="truncation_latent"):
+        G(z, truncation=0.7)
+    with pytest.raises(ValueError, match="noise map"):
+        G(z, noise=[np.zeros((2, 5, 5, 1))] * G.num_layers)
+
+
+def test_wplus_with_extra_entries_uses_the_first_n_latent(tiny):
+    # SAGE's encoder always emits 18 codes; a smaller generator uses the first n_latent
+    G = checkpoints.load_generator(tiny["g_ema"])
+    w = G.mapping(jax.random.normal(jax.random.PRNGKey(0), (2, 64)))
+    wplus = jnp.repeat(w[:, None], G.n_latent, axis=1)
+    padded = jnp.concatenate([wplus, 100.0 + jnp.zeros((2, 18 - G.n_latent, 64))], axis=1)
+    np.testing.assert_allclose(np.asarray(G(padded, input_is_latent=True)),
+                               np.asarray(G(w, input_is_latent=True)), atol=1e-5)
+
+
+def test_style_mixing_and_truncation_semantics(tiny):
+    G = checkpoints.load_generator(tiny["g_ema"])
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    z1, z2 = jax.random.normal(k1, (3, 64)), jax.random.normal(k2, (3, 64))
+    _, lat = G([z1, z2], inject_index=3, return_latents=True)
+    w1, w2 = G.mapping(z1), G.mapping(z2)
+    np.testing.assert_allclose(np.asarray(lat[:, :3]), np.asarray(jnp.repeat(w1[:, None], 3, 1)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(lat[:, 3:]), np.asarray(jnp.repeat(w2[:, None], 5, 1)), atol=1e-6)
+    # random inject index comes from the key, reproducibly
+    _, a = G([z1, z2], key=jax.random.PRNGKey(0), return_latents=True)
+    _, b = G([z1, z2], key=jax.random.PRNGKey(0), return_latents=True)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # truncation 0 collapses every sample to the truncation latent
+    center = G.mean_latent(256, jax.random.PRNGKey(9))
+    img = G(z1, truncation=0.0, truncation_latent=center)
+    np.testing.assert_allclose(np.asarray(img[0]), np.asarray(img[1]), atol=1e-5)
