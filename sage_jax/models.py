@@ -223,3 +223,25 @@ def _module_kwargs(config: dict) -> dict:
 
 def to_numpy_tree(tree):
     return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
+
+
+def _config_dict(cfg) -> dict:
+    return dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+
+
+def init_generator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> GeneratorModel:
+    """A freshly initialised generator (reference init: N(0, 1) weights, modulation bias 1,
+    N(0, 1) noise buffers) from a config section such as ``config.model.generator``."""
+    cfg = _plain_config(_config_dict(cfg))
+    module = Generator(**_module_kwargs(cfg))
+    variables = module.init({"params": key}, jnp.zeros((1, cfg.get("style_dim", 512))))
+    return GeneratorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
+
+
+def init_discriminator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> DiscriminatorModel:
+    """A freshly initialised discriminator from a config section."""
+    cfg = _plain_config(_config_dict(cfg))
+    module = Discriminator(**_module_kwargs(cfg))
+    size = cfg["size"]
+    variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)))
+    return DiscriminatorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)

@@ -216,12 +216,14 @@ class ToRGB(nn.Module):
     def __call__(self, x, style, skip=None):
         out = ModulatedConv2d(3, 1, demodulate=False, dtype=self.dtype, name="conv")(x, style)
         bias = self.param("bias", nn.initializers.zeros, (3,))
-        out = out + bias.astype(out.dtype)
+        # The RGB skip path is cheap (3 channels) and sums every resolution's output:
+        # keep it in float32 whatever the compute dtype.
+        out = out.astype(jnp.float32) + bias
         if skip is not None:
             factor = 2
             p = len(self.blur_kernel) - factor
             pad = ((p + 1) // 2 + factor - 1, p // 2)
-            out = out + upfirdn2d(skip.astype(out.dtype),
+            out = out + upfirdn2d(skip.astype(jnp.float32),
                                   make_kernel(self.blur_kernel) * factor**2, up=factor, pad=pad)
         return out
 

@@ -1,0 +1,37 @@
+import os
+
+import jax
+import numpy as np
+
+from fixture_utils import ROOT, fixture
+from sage_jax import checkpoints
+from sage_jax.config import load_config
+from sage_jax.models import init_discriminator, init_generator
+
+
+def _shapes(tree):
+    return jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), tree)
+
+
+def test_tiny_config_is_the_architecture_of_the_tiny_checkpoints():
+    cfg = load_config(os.path.join(ROOT, "configs", "tiny.py"))
+    G = init_generator(cfg.model.generator, jax.random.PRNGKey(cfg.seed))
+    D = init_discriminator(cfg.model.discriminator, jax.random.PRNGKey(1))
+    ckpt = checkpoints.read_torch(fixture("tiny_rosinality_ckpt.pt"))
+    G_ref = checkpoints.load_generator(ckpt["g_ema"])
+    D_ref = checkpoints.load_discriminator(ckpt["d"])
+    assert _shapes(G.variables) == _shapes(G_ref.variables)
+    assert _shapes(D.variables) == _shapes(D_ref.variables)
+    img = G(np.zeros((2, 64), np.float32))
+    assert img.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(img)).all()
+    assert D(img).shape == (2, 1)
+
+
+def test_init_is_a_function_of_the_key():
+    cfg = load_config(os.path.join(ROOT, "configs", "tiny.py"))
+    a = init_generator(cfg.model.generator, jax.random.PRNGKey(0))
+    b = init_generator(cfg.model.generator, jax.random.PRNGKey(0))
+    c = init_generator(cfg.model.generator, jax.random.PRNGKey(1))
+    la, lb, lc = (jax.tree_util.tree_leaves(m.variables) for m in (a, b, c))
+    assert all(np.array_equal(x, y) for x, y in zip(la, lb))
+    assert not all(np.array_equal(x, y) for x, y in zip(la, lc))
