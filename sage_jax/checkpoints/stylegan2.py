@@ -11,48 +11,15 @@ one the architecture implies: a missing, extra or mis-shaped key is a
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sage_jax.checkpoints._convert import StateDict, count, fill, get, linear, strip_prefix
 from sage_jax.checkpoints.torch_reader import CheckpointError
 from sage_jax.nn.layers import make_kernel
 from sage_jax.nn.stylegan2 import Discriminator, Generator
-
-StateDict = Mapping[str, Any]
-
-# How a reference tensor becomes ours: (reference shape -> our shape, value transform).
-_KINDS = {
-    "id": (lambda s: tuple(s), lambda a: a),
-    # Linear weight (out, in) -> (in, out)
-    "linear": (lambda s: (s[1], s[0]), lambda a: a.T),
-    # Conv weight OIHW -> HWIO
-    "conv": (lambda s: (s[2], s[3], s[1], s[0]), lambda a: a.transpose(2, 3, 1, 0)),
-    # Modulated conv weight (1, O, I, k, k) -> (k, k, I, O)
-    "modconv": (lambda s: (s[3], s[4], s[2], s[1]), lambda a: a[0].transpose(2, 3, 1, 0)),
-    # (1, C, H, W) -> (1, H, W, C): constant input, noise buffers
-    "nchw": (lambda s: (s[0], s[2], s[3], s[1]), lambda a: a.transpose(0, 2, 3, 1)),
-    # ToRGB bias (1, 3, 1, 1) -> (3,)
-    "rgb_bias": (lambda s: (s[1],), lambda a: a.reshape(-1)),
-}
-
-
-def _strip_prefix(sd: StateDict, prefix: str | None) -> dict[str, Any]:
-    if not prefix:
-        return dict(sd)
-    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    if not out:
-        raise CheckpointError(f"no key starts with {prefix!r}")
-    return out
-
-
-def _get(sd: StateDict, key: str) -> np.ndarray:
-    if key not in sd:
-        raise CheckpointError(f"missing key {key!r}")
-    return np.asarray(sd[key])
 
 
 def _blur_taps(sd: StateDict, key: str, factor_sq: float) -> tuple[float, ...]:
@@ -68,69 +35,21 @@ def _blur_taps(sd: StateDict, key: str, factor_sq: float) -> tuple[float, ...]:
     return tuple(float(np.round(t)) if abs(t - np.round(t)) < 1e-4 else float(t) for t in taps)
 
 
-def _count(sd: StateDict, pattern: str) -> int:
-    rx = re.compile(pattern)
-    idx = {int(m.group(1)) for k in sd for m in [rx.fullmatch(k)] if m}
-    n = len(idx)
-    if idx != set(range(min(idx, default=0), min(idx, default=0) + n)):
-        raise CheckpointError(f"keys matching {pattern!r} are not numbered consecutively: {sorted(idx)}")
-    return n
-
-
-def _fill(sd: StateDict, entries, abstract, what: str, ignore=()) -> dict:
-    """Move every entry ``(torch_key, collection/path..., kind)`` into a variables tree
-    shaped like ``abstract`` (from ``jax.eval_shape``), checking keys and shapes."""
-    expected = {e[0] for e in entries} | set(ignore)
-    missing = sorted(k for k in expected if k not in sd)
-    extra = sorted(k for k in sd if k not in expected)
-    if missing:
-        raise CheckpointError(f"{what}: missing key(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if extra:
-        raise CheckpointError(f"{what}: unexpected key(s) {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-    out: dict = {}
-    for key, path, kind in entries:
-        node = abstract
-        for p in path:
-            node = node[p]
-        to_shape, transform = _KINDS[kind]
-        arr = np.asarray(sd[key])
-        try:
-            ours = to_shape(arr.shape)
-        except IndexError:
-            ours = None
-        if ours != tuple(node.shape):
-            raise CheckpointError(
-                f"{what}: key {key!r} has shape {tuple(arr.shape)}, which does not fit the "
-                f"architecture read from the other keys"
-            )
-        if not np.issubdtype(arr.dtype, np.floating) and arr.dtype.kind != "V":
-            raise CheckpointError(f"{what}: key {key!r} has non-float dtype {arr.dtype}")
-        d = out
-        for p in path[:-1]:
-            d = d.setdefault(p, {})
-        d[path[-1]] = np.asarray(transform(arr.astype(np.float32)), dtype=np.float32)
-    return out
-
-
-def _linear(key, path):
-    return [(f"{key}.weight", path + ("weight",), "linear"), (f"{key}.bias", path + ("bias",), "id")]
-
-
 def _modconv(key, path):
     return [(f"{key}.weight", path + ("weight",), "modconv"),
-            *_linear(f"{key}.modulation", path + ("modulation",))]
+            *linear(f"{key}.modulation", path + ("modulation",))]
 
 
 def generator_config_from_state_dict(sd: StateDict) -> dict:
     """Architecture of a rosinality ``Generator`` read off its state dict."""
-    w1 = _get(sd, "style.1.weight")
+    w1 = get(sd, "style.1.weight")
     style_dim = int(w1.shape[1])
-    n_mlp = _count(sd, r"style\.(\d+)\.weight")
-    n_rgbs = _count(sd, r"to_rgbs\.(\d+)\.conv\.weight")
+    n_mlp = count(sd, r"style\.(\d+)\.weight")
+    n_rgbs = count(sd, r"to_rgbs\.(\d+)\.conv\.weight")
     log_size = n_rgbs + 2
-    channels = [(4, int(_get(sd, "input.input").shape[1]))]
+    channels = [(4, int(get(sd, "input.input").shape[1]))]
     for j in range(n_rgbs):
-        channels.append((2 ** (j + 3), int(_get(sd, f"convs.{2 * j}.conv.weight").shape[1])))
+        channels.append((2 ** (j + 3), int(get(sd, f"convs.{2 * j}.conv.weight").shape[1])))
     blur = (1.0, 3.0, 3.0, 1.0)
     if "convs.0.conv.blur.kernel" in sd:
         blur = _blur_taps(sd, "convs.0.conv.blur.kernel", 4.0)
@@ -142,7 +61,7 @@ def _generator_entries(cfg: dict) -> tuple[list, list]:
     P, N = ("params",), ("noises",)
     entries = []
     for i in range(1, cfg["n_mlp"] + 1):
-        entries += _linear(f"style.{i}", P + (f"style_{i}",))
+        entries += linear(f"style.{i}", P + (f"style_{i}",))
     entries.append(("input.input", P + ("input",), "nchw"))
     n_layers = 2 * int(math.log2(cfg["size"])) - 3
 
@@ -182,7 +101,7 @@ def convert_generator(sd: StateDict, prefix: str | None = None) -> tuple[dict, d
     ``prefix`` selects a sub-dict, e.g. ``'decoder.'`` for pSp/AGE/SAGE checkpoints.
     ``variables`` has ``params`` and ``noises`` (the stored noise buffers).
     """
-    sd = _strip_prefix(sd, prefix)
+    sd = strip_prefix(sd, prefix)
     what = "generator state dict"
     try:
         cfg = generator_config_from_state_dict(sd)
@@ -193,17 +112,17 @@ def convert_generator(sd: StateDict, prefix: str | None = None) -> tuple[dict, d
     _check_kernels(sd, [k for k in kernels if ".upsample." in k], cfg["blur_kernel"], 4.0, what)
     module = Generator(**cfg)
     abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, cfg["style_dim"]))))
-    variables = _fill(sd, entries, abstract, what, ignore=kernels)
+    variables = fill(sd, entries, abstract, what, ignore=kernels)
     return cfg, variables
 
 
 def discriminator_config_from_state_dict(sd: StateDict) -> dict:
-    n_blocks = _count(sd, r"convs\.(\d+)\.conv1\.0\.weight")
+    n_blocks = count(sd, r"convs\.(\d+)\.conv1\.0\.weight")
     log_size = n_blocks + 2
     size = 2 ** log_size
-    channels = {size: int(_get(sd, "convs.0.0.weight").shape[0])}
+    channels = {size: int(get(sd, "convs.0.0.weight").shape[0])}
     for j in range(n_blocks):
-        channels[2 ** (log_size - 1 - j)] = int(_get(sd, f"convs.{j + 1}.conv2.1.weight").shape[0])
+        channels[2 ** (log_size - 1 - j)] = int(get(sd, f"convs.{j + 1}.conv2.1.weight").shape[0])
     blur = (1.0, 3.0, 3.0, 1.0)
     if "convs.1.conv2.0.kernel" in sd:
         blur = _blur_taps(sd, "convs.1.conv2.0.kernel", 1.0)
@@ -228,14 +147,14 @@ def _discriminator_entries(cfg: dict) -> tuple[list, list]:
         kernels += [f"{b}.conv2.0.kernel", f"{b}.skip.0.kernel"]
     entries += [("final_conv.0.weight", P + ("final_conv", "conv", "weight"), "conv"),
                 ("final_conv.1.bias", P + ("final_conv", "activate_bias"), "id"),
-                *_linear("final_linear.0", P + ("final_linear_0",)),
-                *_linear("final_linear.1", P + ("final_linear_1",))]
+                *linear("final_linear.0", P + ("final_linear_0",)),
+                *linear("final_linear.1", P + ("final_linear_1",))]
     return entries, kernels
 
 
 def convert_discriminator(sd: StateDict, prefix: str | None = None) -> tuple[dict, dict]:
     """rosinality ``Discriminator`` state dict -> (config, variables)."""
-    sd = _strip_prefix(sd, prefix)
+    sd = strip_prefix(sd, prefix)
     what = "discriminator state dict"
     try:
         cfg = discriminator_config_from_state_dict(sd)
@@ -246,5 +165,5 @@ def convert_discriminator(sd: StateDict, prefix: str | None = None) -> tuple[dic
     module = Discriminator(**cfg)
     abstract = jax.eval_shape(
         lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, cfg["size"], cfg["size"], 3))))
-    variables = _fill(sd, entries, abstract, what, ignore=kernels)
+    variables = fill(sd, entries, abstract, what, ignore=kernels)
     return cfg, variables
