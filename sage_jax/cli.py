@@ -6,6 +6,8 @@ Subcommands so far:
 * ``sage-jax convert --checkpoint FILE.pt --out DIR`` - a generator or discriminator
   converted to a sage-jax (orbax) model directory.
 * ``sage-jax sample --checkpoint FILE.pt|DIR`` - images from seeds or saved latents.
+* ``sage-jax invert --checkpoint FILE.pt --images DIR --out DIR`` - W+ codes of images
+  from a pSp / AGE / SAGE encoder, with reconstructions.
 """
 
 from __future__ import annotations
@@ -203,6 +205,79 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- invert
+def cmd_invert(args) -> int:
+    import jax
+    from tqdm import tqdm
+
+    from sage_jax import checkpoints
+    from sage_jax.images import ImageError, list_images, load_image, make_grid, save_png, to_uint8
+
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if not os.path.exists(args.checkpoint):
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
+    psp = checkpoints.load_psp(args.checkpoint)
+    files = list_images(args.images)
+    if not files:
+        raise UsageError(f"no image files found in {' '.join(args.images)}")
+    E, G = psp.encoder, psp.decoder
+    os.makedirs(args.out, exist_ok=True)
+    recon_dir = os.path.join(args.out, "recon")
+    if not args.no_recon:
+        os.makedirs(recon_dir, exist_ok=True)
+
+    kept, skipped, raws, codes, previews = [], [], [], [], []
+    bs = args.batch_size
+    key = jax.random.PRNGKey(args.seed)
+    with tqdm(total=len(files), desc="inverting", unit="img", disable=args.quiet) as bar:
+        for start in range(0, len(files), bs):
+            batch, names = [], []
+            for path in files[start:start + bs]:
+                try:
+                    batch.append(load_image(path, E.input_size))
+                    names.append(path)
+                except ImageError as e:
+                    skipped.append((path, str(e)))
+                    print(f"skipped: {e}", file=sys.stderr)
+            bar.update(len(files[start:start + bs]))
+            if not batch:
+                continue
+            n = len(batch)
+            x = np.stack(batch + [batch[-1]] * (bs - n))  # one compiled shape
+            raw, absolute = psp.invert(x)
+            raws.append(np.asarray(raw)[:n])
+            codes.append(np.asarray(absolute)[:n])
+            kept += names
+            if not args.no_recon:
+                key, sub = jax.random.split(key)
+                rec = to_uint8(np.asarray(G(absolute, input_is_latent=True, noise=args.noise, key=sub))[:n])
+                for path, img, r in zip(names, x[:n], rec):
+                    inp = to_uint8(img)
+                    if inp.shape[0] != G.size:
+                        from PIL import Image
+
+                        inp = np.asarray(Image.fromarray(inp).resize((G.size, G.size), Image.BILINEAR))
+                    pair = np.concatenate([inp, r], axis=1)
+                    stem = os.path.splitext(os.path.basename(path))[0]
+                    save_png(os.path.join(recon_dir, f"{len(previews):06d}_{stem}.png"), pair)
+                    previews.append(pair)
+    if not kept:
+        raise UsageError(f"none of the {len(files)} images could be read")
+    np.save(os.path.join(args.out, "codes.npy"), np.concatenate(codes))
+    np.save(os.path.join(args.out, "offsets.npy"), np.concatenate(raws))
+    with open(os.path.join(args.out, "files.txt"), "w") as f:
+        f.write("\n".join(os.path.abspath(p) for p in kept) + "\n")
+    if skipped:
+        with open(os.path.join(args.out, "skipped.txt"), "w") as f:
+            f.write("".join(f"{p}\t{why}\n" for p, why in skipped))
+    if previews:
+        save_png(os.path.join(args.out, "recon_grid.png"), make_grid(np.stack(previews[:32]), ncols=4))
+    print(f"inverted {len(kept)} images ({len(skipped)} skipped) to {args.out}: codes.npy "
+          f"{np.concatenate(codes).shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/"))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -250,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
+    s = sub.add_parser("invert", help="encode images to W+ codes with a pSp/AGE/SAGE encoder")
+    s.add_argument("--checkpoint", required=True, help="pSp, AGE or SAGE .pt file (or a directory from save_psp)")
+    s.add_argument("--images", required=True, nargs="+", help="image files and/or folders (searched recursively)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--batch-size", type=int, default=8, help="images per jitted call (default 8)")
+    s.add_argument("--noise", default="stored", choices=["stored", "random"],
+                   help="noise of the reconstructions (default: the checkpoint's stored noise)")
+    s.add_argument("--seed", type=int, default=0, help="key for --noise random")
+    s.add_argument("--no-recon", action="store_true", help="write codes only, no reconstructions")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_invert)
     return p
 
 

@@ -34,3 +34,72 @@ def save_png(path: str, image_u8: np.ndarray) -> None:
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(image_u8).save(path)
+
+
+class ImageError(Exception):
+    """An image file that cannot be read or converted; the message names the file."""
+
+
+# Refuse images larger than this many pixels (decompression bombs).
+MAX_PIXELS = 100_000_000
+
+
+def _to_rgb_array(img) -> np.ndarray:
+    """Any PIL mode -> (H, W, 3) uint8. 16/32-bit and float images are rescaled, alpha
+    and palettes dropped as ``Image.convert('RGB')`` does."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+            a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        elif img.mode.startswith("I;16") or a.max() > 255:
+            a = a / 65535.0 * 255.0
+        a = np.clip(np.nan_to_num(a) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=-1)
+    if img.mode == "CMYK" or img.mode not in ("RGB",):
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_image(path: str, size: int | None = None) -> np.ndarray:
+    """Read an image file as float32 (H, W, 3) in [-1, 1], RGB, EXIF orientation
+    applied, optionally resized (bilinear, antialiased) to ``size`` x ``size`` as the
+    pSp transforms do. Raises :class:`ImageError` naming the file when it cannot."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{path}: {img.width}x{img.height} exceeds the {MAX_PIXELS} pixel limit")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            arr = _to_rgb_array(img)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"{path}: empty image")
+    if size is not None and arr.shape[:2] != (size, size):
+        arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+    return arr.astype(np.float32) / 127.5 - 1.0
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def list_images(paths) -> list[str]:
+    """Files given directly, plus image files (by extension) found in given folders,
+    sorted, folders walked recursively."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, files in os.walk(p):
+                out += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.exists(p):
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+    return sorted(out)

@@ -245,3 +245,131 @@ def init_discriminator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> Discrim
     size = cfg["size"]
     variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)))
     return DiscriminatorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _encode(module, variables, images):
+    return module.apply(variables, images)
+
+
+class EncoderModel:
+    """A pSp encoder with its parameters and BatchNorm statistics:
+    ``E(images) -> raw W+ codes (N, n_styles, style_dim)`` (offsets from ``latent_avg``
+    when the checkpoint was trained with ``start_from_latent_avg``).
+
+    ``images`` are NHWC in [-1, 1] at ``E.input_size`` (see
+    :func:`sage_jax.images.load_image` for files of any size and mode).
+    """
+
+    kind = "encoder"
+
+    def __init__(self, config: dict, variables: dict, dtype: Any = jnp.float32):
+        from sage_jax.checkpoints.psp import build_encoder
+
+        self.config = dict(config)
+        self.config["widths"] = [int(w) for w in self.config["widths"]]
+        self.dtype = jnp.dtype(dtype)
+        self.module = build_encoder(self.config, dtype=self.dtype)
+        self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
+
+    @property
+    def input_size(self) -> int:
+        return self.config["input_size"]
+
+    @property
+    def n_styles(self) -> int:
+        return self.config.get("n_styles", 1)
+
+    @property
+    def style_dim(self) -> int:
+        return self.config["style_dim"]
+
+    def __call__(self, images) -> jax.Array:
+        images = jnp.asarray(images, jnp.promote_types(self.dtype, jnp.float32))
+        s = self.input_size
+        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise ValueError(f"images must be (N, {s}, {s}, 3) in [-1, 1], got {images.shape}")
+        return _encode(self.module, self.variables, images)
+
+    def __repr__(self):
+        c = self.config
+        return (f"EncoderModel({c['kind']}, {c['mode']}{c['num_layers']}, input {c['input_size']} px, "
+                f"{self.n_styles} styles x {c['style_dim']})")
+
+
+class PSPModel:
+    """A pSp / AGE / SAGE network: encoder, StyleGAN2 decoder and ``latent_avg``.
+
+    ``config`` holds what the checkpoint's ``opts`` say (``output_size``,
+    ``encoder_type``, ``start_from_latent_avg``, ``A_length``, ...); ``ax`` the raw
+    arrays of the AGE/SAGE dictionary (``ax.*``) when present.
+    """
+
+    def __init__(self, encoder: EncoderModel | None, decoder: GeneratorModel, latent_avg,
+                 config: dict, ax: dict | None = None):
+        self.encoder = encoder
+        self.decoder = decoder
+        self.config = dict(config)
+        self.ax = ax
+        self.latent_avg = None if latent_avg is None else self._check_latent_avg(np.asarray(latent_avg, np.float32))
+
+    def _check_latent_avg(self, avg: np.ndarray) -> np.ndarray:
+        d, n = self.decoder.style_dim, self.decoder.n_latent
+        if avg.ndim == 1:
+            avg = avg[None]
+        if avg.ndim != 2 or avg.shape[-1] != d:
+            raise ValueError(f"latent_avg must be (D,), (1, D) or (L, D) with D={d}; got {avg.shape}")
+        if avg.shape[0] not in (1,) and avg.shape[0] < n:
+            raise ValueError(f"latent_avg has {avg.shape[0]} rows, the decoder needs {n}")
+        return avg
+
+    @property
+    def n_latent(self) -> int:
+        return self.decoder.n_latent
+
+    def absolute_codes(self, raw_codes) -> jax.Array:
+        """Raw encoder codes -> the W+ codes the decoder takes (N, n_latent, D): the first
+        ``n_latent`` styles, plus ``latent_avg`` when the model starts from it."""
+        raw = jnp.asarray(raw_codes, jnp.float32)
+        if raw.ndim == 2:
+            raw = raw[:, None, :]
+        if raw.shape[1] not in (1,) and raw.shape[1] < self.n_latent:
+            raise ValueError(f"codes have {raw.shape[1]} styles, the decoder needs {self.n_latent}")
+        raw = jnp.broadcast_to(raw[:, : self.n_latent], (raw.shape[0], self.n_latent, raw.shape[-1]))
+        if self.config.get("start_from_latent_avg", True):
+            if self.latent_avg is None:
+                raise ValueError("this model starts from latent_avg but the checkpoint has none")
+            avg = jnp.asarray(self.latent_avg)
+            avg = avg[: self.n_latent] if avg.shape[0] > 1 else avg
+            raw = raw + avg[None]
+        return raw
+
+    def invert(self, images) -> tuple[jax.Array, jax.Array]:
+        """Images -> (raw codes (N, n_styles, D), absolute W+ codes (N, n_latent, D))."""
+        if self.encoder is None:
+            raise ValueError("this model was loaded without its encoder")
+        raw = self.encoder(images)
+        return raw, self.absolute_codes(raw)
+
+    def reconstruct(self, images, noise="stored", key=None) -> jax.Array:
+        """``decoder(invert(images))``: the pSp reconstruction (N, size, size, 3)."""
+        _, codes = self.invert(images)
+        return self.decoder(codes, input_is_latent=True, noise=noise, key=key)
+
+    def __repr__(self):
+        return f"PSPModel(encoder={self.encoder!r}, decoder={self.decoder!r})"
+
+
+def init_encoder(cfg, key: jax.Array, dtype: Any = jnp.float32) -> EncoderModel:
+    """A freshly initialised pSp encoder from a config section with ``kind`` (default
+    ``GradualStyleEncoder``), ``num_layers``, ``mode``, ``input_size``, ``n_styles``,
+    ``style_dim`` and ``widths``."""
+    from sage_jax.checkpoints.psp import build_encoder, full_config
+
+    cfg = _config_dict(cfg)
+    cfg.setdefault("kind", "GradualStyleEncoder")
+    cfg = full_config(cfg)
+    module = build_encoder(cfg)
+    size = cfg.get("input_size", 256)
+    variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)))
+    return EncoderModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)

@@ -12,23 +12,32 @@ G = checkpoints.load_generator("g_ema_jax")
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from typing import Any, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 
 from sage_jax.checkpoints.orbax_io import read_model_dir, save_model
+from sage_jax.checkpoints.psp import (convert_encoder, encoder_config_from_state_dict,
+                                      encoder_to_state_dict, psp_config_from_opts)
 from sage_jax.checkpoints.stylegan2 import (convert_discriminator, convert_generator,
                                             discriminator_config_from_state_dict,
-                                            generator_config_from_state_dict)
+                                            discriminator_to_state_dict,
+                                            generator_config_from_state_dict,
+                                            generator_to_state_dict)
 from sage_jax.checkpoints.torch_reader import CheckpointError, read_torch, read_torch_bytes
-from sage_jax.models import DiscriminatorModel, GeneratorModel
+from sage_jax.models import DiscriminatorModel, EncoderModel, GeneratorModel, PSPModel
 
 __all__ = [
     "CheckpointError", "read_torch", "read_torch_bytes", "split_state_dict",
-    "load_generator", "load_discriminator", "load_model", "save_model",
-    "convert_generator", "convert_discriminator",
+    "load_generator", "load_discriminator", "load_encoder", "load_psp", "load_model",
+    "save_model", "save_psp", "convert_generator", "convert_discriminator", "convert_encoder",
     "generator_config_from_state_dict", "discriminator_config_from_state_dict",
+    "encoder_config_from_state_dict", "psp_config_from_opts",
+    "generator_to_state_dict", "discriminator_to_state_dict", "encoder_to_state_dict",
 ]
 
 # Sub-models of a pSp / AGE / SAGE checkpoint's state_dict.
@@ -68,6 +77,11 @@ def _resolve(src: Any, role: str) -> tuple[Any, str | None]:
             return src["state_dict"], "decoder."
         if any(k.startswith("decoder.") for k in src):
             return src, "decoder."
+    elif role == "encoder":
+        if "state_dict" in src and isinstance(src["state_dict"], Mapping):
+            return src["state_dict"], "encoder."
+        if any(k.startswith("encoder.") for k in src):
+            return src, "encoder."
     else:
         if "d" in src and isinstance(src["d"], Mapping):
             return src["d"], None
@@ -101,7 +115,101 @@ def load_discriminator(src: Any, *, prefix: str | None = None, dtype: Any = jnp.
     return DiscriminatorModel(cfg, variables, dtype=dtype)
 
 
-_KINDS = {"generator": GeneratorModel, "discriminator": DiscriminatorModel}
+def load_encoder(src: Any, *, prefix: str | None = None, input_size: int | None = None,
+                 dtype: Any = jnp.float32) -> EncoderModel:
+    """A callable pSp encoder ``E(images) -> raw codes (N, n_styles, D)`` from an encoder
+    state dict, a whole pSp/AGE/SAGE checkpoint (``encoder.*`` is taken), a ``.pt`` path
+    or a model directory. ``input_size`` is needed only for the two simple encoders,
+    whose weights do not fix it (default 256)."""
+    sd, auto_prefix = _resolve(src, "encoder")
+    if isinstance(sd, (str, os.PathLike)):
+        model = load_model(sd, dtype=dtype)
+        if not isinstance(model, EncoderModel):
+            raise CheckpointError(f"{sd}: holds a {model.kind}, not an encoder")
+        return model
+    cfg, variables = convert_encoder(sd, prefix if prefix is not None else auto_prefix, input_size)
+    return EncoderModel(cfg, variables, dtype=dtype)
+
+
+def load_psp(src: Any, *, with_encoder: bool = True, dtype: Any = jnp.float32) -> PSPModel:
+    """Encoder, decoder and ``latent_avg`` of a pSp / AGE / SAGE checkpoint (a dict from
+    :func:`read_torch`, a ``.pt`` path, or a directory written by :func:`save_psp`).
+
+    ``opts`` becomes ``model.config``; ``ax.*`` is kept as arrays in ``model.ax``.
+    ``with_encoder=False`` loads only the decoder side (for files without a full encoder).
+    """
+    if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+        return _load_psp_dir(src, with_encoder, dtype)
+    ckpt = read_torch(src) if isinstance(src, (str, os.PathLike)) else src
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError("not a pSp/AGE/SAGE checkpoint: no 'state_dict' entry")
+    parts = split_state_dict(ckpt["state_dict"])
+    if "decoder" not in parts:
+        raise CheckpointError("checkpoint has no decoder.* weights")
+    decoder = load_generator(parts["decoder"], dtype=dtype)
+    encoder = None
+    if with_encoder:
+        if "encoder" not in parts:
+            raise CheckpointError("checkpoint has no encoder.* weights (use with_encoder=False)")
+        encoder = load_encoder(parts["encoder"], dtype=dtype)
+    opts = ckpt.get("opts") or {}
+    if not isinstance(opts, Mapping):
+        raise CheckpointError("'opts' is not a dict")
+    config = psp_config_from_opts(opts, n_latent=decoder.n_latent)
+    if config["output_size"] != decoder.size:
+        raise CheckpointError(f"opts say output_size {config['output_size']} but the decoder makes "
+                              f"{decoder.size} px images")
+    config["opts"] = {k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    latent_avg = ckpt.get("latent_avg")
+    if latent_avg is not None and not isinstance(latent_avg, np.ndarray):
+        raise CheckpointError("'latent_avg' is not an array")
+    return PSPModel(encoder, decoder, latent_avg, config, ax=parts.get("ax"))
+
+
+def save_psp(path: str | os.PathLike, model: PSPModel, *, overwrite: bool = False) -> str:
+    """Write a :class:`PSPModel` as a directory: ``psp.json``, ``latent_avg.npy``,
+    ``ax.npz``, and ``encoder/`` and ``decoder/`` model directories."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    tmp = path + ".tmp-saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_model(os.path.join(tmp, "decoder"), model.decoder)
+    if model.encoder is not None:
+        save_model(os.path.join(tmp, "encoder"), model.encoder)
+    if model.latent_avg is not None:
+        np.save(os.path.join(tmp, "latent_avg.npy"), np.asarray(model.latent_avg))
+    if model.ax:
+        np.savez(os.path.join(tmp, "ax.npz"), **{k: np.asarray(v) for k, v in model.ax.items()})
+    with open(os.path.join(tmp, "psp.json"), "w") as f:
+        json.dump({"format": "sage-jax-psp", "version": 1, "config": model.config}, f, indent=1)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _load_psp_dir(path, with_encoder, dtype) -> PSPModel:
+    meta_file = os.path.join(path, "psp.json")
+    if not os.path.isfile(meta_file):
+        raise CheckpointError(f"{path}: not a sage-jax pSp directory (no psp.json)")
+    with open(meta_file) as f:
+        meta = json.load(f)
+    decoder = load_generator(os.path.join(path, "decoder"), dtype=dtype)
+    encoder = None
+    if with_encoder:
+        if not os.path.isdir(os.path.join(path, "encoder")):
+            raise CheckpointError(f"{path}: saved without an encoder (use with_encoder=False)")
+        encoder = load_encoder(os.path.join(path, "encoder"), dtype=dtype)
+    avg_file = os.path.join(path, "latent_avg.npy")
+    latent_avg = np.load(avg_file) if os.path.exists(avg_file) else None
+    ax_file = os.path.join(path, "ax.npz")
+    ax = dict(np.load(ax_file)) if os.path.exists(ax_file) else None
+    return PSPModel(encoder, decoder, latent_avg, meta["config"], ax=ax)
+
+
+_KINDS = {"generator": GeneratorModel, "discriminator": DiscriminatorModel, "encoder": EncoderModel}
 
 
 def load_model(path: str | os.PathLike, *, dtype: Any = jnp.float32):

@@ -11,19 +11,23 @@ from sage_jax.checkpoints.torch_reader import CheckpointError
 
 StateDict = Mapping[str, Any]
 
-# How a reference tensor becomes ours: (reference shape -> our shape, value transform).
+# How a reference tensor becomes ours: (reference shape -> our shape, value transform,
+# and back: our value -> reference value).
 _KINDS = {
-    "id": (lambda s: tuple(s), lambda a: a),
+    "id": (lambda s: tuple(s), lambda a: a, lambda a: a),
     # Linear weight (out, in) -> (in, out)
-    "linear": (lambda s: (s[1], s[0]), lambda a: a.T),
+    "linear": (lambda s: (s[1], s[0]), lambda a: a.T, lambda a: a.T),
     # Conv weight OIHW -> HWIO
-    "conv": (lambda s: (s[2], s[3], s[1], s[0]), lambda a: a.transpose(2, 3, 1, 0)),
+    "conv": (lambda s: (s[2], s[3], s[1], s[0]), lambda a: a.transpose(2, 3, 1, 0),
+             lambda a: a.transpose(3, 2, 0, 1)),
     # Modulated conv weight (1, O, I, k, k) -> (k, k, I, O)
-    "modconv": (lambda s: (s[3], s[4], s[2], s[1]), lambda a: a[0].transpose(2, 3, 1, 0)),
+    "modconv": (lambda s: (s[3], s[4], s[2], s[1]), lambda a: a[0].transpose(2, 3, 1, 0),
+                lambda a: a.transpose(3, 2, 0, 1)[None]),
     # (1, C, H, W) -> (1, H, W, C): constant input, noise buffers
-    "nchw": (lambda s: (s[0], s[2], s[3], s[1]), lambda a: a.transpose(0, 2, 3, 1)),
+    "nchw": (lambda s: (s[0], s[2], s[3], s[1]), lambda a: a.transpose(0, 2, 3, 1),
+             lambda a: a.transpose(0, 3, 1, 2)),
     # ToRGB bias (1, 3, 1, 1) -> (3,)
-    "rgb_bias": (lambda s: (s[1],), lambda a: a.reshape(-1)),
+    "rgb_bias": (lambda s: (s[1],), lambda a: a.reshape(-1), lambda a: a.reshape(1, -1, 1, 1)),
 }
 
 
@@ -69,7 +73,7 @@ def fill(sd: StateDict, entries, abstract, what: str, ignore=()) -> dict:
         node = abstract
         for p in path:
             node = node[p]
-        to_shape, transform = _KINDS[kind]
+        to_shape, transform, _ = _KINDS[kind]
         arr = np.asarray(sd[key])
         try:
             ours = to_shape(arr.shape)
@@ -86,6 +90,20 @@ def fill(sd: StateDict, entries, abstract, what: str, ignore=()) -> dict:
         for p in path[:-1]:
             d = d.setdefault(p, {})
         d[path[-1]] = np.asarray(transform(arr.astype(np.float32)), dtype=np.float32)
+    return out
+
+
+def export(entries, variables, extra: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """The inverse of :func:`fill`: our variables -> a reference-layout state dict
+    (float32), plus ``extra`` constant entries (blur kernels, BN counters)."""
+    out: dict[str, np.ndarray] = {}
+    for key, path, kind in entries:
+        node = variables
+        for p in path:
+            node = node[p]
+        out[key] = np.ascontiguousarray(_KINDS[kind][2](np.asarray(node, np.float32)))
+    for key, value in (extra or {}).items():
+        out[key] = np.asarray(value)
     return out
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax.checkpoints._convert import StateDict, count, fill, get, linear, strip_prefix
+from sage_jax.checkpoints._convert import StateDict, count, export, fill, get, linear, strip_prefix
 from sage_jax.checkpoints.torch_reader import CheckpointError
 from sage_jax.nn.layers import make_kernel
 from sage_jax.nn.stylegan2 import Discriminator, Generator
@@ -167,3 +167,21 @@ def convert_discriminator(sd: StateDict, prefix: str | None = None) -> tuple[dic
         lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, cfg["size"], cfg["size"], 3))))
     variables = fill(sd, entries, abstract, what, ignore=kernels)
     return cfg, variables
+
+
+def _blur_entries(keys, taps, factor_sq) -> dict:
+    k = make_kernel(taps) * factor_sq
+    return {key: k.astype(np.float32) for key in keys}
+
+
+def generator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]:
+    """Our generator variables -> a rosinality ``Generator`` state dict (the inverse of
+    :func:`convert_generator`, blur kernels included), e.g. to save with torch."""
+    entries, kernels = _generator_entries(cfg)
+    return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 4.0))
+
+
+def discriminator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]:
+    """Our discriminator variables -> a rosinality ``Discriminator`` state dict."""
+    entries, kernels = _discriminator_entries(cfg)
+    return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 1.0))

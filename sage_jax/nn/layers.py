@@ -89,11 +89,12 @@ class EqualLinear(nn.Module):
             (in_dim, self.features),
         )
         scale = self.lr_mul / math.sqrt(in_dim)
+        wdt = jnp.promote_types(self.dtype, jnp.float32)  # scale weights at >= float32
         x = x.astype(self.dtype)
-        out = x @ (weight * scale).astype(self.dtype)
+        out = x @ (weight.astype(wdt) * scale).astype(self.dtype)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
-            bias = (bias * self.lr_mul).astype(self.dtype)
+            bias = (bias.astype(wdt) * self.lr_mul).astype(self.dtype)
             if self.activation:
                 return fused_leaky_relu(out, bias)
             return out + bias
