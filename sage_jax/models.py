@@ -373,3 +373,65 @@ def init_encoder(cfg, key: jax.Array, dtype: Any = jnp.float32) -> EncoderModel:
     size = cfg.get("input_size", 256)
     variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)))
     return EncoderModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _dictionary_apply(module, variables, dw):
+    return module.apply(variables, dw)
+
+
+class DictionaryModel:
+    """The AGE/SAGE attribute dictionary: ``D(dw) -> (edited offsets (N, E, D), [group
+    codes (N, l)])`` for W+ offsets ``dw`` (N, L, D) from the class embeddings.
+    ``A`` is (E, D, l), rows in the order of ``edited_layers``."""
+
+    kind = "dictionary"
+
+    def __init__(self, config: dict, variables: dict, dtype: Any = jnp.float32):
+        from sage_jax.checkpoints.dictionary import build_dictionary
+
+        self.config = {"groups": [list(map(int, g)) for g in config["groups"]],
+                       "style_dim": int(config["style_dim"]), "a_length": int(config["a_length"])}
+        self.dtype = jnp.dtype(dtype)
+        self.module = build_dictionary(self.config)
+        self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
+
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.module.groups
+
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        from sage_jax.nn.dictionary import edited_layers
+
+        return edited_layers(self.groups)
+
+    @property
+    def A(self) -> jax.Array:
+        return self.variables["params"]["A"]
+
+    @property
+    def a_length(self) -> int:
+        return self.config["a_length"]
+
+    def __call__(self, dw):
+        dw = jnp.asarray(dw, jnp.float32)
+        need = max(self.edited_layers) + 1
+        if dw.ndim != 3 or dw.shape[1] < need or dw.shape[2] != self.config["style_dim"]:
+            raise ValueError(f"offsets must be (N, >={need}, {self.config['style_dim']}), got {dw.shape}")
+        return _dictionary_apply(self.module, self.variables, dw)
+
+    def __repr__(self):
+        return f"DictionaryModel(groups={self.config['groups']}, A_length={self.a_length})"
+
+
+def init_dictionary(cfg, key: jax.Array) -> DictionaryModel:
+    """A freshly initialised dictionary from a config section with ``groups``,
+    ``style_dim`` and ``a_length`` (A ~ N(0, 1), PyTorch-style Linear init)."""
+    from sage_jax.checkpoints.dictionary import build_dictionary
+
+    cfg = _config_dict(cfg)
+    module = build_dictionary(cfg)
+    n_layers = max(i for g in cfg["groups"] for i in g) + 1
+    variables = module.init({"params": key}, jnp.zeros((1, n_layers, cfg["style_dim"])))
+    return DictionaryModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)))

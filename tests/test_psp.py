@@ -74,25 +74,11 @@ def test_bilinear_align_corners_weights():
 
 
 # ------------------------------------------------------------------ tiny checkpoints
-TINY_ENCODER = dict(kind="GradualStyleEncoder", num_layers=50, mode="ir_se", input_size=32,
-                    n_styles=18, style_dim=64, widths=(16, 16, 32, 64))
+from tiny_models import TINY_ENCODER, tiny_psp_file as _tiny_psp_file_full
 
 
 def _tiny_psp_file(path, encoder_cfg=TINY_ENCODER, seed=0):
-    """A complete AGE-layout .pt: a narrow random encoder, the tiny fixture decoder, ax.A."""
-    age = checkpoints.read_torch(fixture("tiny_age_layout_ckpt.pt"))
-    E = init_encoder(encoder_cfg, jax.random.PRNGKey(seed))
-    # give BatchNorm non-trivial statistics so the test sees them used
-    rng = np.random.default_rng(seed)
-    stats = jax.tree_util.tree_map(lambda a: np.asarray(a) + rng.uniform(0.1, 0.5, np.shape(a)),
-                                   E.variables["batch_stats"])
-    E.variables = dict(E.variables, batch_stats=jax.tree_util.tree_map(jnp.asarray, stats))
-    enc_sd = checkpoints.encoder_to_state_dict(E.config, E.variables)
-    sd = {f"encoder.{k}": v for k, v in enc_sd.items()}
-    sd.update({k: v for k, v in age["state_dict"].items() if not k.startswith("encoder.")})
-    ckpt = {"state_dict": sd, "opts": dict(age["opts"]), "latent_avg": age["latent_avg"]}
-    path.write_bytes(torch_pickle.dumps(ckpt))
-    return E, ckpt
+    return _tiny_psp_file_full(path, encoder_cfg, seed, with_ax=False)
 
 
 def test_age_layout_file_loads_decoder_side_and_refuses_partial_encoder():

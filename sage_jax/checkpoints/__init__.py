@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from sage_jax.checkpoints.dictionary import (convert_dictionary, dictionary_config_from_state_dict,
+                                             dictionary_to_state_dict)
 from sage_jax.checkpoints.orbax_io import read_model_dir, save_model
 from sage_jax.checkpoints.psp import (convert_encoder, encoder_config_from_state_dict,
                                       encoder_to_state_dict, psp_config_from_opts)
@@ -29,7 +31,8 @@ from sage_jax.checkpoints.stylegan2 import (convert_discriminator, convert_gener
                                             generator_config_from_state_dict,
                                             generator_to_state_dict)
 from sage_jax.checkpoints.torch_reader import CheckpointError, read_torch, read_torch_bytes
-from sage_jax.models import DiscriminatorModel, EncoderModel, GeneratorModel, PSPModel
+from sage_jax.models import (DictionaryModel, DiscriminatorModel, EncoderModel, GeneratorModel,
+                             PSPModel)
 
 __all__ = [
     "CheckpointError", "read_torch", "read_torch_bytes", "split_state_dict",
@@ -38,6 +41,8 @@ __all__ = [
     "generator_config_from_state_dict", "discriminator_config_from_state_dict",
     "encoder_config_from_state_dict", "psp_config_from_opts",
     "generator_to_state_dict", "discriminator_to_state_dict", "encoder_to_state_dict",
+    "load_dictionary", "convert_dictionary", "dictionary_config_from_state_dict",
+    "dictionary_to_state_dict",
 ]
 
 # Sub-models of a pSp / AGE / SAGE checkpoint's state_dict.
@@ -77,6 +82,11 @@ def _resolve(src: Any, role: str) -> tuple[Any, str | None]:
             return src["state_dict"], "decoder."
         if any(k.startswith("decoder.") for k in src):
             return src, "decoder."
+    elif role == "dictionary":
+        if "state_dict" in src and isinstance(src["state_dict"], Mapping):
+            return src["state_dict"], "ax."
+        if any(k.startswith("ax.") for k in src):
+            return src, "ax."
     elif role == "encoder":
         if "state_dict" in src and isinstance(src["state_dict"], Mapping):
             return src["state_dict"], "encoder."
@@ -129,6 +139,23 @@ def load_encoder(src: Any, *, prefix: str | None = None, input_size: int | None 
         return model
     cfg, variables = convert_encoder(sd, prefix if prefix is not None else auto_prefix, input_size)
     return EncoderModel(cfg, variables, dtype=dtype)
+
+
+def load_dictionary(src: Any, *, prefix: str | None = None) -> DictionaryModel:
+    """The AGE/SAGE attribute dictionary from an ``ax.*`` state dict, a whole AGE/SAGE
+    checkpoint, a ``.pt`` path, or a model directory (a trained one from
+    ``sage-jax train-dictionary``)."""
+    sd, auto_prefix = _resolve(src, "dictionary")
+    if isinstance(sd, (str, os.PathLike)):
+        model = load_model(sd)
+        if not isinstance(model, DictionaryModel):
+            raise CheckpointError(f"{sd}: holds a {model.kind}, not a dictionary")
+        return model
+    if not any(k == "A" or k.startswith("ax.") for k in sd):
+        raise CheckpointError("this checkpoint has no attribute dictionary (no ax.A): train one with "
+                              "'sage-jax train-dictionary' or use an AGE/SAGE checkpoint")
+    cfg, variables = convert_dictionary(sd, prefix if prefix is not None else auto_prefix)
+    return DictionaryModel(cfg, variables)
 
 
 def load_psp(src: Any, *, with_encoder: bool = True, dtype: Any = jnp.float32) -> PSPModel:
@@ -209,7 +236,8 @@ def _load_psp_dir(path, with_encoder, dtype) -> PSPModel:
     return PSPModel(encoder, decoder, latent_avg, meta["config"], ax=ax)
 
 
-_KINDS = {"generator": GeneratorModel, "discriminator": DiscriminatorModel, "encoder": EncoderModel}
+_KINDS = {"generator": GeneratorModel, "discriminator": DiscriminatorModel, "encoder": EncoderModel,
+          "dictionary": DictionaryModel}
 
 
 def load_model(path: str | os.PathLike, *, dtype: Any = jnp.float32):

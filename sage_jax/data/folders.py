@@ -1,0 +1,132 @@
+"""Image-folder datasets in the layouts the original repositories use.
+
+* ``root/<class>/<image>``: one folder per class (any depth below the class folder).
+* ``root/<class>_<sample>.jpg`` (AGE/SAGE's ``train``/``valid`` folders): the class is
+  the file name up to the first underscore. Point ``root`` at ``.../train`` or pass
+  ``split='train'`` with the dataset root.
+
+Unreadable images (truncated, not an image, ...) are skipped and counted; a run never
+dies on one file. Images are returned as float32 NHWC in [-1, 1] at a fixed size.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sage_jax.images import IMAGE_EXTENSIONS, ImageError, load_image
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def scan_folder(root: str, split: str | None = None) -> tuple[list[str], list[int], list[str]]:
+    """(paths, labels, class names) of an image folder, classes sorted by name."""
+    if split:
+        root = os.path.join(root, split)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    entries = sorted(os.listdir(root))
+    subdirs = [e for e in entries if os.path.isdir(os.path.join(root, e)) and not e.startswith(".")]
+    flat = [e for e in entries if _is_image(e) and os.path.isfile(os.path.join(root, e))]
+    items: list[tuple[str, str]] = []
+    if flat:
+        for name in flat:
+            items.append((name.split("_")[0] if "_" in name else os.path.splitext(name)[0], os.path.join(root, name)))
+    for d in subdirs:
+        if d in ("train", "valid", "test") and not flat and split is None and len(subdirs) <= 3:
+            raise ValueError(f"{root} holds {subdirs}: pass split='train' (or point at the split folder)")
+        for dirpath, _, files in os.walk(os.path.join(root, d)):
+            for f in sorted(files):
+                if _is_image(f):
+                    items.append((d, os.path.join(dirpath, f)))
+    if not items:
+        raise ValueError(f"no image files found in {root}")
+    names = sorted({c for c, _ in items})
+    index = {c: i for i, c in enumerate(names)}
+    items.sort(key=lambda t: (index[t[0]], t[1]))
+    return [p for _, p in items], [index[c] for c, _ in items], names
+
+
+@dataclass
+class FolderDataset:
+    """Paths and labels of an image folder, read in batches at ``size`` x ``size``."""
+
+    paths: list[str]
+    labels: list[int]
+    class_names: list[str]
+    size: int
+    skipped: dict = field(default_factory=dict)  # path -> reason
+
+    @classmethod
+    def from_folder(cls, root: str, size: int, split: str | None = None,
+                    classes: list[str] | None = None) -> "FolderDataset":
+        paths, labels, names = scan_folder(root, split)
+        if classes is not None:
+            keep = set(classes)
+            missing = sorted(keep - set(names))
+            if missing:
+                raise ValueError(f"classes {missing[:5]} are not in {root}")
+            new_index = {c: i for i, c in enumerate(classes)}
+            pairs = [(p, new_index[names[l]]) for p, l in zip(paths, labels) if names[l] in keep]
+            paths, labels, names = [p for p, _ in pairs], [l for _, l in pairs], list(classes)
+        return cls(paths, labels, names, size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def load(self, index: int) -> np.ndarray | None:
+        """One image, or None (and a note in ``skipped``) when it cannot be read."""
+        path = self.paths[index]
+        try:
+            return load_image(path, self.size)
+        except ImageError as e:
+            if path not in self.skipped:
+                self.skipped[path] = str(e)
+                print(f"skipped: {e}", file=sys.stderr)
+            return None
+
+    def load_batch(self, indices, pool: concurrent.futures.Executor | None = None):
+        """(images (B, S, S, 3), labels (B,)) for ``indices``; unreadable images are
+        replaced by zeros with label -1, so the batch shape never changes."""
+        indices = list(indices)
+        imgs = list(pool.map(self.load, indices)) if pool else [self.load(i) for i in indices]
+        out = np.zeros((len(indices), self.size, self.size, 3), np.float32)
+        labels = np.full((len(indices),), -1, np.int32)
+        for j, (i, img) in enumerate(zip(indices, imgs)):
+            if img is not None:
+                out[j] = img
+                labels[j] = self.labels[i]
+        return out, labels
+
+    def batches(self, batch_size: int, workers: int = 2, ahead: int = 2):
+        """Every image once, in order, in fixed-size batches (the last padded with
+        label -1), ``ahead`` batches read in advance on a thread pool."""
+        order = list(range(len(self)))
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        queue: collections.deque = collections.deque()
+
+        def finish(item):
+            n, future = item
+            imgs, labels = future.result()
+            labels[n:] = -1
+            return imgs, labels
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for chunk in chunks:
+                padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+                queue.append((len(chunk), pool.submit(self.load_batch, padded)))
+                if len(queue) > ahead:
+                    yield finish(queue.popleft())
+            while queue:
+                yield finish(queue.popleft())

@@ -1,0 +1,1 @@
+"""The SAGE method as pure jnp functions on arrays (no Flax modules, no I/O)."""
