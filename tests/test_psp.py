@@ -74,11 +74,7 @@ def test_bilinear_align_corners_weights():
 
 
 # ------------------------------------------------------------------ tiny checkpoints
-from tiny_models import TINY_ENCODER, tiny_psp_file as _tiny_psp_file_full
-
-
-def _tiny_psp_file(path, encoder_cfg=TINY_ENCODER, seed=0):
-    return _tiny_psp_file_full(path, encoder_cfg, seed, with_ax=False)
+from tiny_models import TINY_ENCODER, tiny_psp_file as _tiny_psp_file
 
 
 def test_age_layout_file_loads_decoder_side_and_refuses_partial_encoder():
