@@ -278,6 +278,222 @@ def cmd_invert(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- SAGE
+def _load_psp_for_method(path):
+    from sage_jax import checkpoints
+
+    if not os.path.exists(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    return checkpoints.load_psp(path)
+
+
+def _load_dictionary(psp_path, dictionary_path, required=True):
+    """The dictionary from --dictionary, else from the checkpoint's ax.* (if complete)."""
+    from sage_jax import checkpoints
+
+    if dictionary_path:
+        if not os.path.exists(dictionary_path):
+            raise UsageError(f"dictionary {dictionary_path} does not exist")
+        return checkpoints.load_dictionary(dictionary_path)
+    src = psp_path
+    if os.path.isdir(psp_path):
+        ax_file = os.path.join(psp_path, "ax.npz")
+        src = dict(np.load(ax_file)) if os.path.exists(ax_file) else {}
+    try:
+        return checkpoints.load_dictionary(src)
+    except checkpoints.CheckpointError as e:
+        if required:
+            raise UsageError(f"{psp_path} has no usable dictionary ({e}); pass --dictionary "
+                             "(e.g. WORKDIR/dictionary from 'sage-jax train-dictionary')") from None
+        return None
+
+
+def cmd_embed(args) -> int:
+    from sage_jax.data import FolderDataset
+    from sage_jax.statistics import compute_class_statistics
+
+    psp = _load_psp_for_method(args.checkpoint)
+    dictionary = _load_dictionary(args.checkpoint, args.dictionary, required=bool(args.dictionary))
+    ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split)
+    print(f"{len(ds)} images of {ds.num_classes} seen classes in {args.data}")
+    stats = compute_class_statistics(psp.encoder, ds, args.batch_size, dictionary, quiet=args.quiet)
+    stats.save(args.out)
+    extra = " and back-projected code statistics" if stats.moments is not None else \
+        " (no dictionary: run again with --dictionary after train-dictionary)"
+    print(f"wrote class embeddings of {stats.num_classes} classes{extra} to {args.out}"
+          + (f"; skipped {len(ds.skipped)} unreadable images" if ds.skipped else ""))
+    return 0
+
+
+def cmd_train_dictionary(args) -> int:
+    from sage_jax.data import FolderDataset
+    from sage_jax.statistics import ClassStatistics, add_code_moments, fingerprint
+    from sage_jax.train.dictionary import default_config, train_dictionary
+
+    psp = _load_psp_for_method(args.checkpoint)
+    try:
+        stats = ClassStatistics.load(args.stats)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
+        raise UsageError(f"{args.stats} was made with a different encoder than {args.checkpoint}")
+    cfg = default_config()
+    if args.config:
+        from sage_jax.config import load_config
+
+        full = load_config(args.config)
+        if "dictionary" not in full:
+            raise UsageError(f"{args.config} has no 'dictionary' section")
+        cfg.update(full.dictionary)
+    for name in ("steps", "batch_size", "lr", "a_length", "seed", "ckpt_every", "log_every",
+                 "lambda_orth", "lambda_sparse", "orth_form"):
+        value = getattr(args, name)
+        if value is not None:
+            cfg[name] = value
+    if args.groups:
+        from sage_jax.nn.dictionary import OFFICIAL_GROUPS, PAPER_GROUPS
+
+        cfg.groups = {"official": OFFICIAL_GROUPS, "paper": PAPER_GROUPS}[args.groups]
+    ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split,
+                                   classes=stats.class_names)
+    dictionary = train_dictionary(psp, stats, ds, cfg, args.workdir, quiet=args.quiet)
+    out = os.path.join(args.workdir, "class_stats.npz")
+    add_code_moments(stats, psp.encoder, ds, dictionary, args.batch_size or cfg.batch_size,
+                     quiet=args.quiet).save(out)
+    print(f"dictionary in {os.path.join(args.workdir, 'dictionary')}; class statistics with "
+          f"back-projected codes in {out}")
+    return 0
+
+
+def _shot_files(folder) -> dict[str, list[str]]:
+    """{class: image files}: one sub-folder per class; else flat ``<class>_<i>`` files;
+    else the folder is one class."""
+    from sage_jax.images import list_images
+
+    if not os.path.isdir(folder):
+        raise UsageError(f"shots folder {folder} does not exist")
+    subdirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    if subdirs:
+        return {d: list_images([os.path.join(folder, d)]) for d in subdirs}
+    files = list_images([folder])
+    names = [os.path.basename(f) for f in files]
+    if files and all("_" in n for n in names):
+        out: dict[str, list[str]] = {}
+        for f, n in zip(files, names):
+            out.setdefault(n.split("_")[0], []).append(f)
+        return out
+    return {os.path.basename(os.path.normpath(folder)): files}
+
+
+def _read_shots(folder, size, k):
+    """{class: (k, S, S, 3)} and {class: files used}: the first K readable images."""
+    from sage_jax.images import ImageError, load_image
+
+    shots, sources = {}, {}
+    for name, files in _shot_files(folder).items():
+        imgs, used = [], []
+        for f in files:
+            if len(imgs) == k:
+                break
+            try:
+                imgs.append(load_image(f, size))
+                used.append(f)
+            except ImageError as e:
+                print(f"skipped: {e}", file=sys.stderr)
+        if not imgs:
+            raise UsageError(f"class {name!r} has no readable image")
+        if len(imgs) < k:
+            raise UsageError(f"class {name!r} has {len(imgs)} readable image(s), fewer than --k {k}")
+        shots[name], sources[name] = np.stack(imgs), used
+    if not shots:
+        raise UsageError(f"no classes found in {folder}")
+    return shots, sources
+
+
+def cmd_generate(args) -> int:
+    import jax
+    from tqdm import tqdm
+
+    from sage_jax.generation import SageGenerator, SampleOptions
+    from sage_jax.images import make_grid, save_png, to_uint8
+    from sage_jax.statistics import ClassStatistics
+
+    if args.k < 1 or args.n < 1:
+        raise UsageError("--k and --n must be at least 1")
+    psp = _load_psp_for_method(args.checkpoint)
+    dictionary = _load_dictionary(args.checkpoint, args.dictionary)
+    try:
+        stats = ClassStatistics.load(args.stats)
+        gen = SageGenerator(psp, dictionary, stats)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    S, r, l = stats.num_classes, gen.state.basis.shape[1], dictionary.a_length
+
+    def pick(value, default, limit, name):
+        if value is not None:
+            return value
+        if default > limit:
+            print(f"note: {name} defaults to {default}, this model allows at most {limit}: using {limit}")
+        return min(default, limit)
+
+    opts = SampleOptions(
+        mode=args.mode,
+        t_B=tuple(args.t_b) if args.t_b else (pick(None, 10, r, "t_B"),),
+        retrieval_t_B=pick(None, 10, r, "retrieval t_B"),
+        t_C=pick(args.t_c, 30 if args.k == 1 else 20, S, "t_C"),
+        t_A=pick(args.t_a, 50, l, "t_A"),
+        alpha=args.alpha)
+    try:
+        from sage_jax.generation import check_options
+
+        check_options(opts, gen.state, args.k)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k)
+    names = sorted(shots)
+    os.makedirs(args.out, exist_ok=True)
+    G = psp.decoder
+    key = jax.random.PRNGKey(args.seed)
+    all_codes = []
+    for qi, name in enumerate(tqdm(names, desc="classes", unit="class", disable=args.quiet)):
+        x = shots[name]
+        raw = gen.encode(x)
+        codes = gen.codes(jax.random.fold_in(key, qi), raw[None], args.n, opts)[0]
+        all_codes.append(np.asarray(codes))
+        imgs = np.concatenate(list(gen.decode(codes, args.batch_size)))
+        u8 = to_uint8(imgs)
+        cdir = os.path.join(args.out, name)
+        os.makedirs(cdir, exist_ok=True)
+        for j, im in enumerate(u8):
+            save_png(os.path.join(cdir, f"{opts.mode}_{j:04d}.png"), im)
+        shots_u8 = to_uint8(x)
+        if shots_u8.shape[1] != G.size:
+            from PIL import Image
+
+            shots_u8 = np.stack([np.asarray(Image.fromarray(s).resize((G.size, G.size), Image.BILINEAR))
+                                 for s in shots_u8])
+        save_png(os.path.join(cdir, "shots.png"), make_grid(shots_u8, ncols=len(shots_u8)))
+        save_png(os.path.join(cdir, f"grid_{opts.mode}.png"), make_grid(u8[:64]))
+        if args.fusion != "none":
+            from sage_jax.sage.fusion import fuse
+
+            inv = to_uint8(G(psp.absolute_codes(raw), input_is_latent=True))
+            idx = np.arange(args.n) % len(x)
+            fused = np.asarray(fuse(shots_u8[idx], inv[idx], u8, args.fusion))
+            for j, im in enumerate(fused):
+                save_png(os.path.join(cdir, f"{opts.mode}_fused_{args.fusion}_{j:04d}.png"), im)
+    if args.save_codes:
+        np.save(os.path.join(args.out, "codes.npy"), np.stack(all_codes))
+    with open(os.path.join(args.out, "generation.json"), "w") as f:
+        json.dump({"checkpoint": os.path.abspath(args.checkpoint), "stats": os.path.abspath(args.stats),
+                   "k": args.k, "n": args.n, "seed": args.seed, "fusion": args.fusion,
+                   "options": {"mode": opts.mode, "t_B": list(opts.t_B), "retrieval_t_B": opts.retrieval_t_B,
+                               "t_C": opts.t_C, "t_A": opts.t_A, "alpha": opts.alpha},
+                   "classes": {n: sources[n] for n in names}}, f, indent=1)
+    print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -336,6 +552,65 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-recon", action="store_true", help="write codes only, no reconstructions")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_invert)
+    s = sub.add_parser("embed", help="class statistics of the seen classes (class embeddings, back-projected codes)")
+    s.add_argument("--checkpoint", required=True, help="pSp/AGE/SAGE .pt file or model directory")
+    s.add_argument("--data", required=True, help="seen-class images: <class>/<image> folders or <class>_<i>.jpg files")
+    s.add_argument("--split", default=None, help="sub-folder of --data to use (e.g. train)")
+    s.add_argument("--dictionary", default=None,
+                   help="dictionary for the back-projected codes (default: the checkpoint's ax.*, if complete)")
+    s.add_argument("--out", required=True, help="statistics file to write (.npz)")
+    s.add_argument("--batch-size", type=int, default=16, help="images per encoder call (default 16)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("train-dictionary", help="learn the attribute dictionary (generator and encoder frozen)")
+    s.add_argument("--checkpoint", required=True, help="pSp/AGE/SAGE .pt file or model directory")
+    s.add_argument("--data", required=True, help="seen-class images (as for embed)")
+    s.add_argument("--split", default=None, help="sub-folder of --data to use (e.g. train)")
+    s.add_argument("--stats", required=True, help="class statistics from 'sage-jax embed'")
+    s.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, the final dictionary")
+    s.add_argument("--config", default=None, help="config file with a 'dictionary' section")
+    s.add_argument("--steps", type=int, default=None, help="training steps (default 15000)")
+    s.add_argument("--batch-size", type=int, default=None, help="global batch size (default 8)")
+    s.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4)")
+    s.add_argument("--a-length", dest="a_length", type=int, default=None, help="dictionary size l (default 100)")
+    s.add_argument("--groups", default=None, choices=["official", "paper"],
+                   help="layer groups: official {0-2},{3-5} (default) or paper {0-2},{3-6},{7-17}")
+    s.add_argument("--lambda-orth", dest="lambda_orth", type=float, default=None, help="default 5e-4")
+    s.add_argument("--lambda-sparse", dest="lambda_sparse", type=float, default=None, help="default 5e-3")
+    s.add_argument("--orth-form", dest="orth_form", default=None, choices=["l1", "frobenius"],
+                   help="orthogonality loss: the code's L1 form (default) or the paper's Frobenius norm")
+    s.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    s.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=None, help="checkpoint interval (default 500)")
+    s.add_argument("--log-every", dest="log_every", type=int, default=None, help="metrics interval (default 10)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train_dictionary)
+
+    s = sub.add_parser("generate", help="few-shot generation for unseen classes (SAGE, AGE, SAGE-Q, SAGE-I)")
+    s.add_argument("--checkpoint", required=True, help="pSp/AGE/SAGE .pt file or model directory")
+    s.add_argument("--stats", required=True, help="class statistics with back-projected codes")
+    s.add_argument("--dictionary", default=None, help="dictionary (default: the checkpoint's ax.*)")
+    s.add_argument("--shots", required=True,
+                   help="unseen classes: one folder per class (or <class>_<i> files, or one folder = one class)")
+    s.add_argument("--k", type=int, default=1, help="shots per class (the first K readable images, sorted)")
+    s.add_argument("--n", type=int, default=16, help="images to generate per class (default 16)")
+    s.add_argument("--mode", default="sage", choices=["sage", "sage-q", "sage-i", "age"],
+                   help="sage (default), sage-q (no adaptive editing), sage-i (no embedding mapping), age")
+    s.add_argument("--t-b", dest="t_b", type=int, nargs="+", default=None,
+                   help="category-relevant directions kept by the embedding mapping; several values are "
+                        "cycled over the samples (default 10)")
+    s.add_argument("--t-c", dest="t_c", type=int, default=None,
+                   help="similar seen classes retrieved (default 30 for 1-shot, 20 for K-shot)")
+    s.add_argument("--t-a", dest="t_a", type=int, default=None, help="dictionary directions kept (default 50)")
+    s.add_argument("--alpha", type=float, default=1.0, help="editing strength (default 1; the paper's best NAS: 2)")
+    s.add_argument("--fusion", default="none", choices=["none", "p", "f", "pf"],
+                   help="also write SAGE_p / SAGE_f / both fused images")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--batch-size", type=int, default=None, help="images per generator call (default: by memory)")
+    s.add_argument("--save-codes", action="store_true", help="also save the edited raw W+ codes (codes.npy)")
+    s.add_argument("--out", required=True, help="output directory: one folder per class")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_generate)
     return p
 
 
