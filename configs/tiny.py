@@ -11,7 +11,7 @@ Usage (Python)::
     cfg = load_config("configs/tiny.py")
     G = init_generator(cfg.model.generator, jax.random.PRNGKey(cfg.seed))
 
-Sections for data, training and the method are added with the issues that need them.
+Sections for data and GAN/encoder training are added with the issues that need them.
 """
 
 import ml_collections
@@ -36,4 +36,20 @@ def get_config(arg=None):
     d.size = g.get_ref("size")
     d.channels = g.get_ref("channels")
     d.blur_kernel = g.get_ref("blur_kernel")
+
+    # Dictionary learning (SAGE Sec. 3.2.1; `sage-jax train-dictionary --config configs/tiny.py`).
+    t = config.dictionary = ml_collections.ConfigDict()
+    t.groups = ((0, 1, 2), (3, 4, 5))  # the official grouping; the paper's is (0-2, 3-6, 7-17)
+    t.a_length = 8         # 100 in the official checkpoints; 8 is the tiny AGE-layout file's A
+    t.steps = 2000         # 15k in the paper; the tiny latent space is learnt much sooner
+    t.batch_size = 16
+    t.lr = 1e-4            # Adam, as the paper
+    t.lambda_orth = 5e-4   # official orthogonal_lambda
+    t.lambda_sparse = 5e-3 # official sparse_lambda
+    t.orth_form = "l1"     # the official code's L1 form ("frobenius": the paper's Eq. 13)
+    t.sparse_norm = 32.0
+    t.seed = 0
+    t.log_every = 10
+    t.ckpt_every = 500
+    t.keep = 3
     return config

@@ -1,4 +1,4 @@
-"""Thin entry point: `python scripts/inspect.py ARGS` is `sage-jax inspect ARGS`."""
+"""Thin entry point: `python scripts/inspect_checkpoint.py ARGS` is `sage-jax inspect ARGS`."""
 
 import sys
 
