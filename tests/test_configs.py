@@ -35,3 +35,13 @@ def test_init_is_a_function_of_the_key():
     la, lb, lc = (jax.tree_util.tree_leaves(m.variables) for m in (a, b, c))
     assert all(np.array_equal(x, y) for x, y in zip(la, lb))
     assert not all(np.array_equal(x, y) for x, y in zip(la, lc))
+
+
+def test_tiny_dictionary_section_fits_the_trainer():
+    from sage_jax.train.dictionary import default_config
+
+    cfg = load_config(os.path.join(ROOT, "configs", "tiny.py"))
+    base = default_config()
+    assert set(cfg.dictionary.keys()) == set(base.keys())
+    base.update(cfg.dictionary)  # what `train-dictionary --config configs/tiny.py` does
+    assert base.a_length == 8 and tuple(map(tuple, base.groups)) == ((0, 1, 2), (3, 4, 5))
