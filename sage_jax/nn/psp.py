@@ -107,20 +107,34 @@ class Conv(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """``nn.BatchNorm2d`` in eval mode: running statistics from ``batch_stats``."""
+    """``nn.BatchNorm2d``. Inference (the default): running statistics from
+    ``batch_stats``. ``train=True``: batch statistics, and the running ones updated
+    as PyTorch does (momentum 0.1, unbiased variance); ``batch_stats`` must then be
+    mutable."""
 
     eps: float = BN_EPS
+    momentum: float = 0.1
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         c = x.shape[-1]
         scale = self.param("weight", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
-        mean = self.variable("batch_stats", "running_mean", lambda: jnp.zeros((c,), jnp.float32)).value
-        var = self.variable("batch_stats", "running_var", lambda: jnp.ones((c,), jnp.float32)).value
+        ra_mean = self.variable("batch_stats", "running_mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "running_var", lambda: jnp.ones((c,), jnp.float32))
         # statistics in float32, or float64 when the encoder computes in float64
         dt = _out_dtype(x.dtype)
+        if train and not self.is_initializing():
+            xf = x.astype(dt)
+            mean = jnp.mean(xf, axis=(0, 1, 2))
+            var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+            n = x.shape[0] * x.shape[1] * x.shape[2]
+            m = self.momentum
+            ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(ra_mean.value.dtype)
+            ra_var.value = ((1 - m) * ra_var.value + m * var * n / max(n - 1, 1)).astype(ra_var.value.dtype)
+        else:
+            mean, var = ra_mean.value, ra_var.value
         mul = scale.astype(dt) * jax.lax.rsqrt(var.astype(dt) + self.eps)
         return x * mul.astype(x.dtype) + (bias.astype(dt) - mean.astype(dt) * mul).astype(x.dtype)
 
@@ -155,17 +169,17 @@ class BottleneckIR(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         if x.shape[-1] == self.depth:
             shortcut = x[:, ::self.stride, ::self.stride]  # MaxPool2d(1, stride)
         else:
             shortcut = Conv(self.depth, 1, stride=self.stride, dtype=self.dtype, name="shortcut_conv")(x)
-            shortcut = BatchNorm(dtype=self.dtype, name="shortcut_bn")(shortcut)
-        r = BatchNorm(dtype=self.dtype, name="bn1")(x)
+            shortcut = BatchNorm(dtype=self.dtype, name="shortcut_bn")(shortcut, train)
+        r = BatchNorm(dtype=self.dtype, name="bn1")(x, train)
         r = Conv(self.depth, 3, padding=1, dtype=self.dtype, name="conv1")(r)
         r = PReLU(name="prelu")(r)
         r = Conv(self.depth, 3, stride=self.stride, padding=1, dtype=self.dtype, name="conv2")(r)
-        r = BatchNorm(dtype=self.dtype, name="bn2")(r)
+        r = BatchNorm(dtype=self.dtype, name="bn2")(r, train)
         if self.se:
             r = SEModule(dtype=self.dtype, name="se")(r)
         return r + shortcut
@@ -181,15 +195,15 @@ class Backbone(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, taps: Sequence[int] = ()):
+    def __call__(self, x, taps: Sequence[int] = (), train: bool = False):
         if self.mode not in ("ir", "ir_se"):
             raise ValueError(f"mode must be 'ir' or 'ir_se', got {self.mode!r}")
         x = Conv(self.widths[0], 3, padding=1, dtype=self.dtype, name="input_conv")(x.astype(self.dtype))
-        x = BatchNorm(dtype=self.dtype, name="input_bn")(x)
+        x = BatchNorm(dtype=self.dtype, name="input_bn")(x, train)
         x = PReLU(name="input_prelu")(x)
         feats = {}
         for i, (_, depth, stride) in enumerate(backbone_units(self.num_layers, self.widths)):
-            x = BottleneckIR(depth, stride, se=self.mode == "ir_se", dtype=self.dtype, name=f"body_{i}")(x)
+            x = BottleneckIR(depth, stride, se=self.mode == "ir_se", dtype=self.dtype, name=f"body_{i}")(x, train)
             if i in taps:
                 feats[i] = x
         return x, feats
@@ -236,11 +250,12 @@ class GradualStyleEncoder(nn.Module):
         return s - 4, s - 3, s - 2
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         if x.shape[1:3] != (self.input_size, self.input_size):
             raise ValueError(f"encoder expects {self.input_size}x{self.input_size} images, got {x.shape}")
         i1, i2, i3 = stage_ends(self.num_layers)
-        _, f = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x, taps=(i1, i2, i3))
+        _, f = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(
+            x, taps=(i1, i2, i3), train=train)
         c1, c2, c3 = f[i1], f[i2], f[i3]
         nc, nm, nf = self.head_convs()
         top = self.widths[3]
@@ -269,8 +284,8 @@ class BackboneEncoderUsingLastLayerIntoW(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
-        x, _ = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x)
+    def __call__(self, x, train: bool = False):
+        x, _ = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x, train=train)
         dt = _out_dtype(self.dtype)
         x = jnp.mean(x.astype(dt), axis=(1, 2))
         return EqualLinear(self.style_dim, lr_mul=1.0, dtype=dt, name="linear")(x)
@@ -300,10 +315,10 @@ class BackboneEncoderUsingLastLayerIntoWPlus(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
-        x, _ = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x)
+    def __call__(self, x, train: bool = False):
+        x, _ = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x, train=train)
         dt = _out_dtype(self.dtype)
-        x = BatchNorm(dtype=self.dtype, name="output_bn")(x).astype(dt)
+        x = BatchNorm(dtype=self.dtype, name="output_bn")(x, train).astype(dt)
         x = adaptive_avg_pool(x, 7)
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # NCHW flatten, as Flatten()
         x = nn.Dense(self.style_dim, dtype=dt, name="output_linear")(x)

@@ -1,0 +1,292 @@
+"""What every training loop shares: orbax checkpoints with resume and save-on-SIGTERM,
+``metrics.jsonl`` plus TensorBoard event files, random batch indices from a key,
+in-memory datasets.
+
+TensorBoard files are written by a small dependency-free writer (TFRecord framing with
+masked CRC-32C, ``Event``/``Summary`` protobufs encoded by hand): TensorBoard reads
+them, and no TensorFlow is needed to write them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import time
+
+import jax
+import numpy as np
+
+
+# ------------------------------------------------------------------ TensorBoard
+def _crc32c_table():
+    poly = 0x82F63B78
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, wire: int, payload: bytes) -> bytes:
+    return _varint((num << 3) | wire) + payload
+
+
+def _event(wall_time: float, step: int, *, summary: bytes | None = None, file_version: str | None = None) -> bytes:
+    msg = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
+    if file_version is not None:
+        v = file_version.encode()
+        msg += _field(3, 2, _varint(len(v)) + v)
+    if summary is not None:
+        msg += _field(5, 2, _varint(len(summary)) + summary)
+    return msg
+
+
+def _scalar_summary(tag: str, value: float) -> bytes:
+    t = tag.encode()
+    val = _field(1, 2, _varint(len(t)) + t) + _field(2, 5, struct.pack("<f", value))
+    return _field(1, 2, _varint(len(val)) + val)
+
+
+class TensorBoardWriter:
+    """Scalars to ``logdir/events.out.tfevents.*`` in TensorBoard's format."""
+
+    def __init__(self, logdir: str):
+        os.makedirs(logdir, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        self.path = os.path.join(logdir, name)
+        self._f = open(self.path, "ab")
+        self._write(_event(time.time(), 0, file_version="brain.Event:2"))
+
+    def _write(self, record: bytes) -> None:
+        header = struct.pack("<Q", len(record))
+        self._f.write(header + struct.pack("<I", _masked_crc(header)) + record +
+                      struct.pack("<I", _masked_crc(record)))
+
+    def scalars(self, step: int, values: dict) -> None:
+        for tag, v in values.items():
+            self._write(_event(time.time(), step, summary=_scalar_summary(tag, float(v))))
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_tensorboard_scalars(path: str) -> list[tuple[int, str, float]]:
+    """(step, tag, value) of the scalar events of a file (checks both CRCs)."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        (n,) = struct.unpack("<Q", header)
+        if struct.unpack("<I", data[pos + 8:pos + 12])[0] != _masked_crc(header):
+            raise ValueError("bad length CRC")
+        rec = data[pos + 12:pos + 12 + n]
+        if struct.unpack("<I", data[pos + 12 + n:pos + 16 + n])[0] != _masked_crc(rec):
+            raise ValueError("bad record CRC")
+        pos += 16 + n
+        out.extend(_decode_event(rec))
+    return out
+
+
+def _read_varint(b: bytes, i: int) -> tuple[int, int]:
+    shift = n = 0
+    while True:
+        c = b[i]
+        n |= (c & 0x7F) << shift
+        i += 1
+        if not c & 0x80:
+            return n, i
+        shift += 7
+
+
+def _fields(b: bytes):
+    i = 0
+    while i < len(b):
+        key, i = _read_varint(b, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _read_varint(b, i)
+        elif wire == 1:
+            v, i = b[i:i + 8], i + 8
+        elif wire == 5:
+            v, i = b[i:i + 4], i + 4
+        elif wire == 2:
+            n, i = _read_varint(b, i)
+            v, i = b[i:i + n], i + n
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield num, v
+
+
+def _decode_event(rec: bytes):
+    step, summary = 0, None
+    for num, v in _fields(rec):
+        if num == 2:
+            step = v
+        elif num == 5:
+            summary = v
+    if summary is None:
+        return []
+    out = []
+    for num, v in _fields(summary):
+        if num == 1:
+            tag, value = None, None
+            for n2, v2 in _fields(v):
+                if n2 == 1:
+                    tag = v2.decode()
+                elif n2 == 2:
+                    value = struct.unpack("<f", v2)[0]
+            out.append((step, tag, value))
+    return out
+
+
+# ---------------------------------------------------------------------- metrics
+class MetricsLog:
+    """``WORKDIR/metrics.jsonl`` (one JSON object per logged step, with ``step``) and
+    TensorBoard scalars in ``WORKDIR/tensorboard``. Opening it at a resumed step drops
+    lines logged after that step by the interrupted run."""
+
+    def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
+            with open(self.path, "w") as f:
+                f.writelines(keep)
+        self._f = open(self.path, "a")
+        self.tb = TensorBoardWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
+
+    def write(self, step: int, metrics: dict) -> dict:
+        m = {k: float(v) for k, v in metrics.items()}
+        bad = [k for k, v in m.items() if not np.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"{', '.join(bad)} became non-finite at step {step}")
+        self._f.write(json.dumps({"step": int(step), **m}) + "\n")
+        self._f.flush()
+        if self.tb:
+            self.tb.scalars(step, m)
+        return m
+
+    def close(self):
+        self._f.close()
+        if self.tb:
+            self.tb.close()
+
+
+# ------------------------------------------------------------------ checkpoints
+def _abstract(tree):
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), tree)
+
+
+class Checkpoints:
+    """Orbax checkpoints in ``WORKDIR/checkpoints``: keep ``keep``, save every
+    ``every`` steps, at the end, and when SIGTERM arrives (the loop asks
+    :attr:`stop_requested` and then saves and returns)."""
+
+    def __init__(self, workdir: str, keep: int = 3, every: int = 1000):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.every = every
+        self.manager = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.stop_requested = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.stop_requested = True
+
+        try:
+            self._previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        self.manager.wait_until_finished()
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, like) -> tuple[dict, int]:
+        """(state, step) of the latest checkpoint, or (``like``, 0) when there is none."""
+        step = self.manager.latest_step()
+        if step is None:
+            return like, 0
+        state = self.manager.restore(step, args=self._ocp.args.StandardRestore(_abstract(like)))
+        return state, int(step)
+
+    def maybe_save(self, step: int, state, force: bool = False) -> bool:
+        if force or self.stop_requested or step % self.every == 0:
+            self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+            return True
+        return False
+
+
+# ------------------------------------------------------------------- batches
+def batch_indices(key, step: int, n: int, batch_size: int) -> np.ndarray:
+    """The dataset indices of step ``step``: a function of the key and the step only,
+    so a resumed run sees the same batches."""
+    k = jax.random.fold_in(key, step)
+    return np.asarray(jax.random.choice(k, n, (batch_size,), replace=batch_size > n))
+
+
+class ArrayDataset:
+    """Images (N, S, S, 3) in [-1, 1] and labels in memory, with the FolderDataset
+    ``load_batch`` interface."""
+
+    def __init__(self, images, labels, class_names=None):
+        self.images = np.asarray(images, np.float32)
+        self.labels_array = np.asarray(labels, np.int32)
+        self.class_names = list(class_names) if class_names is not None else \
+            [str(i) for i in range(int(self.labels_array.max()) + 1)]
+        self.size = self.images.shape[1]
+        self.skipped: dict = {}
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def load_batch(self, indices, pool=None):
+        idx = np.asarray(list(indices))
+        return self.images[idx], self.labels_array[idx]

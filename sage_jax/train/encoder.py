@@ -1,0 +1,165 @@
+"""pSp encoder training with the generator frozen (pSp's ``coach.py`` losses).
+
+Loss per batch of real images x: ``l2 * MSE(G(E(x) + latent_avg), x)`` plus
+``w_norm * mean_i ||E(x_i)||_2`` (pSp's WNormLoss with ``start_from_latent_avg``) plus,
+when LPIPS is available, ``lpips * LPIPS``. For the tiny configuration, and whenever
+``latent_lambda > 0``, also latent regression on generated images: codes w of random z
+(with style mixing), x' = G(w), loss ``latent * MSE(E(x') + latent_avg, w)`` +
+``l2 * MSE(G(E(x') + latent_avg), x')``; it teaches a small encoder the generator's
+own latent space quickly. BatchNorm trains with batch statistics and keeps running
+ones, as PyTorch's ``train()`` mode. Adam (pSp uses Ranger; Adam is the usual
+substitute). The result is written as a pSp model directory (``WORKDIR/psp``) with
+the encoder, the decoder and ``latent_avg``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from sage_jax import parallel
+from sage_jax.models import EncoderModel, PSPModel, init_encoder
+from sage_jax.nn.stylegan2 import Generator, mix_styles
+from sage_jax.train.common import Checkpoints, MetricsLog, batch_indices
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """pSp defaults (l2 1.0, lpips 0.8, w-norm 0, lr 1e-4, batch 8)."""
+    c = ml_collections.ConfigDict()
+    c.steps = 500000
+    c.batch_size = 8
+    c.lr = 1e-4
+    c.l2_lambda = 1.0
+    c.lpips_lambda = 0.8     # used only when an LPIPS network is given
+    c.w_norm_lambda = 0.0
+    c.latent_lambda = 0.0    # latent regression on generated images (tiny: 1.0)
+    c.generated_fraction = 0.5  # share of each batch that is generated (when latent_lambda > 0)
+    c.latent_avg_samples = 10000
+    c.seed = 0
+    c.log_every = 50
+    c.ckpt_every = 1000
+    c.keep = 3
+    return c
+
+
+def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n_gen):
+    avg = frozen["latent_avg"]
+    n_latent = gen_module.n_latent
+    gvars = frozen["gen"]
+
+    def encode(images, stats):
+        out, upd = enc_module.apply({"params": params, "batch_stats": stats}, images, train=True,
+                                    mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+
+    def decode(codes):
+        return gen_module.apply(gvars, [codes[:, :n_latent] + avg], input_is_latent=True, randomize_noise=False)
+
+    metrics = {}
+    inputs = x
+    target_codes = None
+    if n_gen:
+        k1, k2, k3 = jax.random.split(key, 3)
+        z1 = jax.random.normal(k1, (n_gen, gen_module.style_dim))
+        z2 = jax.random.normal(k2, (n_gen, gen_module.style_dim))
+        w1 = gen_module.apply(gvars, z1, method=Generator.mapping)
+        w2 = gen_module.apply(gvars, z2, method=Generator.mapping)
+        w = jax.lax.stop_gradient(mix_styles([w1, w2], n_latent, None, k3))
+        gen_imgs = jax.lax.stop_gradient(gen_module.apply(gvars, [w], input_is_latent=True, randomize_noise=False))
+        if gen_imgs.shape[1:3] != x.shape[1:3]:
+            gen_imgs = jax.image.resize(gen_imgs, (n_gen, *x.shape[1:]), "bilinear")
+        inputs = jnp.concatenate([x, gen_imgs])
+        target_codes = w
+    codes, new_stats = encode(inputs, batch_stats)
+    recon = decode(codes)
+    target = inputs if inputs.shape[1:3] == recon.shape[1:3] else jax.image.resize(inputs, recon.shape, "bilinear")
+    l2 = jnp.mean(jnp.square(recon - target))
+    total = cfg["l2_lambda"] * l2
+    metrics["l2"] = l2
+    if cfg["w_norm_lambda"]:
+        wn = jnp.mean(jnp.sqrt(jnp.sum(jnp.square(codes[:, :n_latent]), axis=(1, 2))))
+        total += cfg["w_norm_lambda"] * wn
+        metrics["w_norm"] = wn
+    if target_codes is not None:
+        lat = jnp.mean(jnp.square(codes[-n_gen:, :n_latent] + avg - target_codes))
+        total += cfg["latent_lambda"] * lat
+        metrics["latent"] = lat
+    metrics["loss"] = total
+    return total, (metrics, new_stats)
+
+
+def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
+                  stop_after: int | None = None) -> PSPModel:
+    """Train (or resume) a pSp encoder for the frozen generator ``G`` on ``dataset``
+    (images at the encoder's input size). Returns the PSPModel, also saved to
+    ``workdir/psp``."""
+    from sage_jax.checkpoints import save_psp
+
+    mesh = mesh or parallel.make_mesh()
+    parallel.check_batch_size(cfg.batch_size, mesh)
+    os.makedirs(workdir, exist_ok=True)
+    key = jax.random.PRNGKey(cfg.seed)
+    E = init_encoder(enc_cfg, jax.random.fold_in(key, 0))
+    if E.style_dim != G.style_dim:
+        raise ValueError(f"encoder style_dim {E.style_dim} != generator {G.style_dim}")
+    latent_avg = np.asarray(G.mean_latent(cfg.latent_avg_samples, jax.random.fold_in(key, 1)))  # (1, D)
+    tx = optax.adam(cfg.lr)
+    state = {"params": E.variables["params"], "batch_stats": E.variables["batch_stats"],
+             "opt": tx.init(E.variables["params"]), "step": jnp.zeros((), jnp.int32)}
+    n_gen = int(round(cfg.batch_size * cfg.generated_fraction)) if cfg.latent_lambda > 0 else 0
+    n_real = cfg.batch_size - n_gen
+    if n_real < 1 or n_real % mesh.devices.size or n_gen % mesh.devices.size:
+        raise ValueError(f"real ({n_real}) and generated ({n_gen}) parts of the batch must be positive "
+                         f"multiples of the {mesh.devices.size} devices")
+    plain = {k: float(cfg[k]) for k in ("l2_lambda", "w_norm_lambda", "latent_lambda")}
+    loss = functools.partial(_loss, enc_module=E.module, gen_module=G.module, cfg=plain, n_gen=n_gen)
+    rep = parallel.replicated(mesh)
+    frozen = {"gen": jax.device_put(G.variables, rep), "latent_avg": jax.device_put(jnp.asarray(latent_avg), rep)}
+
+    @jax.jit
+    def step_fn(s, frozen, x, key):
+        grads, (metrics, stats) = jax.grad(loss, has_aux=True)(s["params"], s["batch_stats"], frozen, x, key)
+        upd, opt = tx.update(grads, s["opt"], s["params"])
+        return dict(s, params=optax.apply_updates(s["params"], upd), batch_stats=stats, opt=opt), metrics
+
+    data_key, step_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 3)
+    with Checkpoints(workdir, cfg.keep, cfg.ckpt_every) as ckpt:
+        state, start = ckpt.restore(state)
+        state = parallel.replicate(state, mesh)
+        log = MetricsLog(workdir, start)
+        end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            nxt = pool.submit(dataset.load_batch, batch_indices(data_key, start, len(dataset), n_real))
+            bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train-encoder", unit="step",
+                       disable=quiet)
+            for step in bar:
+                x, _ = nxt.result()
+                if step + 1 < end:
+                    nxt = pool.submit(dataset.load_batch, batch_indices(data_key, step + 1, len(dataset), n_real))
+                state, metrics = step_fn(state, frozen, parallel.shard_batch(x, mesh),
+                                         jax.random.fold_in(step_key, step))
+                done = step + 1
+                state["step"] = jnp.asarray(done, jnp.int32)
+                if done % cfg.log_every == 0 or done == end:
+                    m = log.write(done, metrics)
+                    bar.set_postfix(loss=f"{m['loss']:.4f}")
+                saved = ckpt.maybe_save(done, state, force=done == end)
+                if ckpt.stop_requested and saved:
+                    print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
+                    break
+        log.close()
+    host = jax.tree_util.tree_map(np.asarray, state)
+    E_out = EncoderModel(E.config, {"params": host["params"], "batch_stats": host["batch_stats"]})
+    psp = PSPModel(E_out, G, latent_avg, {"output_size": G.size, "encoder_type": E.config["kind"],
+                                           "start_from_latent_avg": True, "A_length": None,
+                                           "input_nc": 3, "n_latent": G.n_latent})
+    save_psp(os.path.join(workdir, "psp"), psp, overwrite=True)
+    return psp

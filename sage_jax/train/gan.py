@@ -1,0 +1,274 @@
+"""StyleGAN2 training as rosinality's ``train.py`` does it, in one jitted, data-parallel
+code path.
+
+Per step: a discriminator update with the non-saturating logistic loss; every
+``d_reg_every`` steps a lazy R1 update (``r1/2 * ||grad D(x)||^2 * d_reg_every``); a
+generator update; every ``g_reg_every`` steps a path-length update
+(``path_regularize * g_reg_every * (|J^T y| - a)^2``, on a batch shrunk by
+``path_batch_shrink``); style mixing with probability ``mixing``; an EMA copy of the
+generator (``accum = 0.5 ** (32 / (10 * 1000))``). Adam with the lazy-regularisation
+corrections of the paper (lr * c, betas ** c, c = every / (every + 1)). Optional
+differentiable augmentation (colour, translation, cutout; Zhao et al. 2020) of real and
+fake images for small datasets.
+
+Randomness: everything of step ``s`` comes from ``fold_in(key, s)``, and batches from
+:func:`sage_jax.train.common.batch_indices`, so an interrupted run resumed from its
+checkpoint reaches exactly the parameters of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from sage_jax import parallel
+from sage_jax.images import make_grid, save_png, to_uint8
+from sage_jax.models import DiscriminatorModel, GeneratorModel, init_discriminator, init_generator
+from sage_jax.nn.stylegan2 import Generator, mix_styles, noise_shapes
+from sage_jax.train.common import Checkpoints, MetricsLog, batch_indices
+
+EMA_ACCUM = 0.5 ** (32 / (10 * 1000))
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """rosinality ``train.py`` defaults."""
+    c = ml_collections.ConfigDict()
+    c.steps = 800000
+    c.batch_size = 16
+    c.lr = 0.002
+    c.r1 = 10.0
+    c.d_reg_every = 16
+    c.path_regularize = 2.0
+    c.path_batch_shrink = 2
+    c.g_reg_every = 4
+    c.mixing = 0.9
+    c.ema = EMA_ACCUM
+    c.augment = False          # differentiable augmentation (colour, translation, cutout)
+    c.seed = 0
+    c.log_every = 50
+    c.ckpt_every = 1000
+    c.keep = 3
+    c.sample_every = 1000
+    c.n_sample = 16
+    return c
+
+
+# -------------------------------------------------------------------- pieces
+def diff_augment(key, x):
+    """DiffAugment 'color,translation,cutout' on NHWC images in [-1, 1]."""
+    n = x.shape[0]
+    k = jax.random.split(key, 7)
+    x = x + (jax.random.uniform(k[0], (n, 1, 1, 1)) - 0.5)
+    mean = x.mean(axis=-1, keepdims=True)
+    x = (x - mean) * (jax.random.uniform(k[1], (n, 1, 1, 1)) * 2) + mean
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = (x - mean) * (jax.random.uniform(k[2], (n, 1, 1, 1)) + 0.5) + mean
+    h, w = x.shape[1:3]
+    sy, sx = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+    ty = jax.random.randint(k[3], (n,), -sy, sy + 1)
+    tx = jax.random.randint(k[4], (n,), -sx, sx + 1)
+    yy = jnp.clip(jnp.arange(h)[None, :] + ty[:, None], -1, h)  # -1 / h: padding (zero)
+    xx = jnp.clip(jnp.arange(w)[None, :] + tx[:, None], -1, w)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    x = padded[jnp.arange(n)[:, None, None], yy[:, :, None] + 1, xx[:, None, :] + 1]
+    ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    cy = jax.random.randint(k[5], (n,), 0, h + (1 - ch % 2))
+    cx = jax.random.randint(k[6], (n,), 0, w + (1 - cw % 2))
+    ys = jnp.arange(h)[None, :, None] - (cy[:, None, None] - ch // 2)
+    xs = jnp.arange(w)[None, None, :] - (cx[:, None, None] - cw // 2)
+    keep = ~((ys >= 0) & (ys < ch) & (xs >= 0) & (xs < cw))
+    return x * keep[..., None]
+
+
+def _adam(lr, every):
+    c = every / (every + 1) if every else 1.0
+    return optax.adam(lr * c, b1=0.0 ** c, b2=0.99 ** c)
+
+
+def _latents(g_module, g_params, noises, key, batch, mixing):
+    """W+ codes with style mixing (probability ``mixing``), as ``mixing_noise``."""
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    d = g_module.style_dim
+    z1 = jax.random.normal(k1, (batch, d))
+    z2 = jax.random.normal(k2, (batch, d))
+    variables = {"params": g_params, "noises": noises}
+    w1 = g_module.apply(variables, z1, method=Generator.mapping)
+    w2 = g_module.apply(variables, z2, method=Generator.mapping)
+    n = g_module.n_latent
+    mixed = mix_styles([w1, w2], n, None, k3)
+    plain = mix_styles([w1], n)
+    return jnp.where(jax.random.uniform(k4) < mixing, mixed, plain)
+
+
+def _synth(g_module, g_params, noises, latents, key):
+    """Images of W+ codes with fresh noise (training uses random noise)."""
+    keys = jax.random.split(key, g_module.num_layers)
+    noise = [jax.random.normal(k, (latents.shape[0], h, w, 1)) for k, (h, w) in zip(keys, noise_shapes(g_module.size))]
+    return g_module.apply({"params": g_params, "noises": noises}, latents, noise, method=Generator.synthesis)
+
+
+def _d_apply(d_module, d_params, x):
+    return d_module.apply({"params": d_params}, x)
+
+
+def make_steps(g_module, d_module, cfg):
+    """The four jitted updates: D, lazy R1, G, lazy path length."""
+    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.lr, cfg.d_reg_every)
+    augment = (lambda k, x: diff_augment(k, x)) if cfg.augment else (lambda k, x: x)
+
+    @jax.jit
+    def d_step(s, real, key):
+        kz, kn, ka, kb = jax.random.split(key, 4)
+        lat = _latents(g_module, s["g"], s["noises"], kz, real.shape[0], cfg.mixing)
+        fake = jax.lax.stop_gradient(_synth(g_module, s["g"], s["noises"], lat, kn))
+
+        def loss(dp):
+            fake_pred = _d_apply(d_module, dp, augment(ka, fake))
+            real_pred = _d_apply(d_module, dp, augment(kb, real))
+            l = jnp.mean(jax.nn.softplus(fake_pred)) + jnp.mean(jax.nn.softplus(-real_pred))
+            return l, (jnp.mean(real_pred), jnp.mean(fake_pred))
+
+        (l, (rs, fs)), grads = jax.value_and_grad(loss, has_aux=True)(s["d"])
+        upd, d_opt = d_tx.update(grads, s["d_opt"], s["d"])
+        return dict(s, d=optax.apply_updates(s["d"], upd), d_opt=d_opt), \
+            {"d_loss": l, "real_score": rs, "fake_score": fs}
+
+    @jax.jit
+    def d_reg_step(s, real, key):
+        def loss(dp):
+            def total(x):
+                return jnp.sum(_d_apply(d_module, dp, augment(key, x)))
+
+            grad = jax.grad(total)(real)
+            r1 = jnp.mean(jnp.sum(jnp.square(grad).reshape(grad.shape[0], -1), axis=1))
+            return cfg.r1 / 2 * r1 * cfg.d_reg_every, r1
+
+        (_, r1), grads = jax.value_and_grad(loss, has_aux=True)(s["d"])
+        upd, d_opt = d_tx.update(grads, s["d_opt"], s["d"])
+        return dict(s, d=optax.apply_updates(s["d"], upd), d_opt=d_opt), {"r1": r1}
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def g_step(s, key, batch):
+        kz, kn, ka = jax.random.split(key, 3)
+
+        def loss(gp):
+            lat = _latents(g_module, gp, s["noises"], kz, batch, cfg.mixing)
+            fake = _synth(g_module, gp, s["noises"], lat, kn)
+            return jnp.mean(jax.nn.softplus(-_d_apply(d_module, s["d"], augment(ka, fake))))
+
+        l, grads = jax.value_and_grad(loss)(s["g"])
+        upd, g_opt = g_tx.update(grads, s["g_opt"], s["g"])
+        g = optax.apply_updates(s["g"], upd)
+        ema = jax.tree_util.tree_map(lambda e, p: p + cfg.ema * (e - p), s["g_ema"], g)
+        return dict(s, g=g, g_opt=g_opt, g_ema=ema), {"g_loss": l}
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def g_reg_step(s, key, batch):
+        kz, kn, ky = jax.random.split(key, 3)
+        b = max(1, batch // cfg.path_batch_shrink)
+
+        def loss(gp):
+            lat = _latents(g_module, gp, s["noises"], kz, b, cfg.mixing)
+            img, vjp = jax.vjp(lambda l: _synth(g_module, gp, s["noises"], l, kn), lat)
+            y = jax.random.normal(ky, img.shape) / math.sqrt(img.shape[1] * img.shape[2])
+            (g_lat,) = vjp(y)
+            lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(g_lat), axis=2), axis=1))
+            mean = s["mean_path_length"] + 0.01 * (jnp.mean(lengths) - s["mean_path_length"])
+            penalty = jnp.mean(jnp.square(lengths - jax.lax.stop_gradient(mean)))
+            return cfg.path_regularize * cfg.g_reg_every * penalty, (penalty, mean, jnp.mean(lengths))
+
+        (_, (pen, mean, plen)), grads = jax.value_and_grad(loss, has_aux=True)(s["g"])
+        upd, g_opt = g_tx.update(grads, s["g_opt"], s["g"])
+        return dict(s, g=optax.apply_updates(s["g"], upd), g_opt=g_opt,
+                    mean_path_length=jax.lax.stop_gradient(mean)), {"path": pen, "path_length": plen}
+
+    return d_step, d_reg_step, g_step, g_reg_step, g_tx, d_tx
+
+
+def init_state(g_cfg, d_cfg, cfg, key):
+    G = init_generator(g_cfg, jax.random.fold_in(key, 0))
+    D = init_discriminator(d_cfg, jax.random.fold_in(key, 1))
+    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.lr, cfg.d_reg_every)
+    g = G.variables["params"]
+    return G, D, {
+        "g": g, "g_ema": jax.tree_util.tree_map(jnp.array, g), "d": D.variables["params"],
+        "noises": G.variables["noises"], "g_opt": g_tx.init(g), "d_opt": d_tx.init(D.variables["params"]),
+        "mean_path_length": jnp.zeros((), jnp.float32), "step": jnp.zeros((), jnp.int32),
+    }
+
+
+def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
+              stop_after: int | None = None):
+    """Train (or resume) a StyleGAN2 on ``dataset`` (``load_batch`` interface, images
+    at ``g_cfg.size``) in ``workdir``; returns (G_ema, D) models, also written to
+    ``workdir/g_ema`` and ``workdir/d``. ``stop_after`` ends the run (with a checkpoint)
+    after that many steps of this call, as an interruption would."""
+    from sage_jax.checkpoints import save_model
+
+    mesh = mesh or parallel.make_mesh()
+    parallel.check_batch_size(cfg.batch_size, mesh)
+    os.makedirs(workdir, exist_ok=True)
+    key = jax.random.PRNGKey(cfg.seed)
+    G, D, state = init_state(g_cfg, d_cfg, cfg, key)
+    d_step, d_reg_step, g_step, g_reg_step, _, _ = make_steps(G.module, D.module, cfg)
+    sample_z = jax.random.normal(jax.random.fold_in(key, 2), (cfg.n_sample, G.style_dim))
+    data_key, step_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
+    with Checkpoints(workdir, cfg.keep, cfg.ckpt_every) as ckpt:
+        state, start = ckpt.restore(state)
+        state = parallel.replicate(state, mesh)
+        log = MetricsLog(workdir, start)
+        end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+        metrics = {}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            nxt = pool.submit(dataset.load_batch, batch_indices(data_key, start, len(dataset), cfg.batch_size))
+            bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train-gan", unit="step",
+                       disable=quiet)
+            for step in bar:
+                real, _ = nxt.result()
+                if step + 1 < end:
+                    nxt = pool.submit(dataset.load_batch,
+                                      batch_indices(data_key, step + 1, len(dataset), cfg.batch_size))
+                real = parallel.shard_batch(real, mesh)
+                k = jax.random.split(jax.random.fold_in(step_key, step), 4)
+                state, m = d_step(state, real, k[0])
+                metrics.update(m)
+                if step % cfg.d_reg_every == 0:
+                    state, m = d_reg_step(state, real, k[1])
+                    metrics.update(m)
+                state, m = g_step(state, k[2], cfg.batch_size)
+                metrics.update(m)
+                if step % cfg.g_reg_every == 0:
+                    state, m = g_reg_step(state, k[3], cfg.batch_size)
+                    metrics.update(m)
+                done = step + 1
+                state["step"] = jnp.asarray(done, jnp.int32)
+                if done % cfg.log_every == 0 or done == end:
+                    m = log.write(done, metrics)
+                    bar.set_postfix(d=f"{m['d_loss']:.3f}", g=f"{m['g_loss']:.3f}")
+                if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+                    _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"))
+                saved = ckpt.maybe_save(done, state, force=done == end)
+                if ckpt.stop_requested and saved:
+                    print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
+                    break
+        log.close()
+    host = jax.tree_util.tree_map(np.asarray, state)
+    G_ema = GeneratorModel(G.config, {"params": host["g_ema"], "noises": host["noises"]})
+    D_out = DiscriminatorModel(D.config, {"params": host["d"]})
+    save_model(os.path.join(workdir, "g_ema"), G_ema, overwrite=True, extra={"step": int(host["step"])})
+    save_model(os.path.join(workdir, "d"), D_out, overwrite=True, extra={"step": int(host["step"])})
+    return G_ema, D_out
+
+
+def _save_samples(G, state, z, path):
+    model = GeneratorModel(G.config, {"params": state["g_ema"], "noises": state["noises"]})
+    save_png(path, make_grid(to_uint8(np.asarray(model(z)))))
