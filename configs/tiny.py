@@ -1,17 +1,14 @@
-"""Tiny configuration: 32 px StyleGAN2 with narrow channels, the embedded default.
+"""Tiny configuration: the embedded default. 32 px synthetic ground-truth data, a narrow
+StyleGAN2, a narrow pSp encoder, a small dictionary; every stage trains on 2 CPU cores.
 
-Small enough that every stage trains on 2 CPU cores; the architecture is the one of the
-reference's tiny checkpoints in ``shared/fixtures`` (``Generator(32, 64, 2)`` with the
-channel table {4: 32, 8: 32, 16: 16, 32: 16}), so those files load into it.
+    sage-jax train-gan --config configs/tiny.py --workdir runs/tiny/gan
+    sage-jax train-encoder --config configs/tiny.py --workdir runs/tiny/psp \\
+        --generator runs/tiny/gan/g_ema
+    # any value: --config.gan.steps=200 (or --config.train.steps=200 for the command's own section)
 
-Usage (Python)::
-
-    from sage_jax.config import load_config
-    from sage_jax.models import init_generator
-    cfg = load_config("configs/tiny.py")
-    G = init_generator(cfg.model.generator, jax.random.PRNGKey(cfg.seed))
-
-Sections for data and GAN/encoder training are added with the issues that need them.
+The generator architecture is the one of the reference's tiny checkpoints in
+``shared/fixtures`` (``Generator(32, 64, 2)`` with the channel table {4: 32, 8: 32,
+16: 16, 32: 16}), so those files load into it.
 """
 
 import ml_collections
@@ -22,13 +19,24 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.seed = 0
 
+    # ---------------------------------------------------------------- data
+    data = config.data = ml_collections.ConfigDict()
+    data.name = "synthetic"     # synthetic | folder | tfds
+    data.root = ""              # folder datasets: <class>/<image> or <class>_<i>.jpg
+    data.split = ""             # sub-folder of root (e.g. train)
+    data.size = 32              # 32 px is the natural size of the synthetic dataset (DESIGN.md)
+    data.num_seen = 40          # synthetic: seen classes (train everything on these)
+    data.num_unseen = 10        # synthetic: unseen classes (new combinations of seen factor values)
+    data.samples_per_class = 100
+    data.imbalance_ratio = 1.0  # > 1: long-tailed seen classes (Softlabel-GAN experiments)
+
+    # ---------------------------------------------------------------- models
     config.model = ml_collections.ConfigDict()
     g = config.model.generator = ml_collections.ConfigDict()
-    g.size = 32            # 32 px is the natural size of the synthetic dataset (DESIGN.md)
+    g.size = 32
     g.style_dim = 64       # 512 in config-f; 64 keeps the mapping cheap on CPU
     g.n_mlp = 2            # 8 in config-f; a small latent space needs little disentangling
-    # (resolution, channels); config-f would be 512 everywhere at these resolutions
-    g.channels = ((4, 32), (8, 32), (16, 16), (32, 16))
+    g.channels = ((4, 32), (8, 32), (16, 16), (32, 16))  # config-f: 512 at these resolutions
     g.blur_kernel = (1.0, 3.0, 3.0, 1.0)  # the reference's FIR filter
     g.lr_mlp = 0.01        # mapping-network learning-rate multiplier, as StyleGAN2
 
@@ -37,7 +45,52 @@ def get_config(arg=None):
     d.channels = g.get_ref("channels")
     d.blur_kernel = g.get_ref("blur_kernel")
 
-    # Dictionary learning (SAGE Sec. 3.2.1; `sage-jax train-dictionary --config configs/tiny.py`).
+    e = config.model.encoder = ml_collections.ConfigDict()
+    e.kind = "GradualStyleEncoder"
+    e.num_layers = 50      # IR-SE50 unit counts, as pSp, at narrow widths
+    e.mode = "ir_se"
+    e.input_size = 32      # head depths follow: 1, 2, 3 stride-2 convs (4, 5, 6 at 256 px)
+    e.n_styles = 18        # SAGE's encoder always emits 18 codes; the generator uses the first 8
+    e.style_dim = 64
+    e.widths = (16, 16, 32, 64)  # pSp: (64, 128, 256, 512)
+
+    # ---------------------------------------------------------------- GAN training
+    t = config.gan = ml_collections.ConfigDict()
+    t.steps = 3000         # rosinality: 800k at 256 px; the tiny model converges far sooner
+    t.batch_size = 16
+    t.lr = 0.002           # rosinality default
+    t.r1 = 10.0            # rosinality default R1 weight
+    t.d_reg_every = 16     # lazy R1 interval (StyleGAN2)
+    t.path_regularize = 2.0
+    t.path_batch_shrink = 2
+    t.g_reg_every = 4      # lazy path-length interval (StyleGAN2)
+    t.mixing = 0.9         # style-mixing probability
+    t.ema = 0.5 ** (32 / (10 * 1000))  # rosinality's accum
+    t.augment = False      # the synthetic set is large enough; turn on for few images
+    t.seed = config.get_ref("seed")
+    t.log_every = 50
+    t.ckpt_every = 500
+    t.keep = 3
+    t.sample_every = 500
+    t.n_sample = 16
+
+    # ---------------------------------------------------------------- encoder training
+    p = config.psp = ml_collections.ConfigDict()
+    p.steps = 2000
+    p.batch_size = 16
+    p.lr = 1e-4            # pSp default
+    p.l2_lambda = 1.0      # pSp default
+    p.lpips_lambda = 0.8   # pSp default; used only with LPIPS weights
+    p.w_norm_lambda = 0.0  # pSp default
+    p.latent_lambda = 1.0  # latent regression on generated images: fast for a small encoder
+    p.generated_fraction = 0.5
+    p.latent_avg_samples = 10000
+    p.seed = config.get_ref("seed")
+    p.log_every = 50
+    p.ckpt_every = 500
+    p.keep = 3
+
+    # ---------------------------------------------------------------- dictionary (SAGE Sec. 3.2.1)
     t = config.dictionary = ml_collections.ConfigDict()
     t.groups = ((0, 1, 2), (3, 4, 5))  # the official grouping; the paper's is (0-2, 3-6, 7-17)
     t.a_length = 8         # 100 in the official checkpoints; 8 is the tiny AGE-layout file's A
@@ -48,7 +101,7 @@ def get_config(arg=None):
     t.lambda_sparse = 5e-3 # official sparse_lambda
     t.orth_form = "l1"     # the official code's L1 form ("frobenius": the paper's Eq. 13)
     t.sparse_norm = 32.0
-    t.seed = 0
+    t.seed = config.get_ref("seed")
     t.log_every = 10
     t.ckpt_every = 500
     t.keep = 3

@@ -494,6 +494,58 @@ def cmd_generate(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- training
+def _training_config(args, section):
+    from sage_jax.config import apply_overrides, load_config
+
+    cfg = load_config(args.config)
+    if section not in cfg:
+        raise UsageError(f"{args.config} has no '{section}' section")
+    try:
+        apply_overrides(cfg, args.overrides, aliases={"train": section})
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return cfg
+
+
+def _write_config(cfg, workdir):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(cfg.to_json_best_effort(indent=1))
+
+
+def cmd_train_gan(args) -> int:
+    from sage_jax.data.loader import seen_dataset
+    from sage_jax.train.gan import train_gan
+
+    cfg = _training_config(args, "gan")
+    ds = seen_dataset(cfg.data, cfg.model.generator.size)
+    print(f"training StyleGAN2 ({cfg.model.generator.size} px) on {len(ds)} images of "
+          f"{ds.num_classes} seen classes in {args.workdir}")
+    _write_config(cfg, args.workdir)
+    G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, args.workdir, quiet=args.quiet)
+    print(f"generator (EMA) in {os.path.join(args.workdir, 'g_ema')}, samples in "
+          f"{os.path.join(args.workdir, 'samples')}")
+    return 0
+
+
+def cmd_train_encoder(args) -> int:
+    from sage_jax import checkpoints
+    from sage_jax.data.loader import seen_dataset
+    from sage_jax.train.encoder import train_encoder
+
+    cfg = _training_config(args, "psp")
+    if not os.path.exists(args.generator):
+        raise UsageError(f"generator {args.generator} does not exist")
+    G = checkpoints.load_generator(args.generator)
+    ds = seen_dataset(cfg.data, cfg.model.encoder.input_size)
+    print(f"training the pSp encoder for a {G.size} px generator on {len(ds)} images in {args.workdir}")
+    _write_config(cfg, args.workdir)
+    train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet)
+    print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -611,14 +663,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory: one folder per class")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_generate)
+    for name, helptext, func in (
+            ("train-gan", "train a StyleGAN2 (sharded over all devices, resumable)", cmd_train_gan),
+            ("train-encoder", "train a pSp encoder for a frozen generator (resumable)", cmd_train_encoder)):
+        s = sub.add_parser(name, help=helptext,
+                           description=helptext + ". Any config value can be set with --config.SECTION.KEY=VALUE; "
+                                       "--config.train.KEY is this command's own section.")
+        s.add_argument("--config", required=True, help="a configs/*.py file (e.g. configs/tiny.py)")
+        s.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, results; "
+                                                         "running again resumes")
+        if name == "train-encoder":
+            s.add_argument("--generator", required=True, help="the frozen generator: model dir or .pt")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+        s.set_defaults(func=func)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from sage_jax.checkpoints.torch_reader import CheckpointError
 
+    from sage_jax.config import split_overrides
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    except ValueError as e:
+        parser.error(str(e))
+    args = parser.parse_args(rest)
+    args.overrides = overrides
+    if overrides and args.command not in ("train-gan", "train-encoder"):
+        parser.error(f"--config.* overrides apply to train-gan and train-encoder, not {args.command}")
     try:
         return args.func(args)
     except (UsageError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:

@@ -204,6 +204,7 @@ def test_train_dictionary_learns_and_resumes_exactly(tiny_setup, tmp_path):
     assert resumed_log == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.heavy
 def test_train_step_same_on_1_and_8_devices(tiny_setup, tmp_path):
     root = tiny_setup
     script = f"""

@@ -96,6 +96,22 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
     return total, (metrics, new_stats)
 
 
+@functools.lru_cache(maxsize=8)
+def _make_step(enc_module, gen_module, weights, n_gen, lr):
+    """The jitted update, built once per models and options (also across resumes)."""
+    plain = dict(zip(("l2_lambda", "w_norm_lambda", "latent_lambda"), weights))
+    loss = functools.partial(_loss, enc_module=enc_module, gen_module=gen_module, cfg=plain, n_gen=n_gen)
+    tx = optax.adam(lr)
+
+    @jax.jit
+    def step_fn(s, frozen, x, key):
+        grads, (metrics, stats) = jax.grad(loss, has_aux=True)(s["params"], s["batch_stats"], frozen, x, key)
+        upd, opt = tx.update(grads, s["opt"], s["params"])
+        return dict(s, params=optax.apply_updates(s["params"], upd), batch_stats=stats, opt=opt), metrics
+
+    return step_fn
+
+
 def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
                   stop_after: int | None = None) -> PSPModel:
     """Train (or resume) a pSp encoder for the frozen generator ``G`` on ``dataset``
@@ -119,16 +135,10 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     if n_real < 1 or n_real % mesh.devices.size or n_gen % mesh.devices.size:
         raise ValueError(f"real ({n_real}) and generated ({n_gen}) parts of the batch must be positive "
                          f"multiples of the {mesh.devices.size} devices")
-    plain = {k: float(cfg[k]) for k in ("l2_lambda", "w_norm_lambda", "latent_lambda")}
-    loss = functools.partial(_loss, enc_module=E.module, gen_module=G.module, cfg=plain, n_gen=n_gen)
+    weights = tuple(float(cfg[k]) for k in ("l2_lambda", "w_norm_lambda", "latent_lambda"))
+    step_fn = _make_step(E.module, G.module, weights, n_gen, float(cfg.lr))
     rep = parallel.replicated(mesh)
     frozen = {"gen": jax.device_put(G.variables, rep), "latent_avg": jax.device_put(jnp.asarray(latent_avg), rep)}
-
-    @jax.jit
-    def step_fn(s, frozen, x, key):
-        grads, (metrics, stats) = jax.grad(loss, has_aux=True)(s["params"], s["batch_stats"], frozen, x, key)
-        upd, opt = tx.update(grads, s["opt"], s["params"])
-        return dict(s, params=optax.apply_updates(s["params"], upd), batch_stats=stats, opt=opt), metrics
 
     data_key, step_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 3)
     with Checkpoints(workdir, cfg.keep, cfg.ckpt_every) as ckpt:

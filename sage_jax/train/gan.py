@@ -19,6 +19,7 @@ checkpoint reaches exactly the parameters of an uninterrupted one.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import math
 import os
@@ -120,8 +121,33 @@ def _d_apply(d_module, d_params, x):
     return d_module.apply({"params": d_params}, x)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """The training options the compiled updates depend on (hashable, so the jitted
+    functions are built once per model and options, also across resumed runs)."""
+
+    lr: float
+    r1: float
+    d_reg_every: int
+    path_regularize: float
+    path_batch_shrink: int
+    g_reg_every: int
+    mixing: float
+    ema: float
+    augment: bool
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
+
+
 def make_steps(g_module, d_module, cfg):
     """The four jitted updates: D, lazy R1, G, lazy path length."""
+    return _make_steps(g_module, d_module, StepOptions.from_config(cfg))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_steps(g_module, d_module, cfg: StepOptions):
     g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.lr, cfg.d_reg_every)
     augment = (lambda k, x: diff_augment(k, x)) if cfg.augment else (lambda k, x: x)
 

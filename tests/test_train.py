@@ -1,0 +1,158 @@
+"""GAN and encoder training: metrics, checkpoints, exact resume, SIGTERM, devices,
+config overrides, TensorBoard files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from fixture_utils import ROOT, fixture
+from sage_jax import checkpoints
+from sage_jax.config import apply_overrides, load_config, split_overrides
+from sage_jax.data.loader import seen_dataset
+from sage_jax.train.common import crc32c, read_tensorboard_scalars
+from sage_jax.train.encoder import train_encoder
+from sage_jax.train.gan import train_gan
+
+TINY = os.path.join(ROOT, "configs", "tiny.py")
+
+
+def tiny_cfg(**overrides):
+    cfg = load_config(TINY)
+    base = ["data.samples_per_class=4", "data.num_seen=8", "data.num_unseen=2", "gan.batch_size=8",
+            "gan.log_every=1", "gan.ckpt_every=2", "gan.sample_every=4", "gan.n_sample=4",
+            "psp.batch_size=8", "psp.log_every=1", "psp.ckpt_every=2", "psp.latent_avg_samples=64"]
+    return apply_overrides(cfg, base + [f"{k}={v}" for k, v in overrides.items()])
+
+
+def _leaves(model):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(model.variables)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return seen_dataset(tiny_cfg().data)
+
+
+def test_gan_training_logs_samples_and_resumes_exactly(tmp_path, data):
+    cfg = tiny_cfg(**{"gan.steps": 6})
+    G1, D1 = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, str(tmp_path / "a"), quiet=True)
+    log = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [m["step"] for m in log] == [1, 2, 3, 4, 5, 6]
+    assert {"d_loss", "g_loss", "r1", "path", "real_score", "fake_score"} <= set(log[0])
+    tb = os.listdir(tmp_path / "a" / "tensorboard")
+    scalars = read_tensorboard_scalars(str(tmp_path / "a" / "tensorboard" / tb[0]))
+    assert {s for s, tag, _ in scalars if tag == "d_loss"} == {1, 2, 3, 4, 5, 6}
+    assert sorted(os.listdir(tmp_path / "a" / "samples")) == ["0000004.png", "0000006.png"]
+    assert checkpoints.load_generator(tmp_path / "a" / "g_ema").size == 32
+    # interrupted after 3 steps (checkpoint at 3 is the 'end' of that call), resumed to 6
+    train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, str(tmp_path / "b"), quiet=True,
+              stop_after=3)
+    G2, D2 = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, str(tmp_path / "b"), quiet=True)
+    for a, b in zip(_leaves(G1) + _leaves(D1), _leaves(G2) + _leaves(D2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [json.loads(l)["step"] for l in open(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_encoder_training_resumes_exactly_and_inverts(tmp_path, data):
+    cfg = tiny_cfg(**{"psp.steps": 4})
+    G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt.pt"))
+    p1 = train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "a"), quiet=True)
+    train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "b"), quiet=True, stop_after=2)
+    p2 = train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "b"), quiet=True)
+    for a, b in zip(_leaves(p1.encoder), _leaves(p2.encoder)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    log = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+    assert {"l2", "latent", "loss"} <= set(log[0]) and len(log) == 4
+    psp = checkpoints.load_psp(tmp_path / "a" / "psp")
+    x, _ = data.load_batch(range(3))
+    raw, codes = psp.invert(x)
+    assert codes.shape == (3, 8, 64) and np.isfinite(np.asarray(codes)).all()
+    # BatchNorm statistics moved away from their initial values during training
+    stats = jax.tree_util.tree_leaves(psp.encoder.variables["batch_stats"])
+    assert any(np.abs(np.asarray(s) - np.round(np.asarray(s))).max() > 1e-4 for s in stats)
+
+
+@pytest.mark.heavy
+def test_gan_same_losses_on_1_and_8_devices(tmp_path):
+    script = f"""
+import json, sys, jax
+sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+from test_train import tiny_cfg
+from sage_jax.data.loader import seen_dataset
+from sage_jax.train.gan import train_gan
+from sage_jax import parallel
+cfg = tiny_cfg(**{{"gan.steps": 2, "gan.sample_every": 0}})
+ds = seen_dataset(cfg.data)
+out = {{}}
+for n in (1, 8):
+    w = {str(tmp_path)!r} + f"/w{{n}}"
+    train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, w, quiet=True,
+              mesh=parallel.make_mesh(jax.devices()[:n]))
+    out[n] = [json.loads(l) for l in open(w + "/metrics.jsonl")]
+print(json.dumps({{"devices": jax.device_count(), "logs": out}}))
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 8
+    for a, b in zip(result["logs"]["1"], result["logs"]["8"]):
+        for k in ("d_loss", "g_loss", "r1", "path"):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, err_msg=k)
+
+
+@pytest.mark.heavy
+def test_sigterm_saves_and_the_run_resumes(tmp_path):
+    work = tmp_path / "w"
+    cmd = [sys.executable, "-m", "sage_jax.cli", "train-gan", "--config", TINY, "--workdir", str(work), "--quiet",
+           "--config.train.steps=400", "--config.gan.ckpt_every=1000", "--config.gan.log_every=1",
+           "--config.gan.batch_size=8", "--config.gan.sample_every=0", "--config.data.samples_per_class=4",
+           "--config.data.num_seen=8", "--config.data.num_unseen=2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = work / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped by SIGTERM" in out
+    steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
+    saved = sorted(int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
+    assert saved and saved[-1] == steps[-1] < 400
+    # resuming continues from the saved step (finish early via an override)
+    res = subprocess.run(cmd[:-9] + [f"--config.train.steps={saved[-1] + 2}", "--config.gan.log_every=1",
+                                     "--config.gan.batch_size=8", "--config.gan.sample_every=0",
+                                     "--config.data.samples_per_class=4", "--config.data.num_seen=8",
+                                     "--config.data.num_unseen=2"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
+    assert steps == list(range(1, saved[-1] + 3))
+
+
+def test_config_overrides():
+    cfg = load_config(TINY)
+    apply_overrides(cfg, ["gan.steps=7", "gan.augment=true", "model.encoder.widths=(8, 8, 16, 32)",
+                          "train.lr=0.5"], aliases={"train": "psp"})
+    assert cfg.gan.steps == 7 and cfg.gan.augment is True and cfg.psp.lr == 0.5
+    assert tuple(cfg.model.encoder.widths) == (8, 8, 16, 32)
+    with pytest.raises(ValueError, match="did you mean steps"):
+        apply_overrides(cfg, ["gan.stepz=3"])
+    with pytest.raises(ValueError, match="cannot set gan.steps"):
+        apply_overrides(cfg, ["gan.steps=many"])
+    rest, ov = split_overrides(["train-gan", "--config", "x.py", "--config.gan.steps", "5", "--config.a.b=2"])
+    assert rest == ["train-gan", "--config", "x.py"] and ov == ["gan.steps=5", "a.b=2"]
+    for name in ("animal_faces", "flowers", "vggfaces", "nabirds"):
+        c = load_config(os.path.join(ROOT, "configs", f"{name}.py"))
+        assert c.data.size == 256 and c.model.generator.size == 256 and c.data.num_seen > c.data.num_unseen
+
+
+def test_tensorboard_framing():
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
