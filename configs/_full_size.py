@@ -10,6 +10,8 @@ def full_size_config(root: str, split: str, n_seen: int, n_unseen: int) -> ml_co
     data = config.data = ml_collections.ConfigDict()
     data.name = "folder"        # the originals' layout: root/train/<class>_<i>.jpg
     data.root = root            # where the user unpacked the dataset (override on the command line)
+    data.data_dir = ""          # tfds: where `sage-jax build-dataset` wrote it
+    data.tfds_name = ""         # tfds: the built dataset's name
     data.split = split
     data.size = 256             # SAGE/AGE work at 256 px
     data.num_seen = n_seen      # SAGE Sec. 4: seen / unseen classes

@@ -23,6 +23,8 @@ def get_config(arg=None):
     data = config.data = ml_collections.ConfigDict()
     data.name = "synthetic"     # synthetic | folder | tfds
     data.root = ""              # folder datasets: <class>/<image> or <class>_<i>.jpg
+    data.data_dir = ""          # tfds: where `sage-jax build-dataset` wrote it
+    data.tfds_name = ""         # tfds: the built dataset's name
     data.split = ""             # sub-folder of root (e.g. train)
     data.size = 32              # 32 px is the natural size of the synthetic dataset (DESIGN.md)
     data.num_seen = 40          # synthetic: seen classes (train everything on these)

@@ -546,6 +546,29 @@ def cmd_train_encoder(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- datasets
+def cmd_build_dataset(args) -> int:
+    from sage_jax.data import tfds_data
+
+    if bool(args.root) == bool(args.flowers102_manual_dir):
+        raise UsageError("give --root (a folder dataset) or --flowers102-manual-dir, not both")
+    if args.root:
+        if not args.name:
+            raise UsageError("--name is needed with --root")
+        builder = tfds_data.build_folder_dataset(args.root, args.data_dir, args.name, args.size,
+                                                 overwrite=args.overwrite)
+    else:
+        builder = tfds_data.build_flowers102(args.flowers102_manual_dir, args.data_dir, args.size,
+                                             name=args.name or "oxford_flowers102_raw", overwrite=args.overwrite)
+    info = builder.info
+    counts = {k: v.num_examples for k, v in info.splits.items()}
+    skipped = (info.metadata or {}).get("num_skipped", 0)
+    print(f"built {info.name} ({args.size} px) in {args.data_dir}: {counts}, {skipped} unreadable files skipped; "
+          f"train on it with --config.data.name=tfds --config.data.data_dir={args.data_dir} "
+          f"--config.data.tfds_name={info.name}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -663,6 +686,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory: one folder per class")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_generate)
+    s = sub.add_parser("build-dataset", help="build a TFDS dataset (array_record, no TensorFlow) from a "
+                                             "folder or from the Oxford Flowers 102 manual download")
+    s.add_argument("--root", default=None, help="folder dataset: <class>/<image> (train/valid sub-folders become splits)")
+    s.add_argument("--flowers102-manual-dir", dest="flowers102_manual_dir", default=None,
+                   help="folder with 102flowers.tgz, imagelabels.mat and setid.mat")
+    s.add_argument("--data-dir", dest="data_dir", required=True, help="where to write the TFDS dataset")
+    s.add_argument("--name", default=None, help="dataset name (default for flowers: oxford_flowers102_raw)")
+    s.add_argument("--size", type=int, required=True, help="images are resized to size x size")
+    s.add_argument("--overwrite", action="store_true", help="rebuild even if a different build exists")
+    s.set_defaults(func=cmd_build_dataset)
+
     for name, helptext, func in (
             ("train-gan", "train a StyleGAN2 (sharded over all devices, resumable)", cmd_train_gan),
             ("train-encoder", "train a pSp encoder for a frozen generator (resumable)", cmd_train_encoder)):

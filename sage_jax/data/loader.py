@@ -1,35 +1,74 @@
-"""Datasets from a config's ``data`` section (``configs/*.py``)."""
+"""Datasets from a config's ``data`` section (``configs/*.py``).
+
+``data.name``: ``synthetic`` (the embedded ground-truth set, generated in memory),
+``folder`` (``root/<class>/<image>`` or ``root/<split>/<class>_<i>.jpg``), ``tfds``
+(a dataset built by ``sage-jax build-dataset`` into ``data.data_dir`` as
+``data.tfds_name``). Training uses the seen classes only: for folders, the paper's
+split (``num_seen`` / ``num_unseen``, classes in name order, as the originals split by
+class index).
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from sage_jax.data.folders import FolderDataset, scan_folder
 
 
+class TFDSDataset:
+    """A built TFDS data source with the ``load_batch`` interface (random access)."""
+
+    def __init__(self, data_dir: str, name: str, split: str = "train"):
+        from sage_jax.data.tfds_data import open_folder_dataset
+
+        sources, self.class_names = open_folder_dataset(data_dir, name)
+        if split not in sources:
+            raise ValueError(f"dataset {name!r} has splits {sorted(sources)}, not {split!r}")
+        self.source = sources[split]
+        self.skipped: dict = {}
+        first = self.source[0]["image"]
+        self.size = int(first.shape[0])
+
+    def __len__(self):
+        return len(self.source)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def load_batch(self, indices, pool=None):
+        from sage_jax.data.tfds_data import read_batch
+
+        return read_batch(self.source, indices)
+
+
 def seen_dataset(data_cfg, size: int | None = None):
     """The seen-class training images of ``data_cfg`` at ``size`` (default
-    ``data_cfg.size``): an in-memory dataset for ``synthetic``, a FolderDataset for
-    ``folder`` (the first ``num_seen`` classes in name order, as the originals split
-    by class index, when ``num_seen`` is set)."""
+    ``data_cfg.size``)."""
     size = size or data_cfg.size
     if data_cfg.name == "synthetic":
-        from sage_jax.data.synthetic import SyntheticSpec, generate
+        from sage_jax.data.synthetic import generate
         from sage_jax.train.common import ArrayDataset
 
         d = generate(synthetic_spec(data_cfg, size), "seen")
         return ArrayDataset(d["images"], d["labels"], d["class_names"])
     if data_cfg.name == "folder":
+        from sage_jax.data.splits import seen_unseen_split
+
         if not data_cfg.root:
             raise ValueError("data.root is empty: pass --config.data.root=/path/to/dataset")
         classes = None
         if data_cfg.get("num_seen"):
             _, _, names = scan_folder(data_cfg.root, data_cfg.split or None)
-            expected = data_cfg.num_seen + data_cfg.get("num_unseen", 0)
-            if data_cfg.get("num_unseen") and len(names) != expected:
-                raise ValueError(f"{data_cfg.root} has {len(names)} classes, the config expects "
-                                 f"{data_cfg.num_seen} seen + {data_cfg.num_unseen} unseen = {expected}")
-            classes = names[: data_cfg.num_seen]
+            classes, _ = seen_unseen_split(names, n_seen=data_cfg.num_seen,
+                                           n_unseen=data_cfg.get("num_unseen") or None)
         return FolderDataset.from_folder(data_cfg.root, size, split=data_cfg.split or None, classes=classes)
-    raise ValueError(f"unknown data.name {data_cfg.name!r} (synthetic, folder)")
+    if data_cfg.name == "tfds":
+        ds = TFDSDataset(data_cfg.data_dir, data_cfg.tfds_name, data_cfg.split or "train")
+        if ds.size != size:
+            raise ValueError(f"{data_cfg.tfds_name} was built at {ds.size} px, the model needs {size}")
+        return ds
+    raise ValueError(f"unknown data.name {data_cfg.name!r} (synthetic, folder, tfds)")
 
 
 def synthetic_spec(data_cfg, size: int | None = None):
@@ -37,5 +76,4 @@ def synthetic_spec(data_cfg, size: int | None = None):
 
     return SyntheticSpec(num_seen=data_cfg.num_seen, num_unseen=data_cfg.num_unseen,
                          samples_per_class=data_cfg.samples_per_class, image_size=size or data_cfg.size,
-                         seed=data_cfg.get("seed", 0) if "seed" in data_cfg else 0,
-                         imbalance_ratio=data_cfg.imbalance_ratio)
+                         seed=int(data_cfg.get("seed", 0)), imbalance_ratio=data_cfg.imbalance_ratio)

@@ -159,7 +159,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
                 done = step + 1
                 state["step"] = jnp.asarray(done, jnp.int32)
                 if done % cfg.log_every == 0 or done == end:
-                    m = log.write(done, metrics)
+                    m = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
                     bar.set_postfix(loss=f"{m['loss']:.4f}")
                 saved = ckpt.maybe_save(done, state, force=done == end)
                 if ckpt.stop_requested and saved:

@@ -278,7 +278,7 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
                 done = step + 1
                 state["step"] = jnp.asarray(done, jnp.int32)
                 if done % cfg.log_every == 0 or done == end:
-                    m = log.write(done, metrics)
+                    m = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
                     bar.set_postfix(d=f"{m['d_loss']:.3f}", g=f"{m['g_loss']:.3f}")
                 if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
                     _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"))
