@@ -140,6 +140,51 @@ def generator_throughput(G, batch, reps=2):
     return batch * reps / (time.perf_counter() - t)
 
 
+def training_speed(config_name: str, steps: int, batch: int | None = None) -> dict:
+    """GAN training steps/s and images/s (after compilation) on this process's devices.
+    ``tiny``: synthetic 32 px data; ``256``: the animal-faces config on random images."""
+    import tempfile
+
+    from sage_jax.config import apply_overrides, load_config
+    from sage_jax.train.common import ArrayDataset
+    from sage_jax.train.gan import train_gan
+
+    cfg = load_config(os.path.join(ROOT, "configs", "tiny.py" if config_name == "tiny" else "animal_faces.py"))
+    n_dev = jax.device_count()
+    batch = batch or (cfg.gan.batch_size if config_name == "tiny" else n_dev)
+    batch = max(n_dev, batch // n_dev * n_dev)
+    apply_overrides(cfg, [f"gan.batch_size={batch}", "gan.sample_every=0", "gan.ckpt_every=1000000",
+                          f"gan.log_every={steps}", "data.samples_per_class=8", "gan.augment=false"])
+    size = cfg.model.generator.size
+    rng = np.random.default_rng(0)
+    if config_name == "tiny":
+        from sage_jax.data.loader import seen_dataset
+
+        data = seen_dataset(cfg.data)
+    else:
+        data = ArrayDataset(rng.uniform(-1, 1, (4 * batch, size, size, 3)).astype(np.float32),
+                            np.zeros(4 * batch, np.int32))
+    warm = max(cfg.gan.d_reg_every, cfg.gan.g_reg_every) if config_name == "tiny" else 1
+    with tempfile.TemporaryDirectory() as work:
+        cfg.gan.steps = warm
+        t0 = time.perf_counter()
+        train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, work, quiet=True)
+        compile_s = time.perf_counter() - t0
+        cfg.gan.steps = warm + steps
+        t0 = time.perf_counter()
+        train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, work, quiet=True)
+        dt = time.perf_counter() - t0
+    return {"config": config_name, "devices": n_dev, "batch": batch, "steps": steps,
+            "steps_per_s": steps / dt, "images_per_s": steps * batch / dt, "first_run_s": compile_s}
+
+
+def _training_table(rows):
+    print(f"{'config':>6} {'devices':>7} {'batch':>5} {'steps/s':>8} {'img/s':>8} {'first run (s)':>13}")
+    for r in rows:
+        print(f"{r['config']:>6} {r['devices']:>7} {r['batch']:>5} {r['steps_per_s']:>8.3f} "
+              f"{r['images_per_s']:>8.2f} {r['first_run_s']:>13.1f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"])
@@ -147,12 +192,20 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="32 images at 256 px instead of --n-images")
     p.add_argument("--chunk", type=int, default=16, help="generator batch of our path (default 16)")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
+                   help="also benchmark GAN training for these configs (tiny: 40 steps, 256: 2 steps)")
+    p.add_argument("--train-devices", type=int, default=0,
+                   help="also run the training benchmark on this many simulated CPU devices (subprocess)")
+    p.add_argument("--skip-generation", action="store_true", help="only the training benchmark")
     args = p.parse_args(argv)
+    if args.train is not None and not args.train:
+        args.train = ["tiny", "256"]
 
     results = {"machine": {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
                            "cpus": os.cpu_count(), "jax": jax.__version__}, "sage_generation": []}
-    print(f"{'size':>5} {'images':>6} {'ours img/s':>11} {'loop img/s':>11} {'ratio':>7} {'G-only img/s':>13}")
-    for size in args.sizes:
+    if not args.skip_generation:
+        print(f"{'size':>5} {'images':>6} {'ours img/s':>11} {'loop img/s':>11} {'ratio':>7} {'G-only img/s':>13}")
+    for size in ([] if args.skip_generation else args.sizes):
         n = 32 if (args.quick and size == "256") else args.n_images
         psp, A, stats, ns = build(size)
         opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
@@ -168,6 +221,19 @@ def main(argv=None):
         print(f"{size:>5} {n:>6} {row['ours_images_per_s']:>11.2f} {row['loop_images_per_s']:>11.2f} "
               f"{row['ratio']:>6.1f}x {g_only:>13.2f}")
         assert imgs.shape[0] == n and np.isfinite(imgs).all()
+    if args.train:
+        rows = [training_speed(c, 40 if c == "tiny" else 2) for c in args.train]
+        if args.train_devices:
+            import subprocess
+
+            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={args.train_devices}")
+            code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
+                    "print(json.dumps([training_speed(c, 40 if c == 'tiny' else 2) for c in %r]))"
+                    % (os.path.dirname(os.path.abspath(__file__)), args.train))
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            rows += json.loads(out.stdout.strip().splitlines()[-1])
+        results["training"] = rows
+        _training_table(rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -290,3 +290,59 @@ class ArrayDataset:
     def load_batch(self, indices, pool=None):
         idx = np.asarray(list(indices))
         return self.images[idx], self.labels_array[idx]
+
+
+# ------------------------------------------------------------------ the loop
+def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key, mesh, steps: int,
+             log_every: int, ckpt_every: int, keep: int, desc: str, quiet: bool = False,
+             stop_after: int | None = None, after_step=None, postfix=None):
+    """The loop every trainer shares: restore the latest checkpoint (or start from
+    ``state``), then for each step read the batch of :func:`batch_indices` (prefetched
+    on a thread), call ``step_fn(state, images, labels, step) -> (state, metrics)``
+    with the batch sharded over ``mesh``, log every ``log_every`` steps, call
+    ``after_step(state, done)``, and checkpoint every ``ckpt_every`` steps, at the end
+    and on SIGTERM (then return early). ``stop_after`` ends the run after that many
+    steps of this call, as an interruption would. Returns ``(state, last step)``."""
+    import concurrent.futures
+
+    from tqdm import tqdm
+
+    from sage_jax import parallel
+
+    parallel.check_batch_size(batch_size, mesh)
+    os.makedirs(workdir, exist_ok=True)
+    with Checkpoints(workdir, keep, ckpt_every) as ckpt:
+        state, start = ckpt.restore(state)
+        state = parallel.replicate(state, mesh)
+        log = MetricsLog(workdir, start)
+        end = steps if stop_after is None else min(steps, start + stop_after)
+        done = start
+        metrics: dict = {}
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                def fetch(step):
+                    return pool.submit(dataset.load_batch, batch_indices(data_key, step, len(dataset), batch_size))
+
+                nxt = fetch(start) if start < end else None
+                bar = tqdm(range(start, end), initial=start, total=steps, desc=desc, unit="step", disable=quiet)
+                for step in bar:
+                    x, y = nxt.result()
+                    if step + 1 < end:
+                        nxt = fetch(step + 1)
+                    x, y = parallel.shard_batch((x, y), mesh)
+                    state, m = step_fn(state, x, y, step)
+                    metrics.update(m)
+                    done = step + 1
+                    if done % log_every == 0 or done == end:
+                        logged = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
+                        if postfix:
+                            bar.set_postfix(**postfix(logged))
+                    if after_step:
+                        after_step(state, done)
+                    saved = ckpt.maybe_save(done, state, force=done == end)
+                    if ckpt.stop_requested and saved:
+                        print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
+                        break
+        finally:
+            log.close()
+    return state, done

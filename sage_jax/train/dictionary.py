@@ -15,9 +15,7 @@ JSON object per logged step, a tqdm progress bar.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import json
 import os
 
 import jax
@@ -25,11 +23,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from sage_jax import parallel
 from sage_jax.models import DictionaryModel, init_dictionary
 from sage_jax.sage import losses
+from sage_jax.train.common import run_loop
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -70,16 +68,26 @@ def _loss_fn(params, frozen, x, y, *, dict_module, enc_module, gen_module, layer
     return total, {"loss": total, "rec": rec, "orth": orth, "sparse": sparse}
 
 
-def _abstract(tree):
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), tree)
+@functools.lru_cache(maxsize=8)
+def _make_step(dict_module, enc_module, gen_module, layers, n_latent, loss_cfg, lr):
+    """The jitted update, built once per models and options (also across resumes)."""
+    loss = functools.partial(_loss_fn, dict_module=dict_module, enc_module=enc_module, gen_module=gen_module,
+                             layers=layers, n_latent=n_latent, cfg=dict(loss_cfg))
+    tx = optax.adam(lr)
+
+    @jax.jit
+    def update(params, opt_state, frozen, x, y):
+        grads, metrics = jax.grad(loss, has_aux=True)(params, frozen, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, metrics
+
+    return update
 
 
 def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdir: str,
                      quiet: bool = False, mesh=None) -> DictionaryModel:
     """Train (or resume training) a dictionary in ``workdir``; returns the final model,
     also saved to ``workdir/dictionary``."""
-    import orbax.checkpoint as ocp
-
     from sage_jax.checkpoints import save_model
 
     if psp.encoder is None:
@@ -87,7 +95,6 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
     if dataset.class_names != stats.class_names:
         raise ValueError("the dataset's classes are not those of the class statistics")
     mesh = mesh or parallel.make_mesh()
-    parallel.check_batch_size(cfg.batch_size, mesh)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     plain = {k: cfg[k] for k in ("orth_form", "sparse_norm", "lambda_orth", "lambda_sparse")}
@@ -97,21 +104,8 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
     model = init_dictionary(dict_cfg, jax.random.fold_in(key, 0))
     if max(model.edited_layers) >= psp.encoder.n_styles:
         raise ValueError(f"groups {cfg.groups} reach past the encoder's {psp.encoder.n_styles} styles")
-    tx = optax.adam(cfg.lr)
     params = model.variables["params"]
-    state = {"params": params, "opt_state": tx.init(params), "step": np.int64(0)}
-
-    manager = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, create=True))
-    start = 0
-    if manager.latest_step() is not None:
-        start = int(manager.latest_step())
-        state = manager.restore(start, args=ocp.args.StandardRestore(_abstract(state)))
-        if not quiet:
-            print(f"resuming from step {start}")
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    _truncate_metrics(metrics_path, start)
+    state = {"params": params, "opt_state": optax.adam(cfg.lr).init(params), "step": jnp.zeros((), jnp.int32)}
 
     rep = parallel.replicated(mesh)
     emb = jax.device_put(jnp.asarray(stats.embeddings, jnp.float32), rep)
@@ -122,60 +116,21 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
         avg = jnp.zeros((1, psp.decoder.style_dim))
     frozen = {"enc": jax.device_put(psp.encoder.variables, rep), "gen": jax.device_put(psp.decoder.variables, rep),
               "emb": emb, "latent_avg": jax.device_put(avg, rep)}
-    loss = functools.partial(
-        _loss_fn, dict_module=model.module, enc_module=psp.encoder.module, gen_module=psp.decoder.module,
-        layers=tuple(int(i) for i in model.edited_layers), n_latent=psp.n_latent, cfg=plain)
+    update = _make_step(model.module, psp.encoder.module, psp.decoder.module,
+                        tuple(int(i) for i in model.edited_layers), psp.n_latent,
+                        tuple(sorted(plain.items())), float(cfg.lr))
 
-    @jax.jit
-    def step_fn(params, opt_state, frozen, x, y):
-        grads, metrics = jax.grad(loss, has_aux=True)(params, frozen, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, metrics
+    def step_fn(state, x, y, step):
+        params, opt_state, metrics = update(state["params"], state["opt_state"], frozen, x, y)
+        return {"params": params, "opt_state": opt_state, "step": jnp.asarray(step + 1, jnp.int32)}, metrics
 
-    params = parallel.replicate(state["params"], mesh)
-    opt_state = parallel.replicate(state["opt_state"], mesh)
-    data_key = jax.random.fold_in(key, 1)
-    n = len(dataset)
-    replace = cfg.batch_size > n
-
-    def indices(step):
-        k = jax.random.fold_in(data_key, step)
-        return np.asarray(jax.random.choice(k, n, (cfg.batch_size,), replace=replace))
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool, open(metrics_path, "a") as log:
-        pending = pool.submit(dataset.load_batch, indices(start)) if start < cfg.steps else None
-        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="dictionary",
-                   unit="step", disable=quiet)
-        for step in bar:
-            x, y = pending.result()
-            if step + 1 < cfg.steps:
-                pending = pool.submit(dataset.load_batch, indices(step + 1))
-            batch = parallel.shard_batch((x, y), mesh)
-            params, opt_state, metrics = step_fn(params, opt_state, frozen, *batch)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                m = {k: float(v) for k, v in metrics.items()}
-                if not np.isfinite(m["loss"]):
-                    raise FloatingPointError(f"loss became {m['loss']} at step {done}; the last good "
-                                             f"checkpoint is kept in {workdir}/checkpoints")
-                log.write(json.dumps({"step": done, **m}) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{m['loss']:.4f}")
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                manager.save(done, args=ocp.args.StandardSave(
-                    {"params": params, "opt_state": opt_state, "step": np.int64(done)}))
-        manager.wait_until_finished()
+    state, _ = run_loop(workdir=workdir, state=state, step_fn=step_fn, dataset=dataset, batch_size=cfg.batch_size,
+                        data_key=jax.random.fold_in(key, 1), mesh=mesh, steps=cfg.steps, log_every=cfg.log_every,
+                        ckpt_every=cfg.ckpt_every, keep=cfg.keep, desc="dictionary", quiet=quiet,
+                        postfix=lambda m: {"loss": f"{m['loss']:.4f}"})
+    params = state["params"]
     final = DictionaryModel(dict_cfg, {"params": jax.tree_util.tree_map(np.asarray, params)})
     save_model(os.path.join(workdir, "dictionary"), final, overwrite=True,
                extra={"steps": int(cfg.steps), "seed": int(cfg.seed)})
     return final
 
-
-def _truncate_metrics(path: str, step: int) -> None:
-    """Drop logged steps beyond the checkpoint a run resumes from."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    with open(path, "w") as f:
-        f.writelines(lines)

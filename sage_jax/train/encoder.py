@@ -14,7 +14,6 @@ the encoder, the decoder and ``latent_avg``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
 
@@ -23,12 +22,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from sage_jax import parallel
 from sage_jax.models import EncoderModel, PSPModel, init_encoder
 from sage_jax.nn.stylegan2 import Generator, mix_styles
-from sage_jax.train.common import Checkpoints, MetricsLog, batch_indices
+from sage_jax.train.common import run_loop
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -120,8 +118,6 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     from sage_jax.checkpoints import save_psp
 
     mesh = mesh or parallel.make_mesh()
-    parallel.check_batch_size(cfg.batch_size, mesh)
-    os.makedirs(workdir, exist_ok=True)
     key = jax.random.PRNGKey(cfg.seed)
     E = init_encoder(enc_cfg, jax.random.fold_in(key, 0))
     if E.style_dim != G.style_dim:
@@ -141,31 +137,15 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     frozen = {"gen": jax.device_put(G.variables, rep), "latent_avg": jax.device_put(jnp.asarray(latent_avg), rep)}
 
     data_key, step_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 3)
-    with Checkpoints(workdir, cfg.keep, cfg.ckpt_every) as ckpt:
-        state, start = ckpt.restore(state)
-        state = parallel.replicate(state, mesh)
-        log = MetricsLog(workdir, start)
-        end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(dataset.load_batch, batch_indices(data_key, start, len(dataset), n_real))
-            bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train-encoder", unit="step",
-                       disable=quiet)
-            for step in bar:
-                x, _ = nxt.result()
-                if step + 1 < end:
-                    nxt = pool.submit(dataset.load_batch, batch_indices(data_key, step + 1, len(dataset), n_real))
-                state, metrics = step_fn(state, frozen, parallel.shard_batch(x, mesh),
-                                         jax.random.fold_in(step_key, step))
-                done = step + 1
-                state["step"] = jnp.asarray(done, jnp.int32)
-                if done % cfg.log_every == 0 or done == end:
-                    m = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
-                    bar.set_postfix(loss=f"{m['loss']:.4f}")
-                saved = ckpt.maybe_save(done, state, force=done == end)
-                if ckpt.stop_requested and saved:
-                    print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
-                    break
-        log.close()
+
+    def run_step(state, x, _labels, step):
+        state, metrics = step_fn(state, frozen, x, jax.random.fold_in(step_key, step))
+        return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
+
+    state, _ = run_loop(workdir=workdir, state=state, step_fn=run_step, dataset=dataset, batch_size=n_real,
+                        data_key=data_key, mesh=mesh, steps=cfg.steps, log_every=cfg.log_every,
+                        ckpt_every=cfg.ckpt_every, keep=cfg.keep, desc="train-encoder", quiet=quiet,
+                        stop_after=stop_after, postfix=lambda m: {"loss": f"{m['loss']:.4f}"})
     host = jax.tree_util.tree_map(np.asarray, state)
     E_out = EncoderModel(E.config, {"params": host["params"], "batch_stats": host["batch_stats"]})
     psp = PSPModel(E_out, G, latent_avg, {"output_size": G.size, "encoder_type": E.config["kind"],

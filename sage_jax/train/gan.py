@@ -18,7 +18,6 @@ checkpoint reaches exactly the parameters of an uninterrupted one.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -29,13 +28,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from sage_jax import parallel
 from sage_jax.images import make_grid, save_png, to_uint8
 from sage_jax.models import DiscriminatorModel, GeneratorModel, init_discriminator, init_generator
 from sage_jax.nn.stylegan2 import Generator, mix_styles, noise_shapes
-from sage_jax.train.common import Checkpoints, MetricsLog, batch_indices
+from sage_jax.train.common import run_loop
 
 EMA_ACCUM = 0.5 ** (32 / (10 * 1000))
 
@@ -241,52 +239,36 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
     from sage_jax.checkpoints import save_model
 
     mesh = mesh or parallel.make_mesh()
-    parallel.check_batch_size(cfg.batch_size, mesh)
-    os.makedirs(workdir, exist_ok=True)
     key = jax.random.PRNGKey(cfg.seed)
     G, D, state = init_state(g_cfg, d_cfg, cfg, key)
     d_step, d_reg_step, g_step, g_reg_step, _, _ = make_steps(G.module, D.module, cfg)
     sample_z = jax.random.normal(jax.random.fold_in(key, 2), (cfg.n_sample, G.style_dim))
     data_key, step_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
-    with Checkpoints(workdir, cfg.keep, cfg.ckpt_every) as ckpt:
-        state, start = ckpt.restore(state)
-        state = parallel.replicate(state, mesh)
-        log = MetricsLog(workdir, start)
-        end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+
+    def step_fn(state, real, _labels, step):
+        k = jax.random.split(jax.random.fold_in(step_key, step), 4)
         metrics = {}
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(dataset.load_batch, batch_indices(data_key, start, len(dataset), cfg.batch_size))
-            bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train-gan", unit="step",
-                       disable=quiet)
-            for step in bar:
-                real, _ = nxt.result()
-                if step + 1 < end:
-                    nxt = pool.submit(dataset.load_batch,
-                                      batch_indices(data_key, step + 1, len(dataset), cfg.batch_size))
-                real = parallel.shard_batch(real, mesh)
-                k = jax.random.split(jax.random.fold_in(step_key, step), 4)
-                state, m = d_step(state, real, k[0])
-                metrics.update(m)
-                if step % cfg.d_reg_every == 0:
-                    state, m = d_reg_step(state, real, k[1])
-                    metrics.update(m)
-                state, m = g_step(state, k[2], cfg.batch_size)
-                metrics.update(m)
-                if step % cfg.g_reg_every == 0:
-                    state, m = g_reg_step(state, k[3], cfg.batch_size)
-                    metrics.update(m)
-                done = step + 1
-                state["step"] = jnp.asarray(done, jnp.int32)
-                if done % cfg.log_every == 0 or done == end:
-                    m = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
-                    bar.set_postfix(d=f"{m['d_loss']:.3f}", g=f"{m['g_loss']:.3f}")
-                if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
-                    _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"))
-                saved = ckpt.maybe_save(done, state, force=done == end)
-                if ckpt.stop_requested and saved:
-                    print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
-                    break
-        log.close()
+        state, m = d_step(state, real, k[0])
+        metrics.update(m)
+        if step % cfg.d_reg_every == 0:
+            state, m = d_reg_step(state, real, k[1])
+            metrics.update(m)
+        state, m = g_step(state, k[2], cfg.batch_size)
+        metrics.update(m)
+        if step % cfg.g_reg_every == 0:
+            state, m = g_reg_step(state, k[3], cfg.batch_size)
+            metrics.update(m)
+        return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
+
+    def after_step(state, done):
+        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+            _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"))
+
+    state, _ = run_loop(workdir=workdir, state=state, step_fn=step_fn, dataset=dataset, batch_size=cfg.batch_size,
+                        data_key=data_key, mesh=mesh, steps=cfg.steps, log_every=cfg.log_every,
+                        ckpt_every=cfg.ckpt_every, keep=cfg.keep, desc="train-gan", quiet=quiet,
+                        stop_after=stop_after, after_step=after_step,
+                        postfix=lambda m: {"d": f"{m['d_loss']:.3f}", "g": f"{m['g_loss']:.3f}"})
     host = jax.tree_util.tree_map(np.asarray, state)
     G_ema = GeneratorModel(G.config, {"params": host["g_ema"], "noises": host["noises"]})
     D_out = DiscriminatorModel(D.config, {"params": host["d"]})
