@@ -538,10 +538,21 @@ def cmd_train_encoder(args) -> int:
     if not os.path.exists(args.generator):
         raise UsageError(f"generator {args.generator} does not exist")
     G = checkpoints.load_generator(args.generator)
+    lpips = None
+    if args.lpips or args.lpips_vgg or args.lpips_heads:
+        from sage_jax.checkpoints.lpips import load_lpips, load_lpips_from_parts
+
+        if args.lpips:
+            lpips = load_lpips(args.lpips)
+        elif args.lpips_vgg and args.lpips_heads:
+            lpips = load_lpips_from_parts(args.lpips_vgg, args.lpips_heads)
+        else:
+            raise UsageError("give --lpips, or both --lpips-vgg and --lpips-heads")
     ds = seen_dataset(cfg.data, cfg.model.encoder.input_size)
-    print(f"training the pSp encoder for a {G.size} px generator on {len(ds)} images in {args.workdir}")
+    print(f"training the pSp encoder for a {G.size} px generator on {len(ds)} images in {args.workdir}"
+          + (" with LPIPS" if lpips else " (no LPIPS weights given: L2 and w-norm only)"))
     _write_config(cfg, args.workdir)
-    train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet)
+    train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet, lpips=lpips)
     print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}")
     return 0
 
@@ -708,6 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "running again resumes")
         if name == "train-encoder":
             s.add_argument("--generator", required=True, help="the frozen generator: model dir or .pt")
+            s.add_argument("--lpips", default=None,
+                           help="LPIPS weights for the perceptual term: a state dict of the lpips package's "
+                                "LPIPS(net='vgg') saved with torch.save")
+            s.add_argument("--lpips-vgg", dest="lpips_vgg", default=None,
+                           help="or: torchvision vgg16 weights (vgg16-397923af.pth) ...")
+            s.add_argument("--lpips-heads", dest="lpips_heads", default=None,
+                           help="... with the lpips package's linear heads (lpips/weights/v0.1/vgg.pth)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         s.set_defaults(func=func)
     return p

@@ -156,3 +156,19 @@ def test_config_overrides():
 
 def test_tensorboard_framing():
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+
+
+def test_encoder_training_with_lpips_weights(tmp_path, data):
+    import torch_pickle
+    from fixture_utils import state_dict_from_manifest
+    sd, _ = state_dict_from_manifest("lpips_vgg.json")
+    (tmp_path / "lpips.pt").write_bytes(torch_pickle.dumps(sd))
+    from sage_jax.cli import main
+    assert main(["train-encoder", "--config", TINY, "--workdir", str(tmp_path / "w"), "--quiet",
+                 "--generator", fixture("tiny_rosinality_ckpt.pt"), "--lpips", str(tmp_path / "lpips.pt"),
+                 "--config.train.steps=2", "--config.psp.batch_size=4", "--config.psp.log_every=1",
+                 "--config.psp.latent_avg_samples=64", "--config.data.samples_per_class=2",
+                 "--config.data.num_seen=8", "--config.data.num_unseen=2"]) == 0
+    log = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
+    assert "lpips" in log[0] and log[0]["lpips"] > 0
+    assert log[0]["loss"] > log[0]["l2"] + log[0]["latent"]  # the perceptual term is in the total

@@ -2,7 +2,7 @@
 
 Loss per batch of real images x: ``l2 * MSE(G(E(x) + latent_avg), x)`` plus
 ``w_norm * mean_i ||E(x_i)||_2`` (pSp's WNormLoss with ``start_from_latent_avg``) plus,
-when LPIPS is available, ``lpips * LPIPS``. For the tiny configuration, and whenever
+when LPIPS weights are given, ``lpips * LPIPS(G(E(x) + latent_avg), x)``. For the tiny configuration, and whenever
 ``latent_lambda > 0``, also latent regression on generated images: codes w of random z
 (with style mixing), x' = G(w), loss ``latent * MSE(E(x') + latent_avg, w)`` +
 ``l2 * MSE(G(E(x') + latent_avg), x')``; it teaches a small encoder the generator's
@@ -48,7 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n_gen):
+def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n_gen, lpips_module=None):
     avg = frozen["latent_avg"]
     n_latent = gen_module.n_latent
     gvars = frozen["gen"]
@@ -82,6 +82,10 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
     l2 = jnp.mean(jnp.square(recon - target))
     total = cfg["l2_lambda"] * l2
     metrics["l2"] = l2
+    if lpips_module is not None:
+        lp = jnp.mean(lpips_module.apply(frozen["lpips"], recon, target))
+        total += cfg["lpips_lambda"] * lp
+        metrics["lpips"] = lp
     if cfg["w_norm_lambda"]:
         wn = jnp.mean(jnp.sqrt(jnp.sum(jnp.square(codes[:, :n_latent]), axis=(1, 2))))
         total += cfg["w_norm_lambda"] * wn
@@ -95,10 +99,11 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
 
 
 @functools.lru_cache(maxsize=8)
-def _make_step(enc_module, gen_module, weights, n_gen, lr):
+def _make_step(enc_module, gen_module, weights, n_gen, lr, lpips_module=None):
     """The jitted update, built once per models and options (also across resumes)."""
-    plain = dict(zip(("l2_lambda", "w_norm_lambda", "latent_lambda"), weights))
-    loss = functools.partial(_loss, enc_module=enc_module, gen_module=gen_module, cfg=plain, n_gen=n_gen)
+    plain = dict(zip(WEIGHTS, weights))
+    loss = functools.partial(_loss, enc_module=enc_module, gen_module=gen_module, cfg=plain, n_gen=n_gen,
+                             lpips_module=lpips_module)
     tx = optax.adam(lr)
 
     @jax.jit
@@ -110,11 +115,14 @@ def _make_step(enc_module, gen_module, weights, n_gen, lr):
     return step_fn
 
 
+WEIGHTS = ("l2_lambda", "w_norm_lambda", "latent_lambda", "lpips_lambda")
+
+
 def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
-                  stop_after: int | None = None) -> PSPModel:
+                  stop_after: int | None = None, lpips=None) -> PSPModel:
     """Train (or resume) a pSp encoder for the frozen generator ``G`` on ``dataset``
-    (images at the encoder's input size). Returns the PSPModel, also saved to
-    ``workdir/psp``."""
+    (images at the encoder's input size). ``lpips``: an LPIPSModel for the perceptual
+    term (``lpips_lambda``). Returns the PSPModel, also saved to ``workdir/psp``."""
     from sage_jax.checkpoints import save_psp
 
     mesh = mesh or parallel.make_mesh()
@@ -131,10 +139,13 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     if n_real < 1 or n_real % mesh.devices.size or n_gen % mesh.devices.size:
         raise ValueError(f"real ({n_real}) and generated ({n_gen}) parts of the batch must be positive "
                          f"multiples of the {mesh.devices.size} devices")
-    weights = tuple(float(cfg[k]) for k in ("l2_lambda", "w_norm_lambda", "latent_lambda"))
-    step_fn = _make_step(E.module, G.module, weights, n_gen, float(cfg.lr))
+    weights = tuple(float(cfg[k]) for k in WEIGHTS)
+    step_fn = _make_step(E.module, G.module, weights, n_gen, float(cfg.lr),
+                         lpips.module if lpips is not None else None)
     rep = parallel.replicated(mesh)
     frozen = {"gen": jax.device_put(G.variables, rep), "latent_avg": jax.device_put(jnp.asarray(latent_avg), rep)}
+    if lpips is not None:
+        frozen["lpips"] = jax.device_put(lpips.variables, rep)
 
     data_key, step_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 3)
 
