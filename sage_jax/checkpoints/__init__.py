@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ import numpy as np
 
 from sage_jax.checkpoints.dictionary import (convert_dictionary, dictionary_config_from_state_dict,
                                              dictionary_to_state_dict)
-from sage_jax.checkpoints.orbax_io import read_model_dir, save_model
+from sage_jax.checkpoints.orbax_io import atomic_directory, read_model_dir, save_model
 from sage_jax.checkpoints.psp import (convert_encoder, encoder_config_from_state_dict,
                                       encoder_to_state_dict, psp_config_from_opts)
 from sage_jax.checkpoints.stylegan2 import (convert_discriminator, convert_generator,
@@ -98,16 +97,21 @@ def _resolve(src: Any, role: str) -> tuple[Any, str | None]:
     return src, None
 
 
+def _load_saved(path, cls, dtype: Any = jnp.float32):
+    """A model directory that must hold a ``cls``."""
+    model = load_model(path, dtype=dtype)
+    if not isinstance(model, cls):
+        raise CheckpointError(f"{path}: holds a {model.kind}, not a {cls.kind}")
+    return model
+
+
 def load_generator(src: Any, *, prefix: str | None = None, dtype: Any = jnp.float32) -> GeneratorModel:
     """A callable StyleGAN2 generator from a rosinality state dict (``ckpt['g_ema']``,
     ``ckpt['g']``), a whole rosinality or pSp/AGE/SAGE checkpoint (``g_ema`` or
     ``decoder.*`` is taken), a ``.pt`` path, or a directory written by :func:`save_model`."""
     sd, auto_prefix = _resolve(src, "generator")
     if isinstance(sd, (str, os.PathLike)):
-        model = load_model(sd, dtype=dtype)
-        if not isinstance(model, GeneratorModel):
-            raise CheckpointError(f"{sd}: holds a {model.kind}, not a generator")
-        return model
+        return _load_saved(sd, GeneratorModel, dtype)
     cfg, variables = convert_generator(sd, prefix if prefix is not None else auto_prefix)
     return GeneratorModel(cfg, variables, dtype=dtype)
 
@@ -117,10 +121,7 @@ def load_discriminator(src: Any, *, prefix: str | None = None, dtype: Any = jnp.
     rosinality checkpoint, a ``.pt`` path, or a directory written by :func:`save_model`."""
     sd, auto_prefix = _resolve(src, "discriminator")
     if isinstance(sd, (str, os.PathLike)):
-        model = load_model(sd, dtype=dtype)
-        if not isinstance(model, DiscriminatorModel):
-            raise CheckpointError(f"{sd}: holds a {model.kind}, not a discriminator")
-        return model
+        return _load_saved(sd, DiscriminatorModel, dtype)
     cfg, variables = convert_discriminator(sd, prefix if prefix is not None else auto_prefix)
     return DiscriminatorModel(cfg, variables, dtype=dtype)
 
@@ -133,10 +134,7 @@ def load_encoder(src: Any, *, prefix: str | None = None, input_size: int | None 
     whose weights do not fix it (default 256)."""
     sd, auto_prefix = _resolve(src, "encoder")
     if isinstance(sd, (str, os.PathLike)):
-        model = load_model(sd, dtype=dtype)
-        if not isinstance(model, EncoderModel):
-            raise CheckpointError(f"{sd}: holds a {model.kind}, not an encoder")
-        return model
+        return _load_saved(sd, EncoderModel, dtype)
     cfg, variables = convert_encoder(sd, prefix if prefix is not None else auto_prefix, input_size)
     return EncoderModel(cfg, variables, dtype=dtype)
 
@@ -147,10 +145,7 @@ def load_dictionary(src: Any, *, prefix: str | None = None) -> DictionaryModel:
     ``sage-jax train-dictionary``)."""
     sd, auto_prefix = _resolve(src, "dictionary")
     if isinstance(sd, (str, os.PathLike)):
-        model = load_model(sd)
-        if not isinstance(model, DictionaryModel):
-            raise CheckpointError(f"{sd}: holds a {model.kind}, not a dictionary")
-        return model
+        return _load_saved(sd, DictionaryModel)
     if not any(k == "A" or k.startswith("ax.") for k in sd):
         raise CheckpointError("this checkpoint has no attribute dictionary (no ax.A): train one with "
                               "'sage-jax train-dictionary' or use an AGE/SAGE checkpoint")
@@ -196,25 +191,17 @@ def load_psp(src: Any, *, with_encoder: bool = True, dtype: Any = jnp.float32) -
 def save_psp(path: str | os.PathLike, model: PSPModel, *, overwrite: bool = False) -> str:
     """Write a :class:`PSPModel` as a directory: ``psp.json``, ``latent_avg.npy``,
     ``ax.npz``, and ``encoder/`` and ``decoder/`` model directories."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    tmp = path + ".tmp-saving"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_model(os.path.join(tmp, "decoder"), model.decoder)
-    if model.encoder is not None:
-        save_model(os.path.join(tmp, "encoder"), model.encoder)
-    if model.latent_avg is not None:
-        np.save(os.path.join(tmp, "latent_avg.npy"), np.asarray(model.latent_avg))
-    if model.ax:
-        np.savez(os.path.join(tmp, "ax.npz"), **{k: np.asarray(v) for k, v in model.ax.items()})
-    with open(os.path.join(tmp, "psp.json"), "w") as f:
-        json.dump({"format": "sage-jax-psp", "version": 1, "config": model.config}, f, indent=1)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    with atomic_directory(path, overwrite) as tmp:
+        save_model(os.path.join(tmp, "decoder"), model.decoder)
+        if model.encoder is not None:
+            save_model(os.path.join(tmp, "encoder"), model.encoder)
+        if model.latent_avg is not None:
+            np.save(os.path.join(tmp, "latent_avg.npy"), np.asarray(model.latent_avg))
+        if model.ax:
+            np.savez(os.path.join(tmp, "ax.npz"), **{k: np.asarray(v) for k, v in model.ax.items()})
+        with open(os.path.join(tmp, "psp.json"), "w") as f:
+            json.dump({"format": "sage-jax-psp", "version": 1, "config": model.config}, f, indent=1)
+    return os.path.abspath(os.fspath(path))
 
 
 def _load_psp_dir(path, with_encoder, dtype) -> PSPModel:

@@ -8,6 +8,7 @@ A saved model is a directory::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,32 +22,47 @@ VERSION = 1
 
 
 def save_model(path: str | os.PathLike, model, *, overwrite: bool = False, extra: dict | None = None) -> str:
-    """Write ``model`` (a GeneratorModel or DiscriminatorModel) to directory ``path``.
+    """Write ``model`` (any sage-jax model: generator, discriminator, encoder, dictionary) to ``path``.
 
     The directory is first written under a temporary name and renamed at the end, so an
     interrupted save never leaves a half-written model at ``path``.
     """
     import orbax.checkpoint as ocp
 
+    with atomic_directory(path, overwrite) as tmp:
+        meta = {"format": FORMAT, "version": VERSION, "kind": model.kind, "config": model.config}
+        if extra:
+            meta["extra"] = extra
+        with open(os.path.join(tmp, "model.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(os.path.join(tmp, "variables"), _to_numpy(model.variables))
+        ckptr.wait_until_finished()
+    return os.path.abspath(os.fspath(path))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False):
+    """Yield a temporary sibling of ``path`` to fill; it replaces ``path`` only when
+    the block finishes, so an interrupted save never leaves a half-written
+    directory (and a previous one stays intact until then)."""
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
     tmp = path + ".tmp-saving"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    meta = {"format": FORMAT, "version": VERSION, "kind": model.kind, "config": model.config}
-    if extra:
-        meta["extra"] = extra
-    with open(os.path.join(tmp, "model.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-    variables = _to_numpy(model.variables)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(tmp, "variables"), variables)
-    ckptr.wait_until_finished()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path + ".tmp-old"
+    shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(path):
-        shutil.rmtree(path)
+        os.replace(path, old)
     os.replace(tmp, path)
-    return path
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_model_dir(path: str | os.PathLike) -> tuple[dict, dict]:
