@@ -557,6 +557,19 @@ def cmd_train_encoder(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from sage_jax.config import apply_overrides, load_config
+    from sage_jax.train.pipeline import train_pipeline
+
+    cfg = load_config(args.config)
+    try:
+        apply_overrides(cfg, args.overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    train_pipeline(cfg, args.workdir, quiet=args.quiet)
+    return 0
+
+
 # ----------------------------------------------------------------------------- datasets
 def cmd_build_dataset(args) -> int:
     from sage_jax.data import tfds_data
@@ -708,6 +721,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="rebuild even if a different build exists")
     s.set_defaults(func=cmd_build_dataset)
 
+    s = sub.add_parser("train", help="the whole pipeline: GAN, encoder, class statistics, dictionary "
+                                      "(+ oracles on synthetic data), resumable stage by stage",
+                       description="Trains every stage into WORKDIR and bundles WORKDIR/model. Any config value "
+                                   "can be set with --config.SECTION.KEY=VALUE.")
+    s.add_argument("--config", required=True, help="a configs/*.py file (e.g. configs/tiny.py)")
+    s.add_argument("--workdir", required=True, help="stage directories and the final model; running again resumes")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_train)
+
     for name, helptext, func in (
             ("train-gan", "train a StyleGAN2 (sharded over all devices, resumable)", cmd_train_gan),
             ("train-encoder", "train a pSp encoder for a frozen generator (resumable)", cmd_train_encoder)):
@@ -743,8 +765,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     args = parser.parse_args(rest)
     args.overrides = overrides
-    if overrides and args.command not in ("train-gan", "train-encoder"):
-        parser.error(f"--config.* overrides apply to train-gan and train-encoder, not {args.command}")
+    if overrides and args.command not in ("train", "train-gan", "train-encoder"):
+        parser.error(f"--config.* overrides apply to train, train-gan and train-encoder, not {args.command}")
     try:
         return args.func(args)
     except (UsageError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:

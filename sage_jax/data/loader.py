@@ -41,6 +41,11 @@ class TFDSDataset:
 
         return read_batch(self.source, indices)
 
+    def batches(self, batch_size: int, **_):
+        from sage_jax.train.common import ordered_batches
+
+        return ordered_batches(self, batch_size)
+
 
 def seen_dataset(data_cfg, size: int | None = None):
     """The seen-class training images of ``data_cfg`` at ``size`` (default

@@ -291,6 +291,22 @@ class ArrayDataset:
         idx = np.asarray(list(indices))
         return self.images[idx], self.labels_array[idx]
 
+    def batches(self, batch_size: int, **_):
+        """Every image once, in order, in fixed-size batches (the last padded with
+        label -1), as ``FolderDataset.batches``."""
+        return ordered_batches(self, batch_size)
+
+
+def ordered_batches(dataset, batch_size: int):
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        k = len(idx)
+        imgs, labels = dataset.load_batch(idx + [idx[-1]] * (batch_size - k))
+        labels = np.array(labels)
+        labels[k:] = -1
+        yield imgs, labels
+
 
 # ------------------------------------------------------------------ the loop
 def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key, mesh, steps: int,
