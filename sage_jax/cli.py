@@ -570,6 +570,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from sage_jax.demo import ASSET_DIR, run_demo
+
+    try:
+        run_demo(args.out, model=args.model or ASSET_DIR, n=args.n, seed=args.seed, quiet=args.quiet)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
 # ----------------------------------------------------------------------------- datasets
 def cmd_build_dataset(args) -> int:
     from sage_jax.data import tfds_data
@@ -720,6 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, required=True, help="images are resized to size x size")
     s.add_argument("--overwrite", action="store_true", help="rebuild even if a different build exists")
     s.set_defaults(func=cmd_build_dataset)
+
+    s = sub.add_parser("demo", help="the shipped tiny model on the unseen synthetic classes, with report.html")
+    s.add_argument("--out", default="demo", help="report directory (default ./demo)")
+    s.add_argument("--model", default=None, help="a model directory from 'sage-jax train' (default: the shipped one)")
+    s.add_argument("--n", type=int, default=16, help="images per class, mode and shot count (default 16)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("train", help="the whole pipeline: GAN, encoder, class statistics, dictionary "
                                       "(+ oracles on synthetic data), resumable stage by stage",

@@ -4,7 +4,8 @@ the two ground-truth oracles), then one self-contained model directory.
 
 Every stage writes into its own sub-directory of the workdir and is skipped when its
 result exists, and each training stage resumes from its checkpoints, so running the
-command again after an interruption continues where it stopped.
+command again after an interruption continues where it stopped. A stage that runs
+again (e.g. more GAN steps asked) makes every later stage start afresh from it.
 
     WORKDIR/gan/          train-gan          -> gan/g_ema
     WORKDIR/psp/          train-encoder      -> psp/psp
@@ -51,17 +52,32 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         _save_times(workdir, times)
         return out
 
+    # A stage that (re)runs invalidates every later one: their results are removed and
+    # rebuilt from the new upstream model.
+    changed = False
+
+    def invalidate(*paths):
+        for p in paths:
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.remove(p)
+
     g_dir = os.path.join(workdir, "gan", "g_ema")
     if not os.path.isdir(g_dir) or _needs_more(os.path.join(workdir, "gan"), cfg.gan.steps):
         _stage("1/5 StyleGAN2", quiet)
+        changed = True
         data = seen_dataset(cfg.data, cfg.model.generator.size)
         timed("gan", lambda: train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data,
                                        os.path.join(workdir, "gan"), quiet=quiet))
     G = checkpoints.load_generator(g_dir)
 
     psp_dir = os.path.join(workdir, "psp", "psp")
+    if changed:
+        invalidate(os.path.join(workdir, "psp"))
     if not os.path.isdir(psp_dir) or _needs_more(os.path.join(workdir, "psp"), cfg.psp.steps):
         _stage("2/5 pSp encoder", quiet)
+        changed = True
         data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
         timed("encoder", lambda: train_encoder(cfg.model.encoder, G, cfg.psp, data,
                                                os.path.join(workdir, "psp"), quiet=quiet))
@@ -69,6 +85,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
     enc_data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
     stats_path = os.path.join(workdir, "stats.npz")
+    if changed:
+        invalidate(stats_path)
     if not os.path.exists(stats_path):
         _stage("3/5 class embeddings", quiet)
         timed("embed", lambda: compute_class_statistics(psp.encoder, enc_data, 64, quiet=quiet).save(stats_path))
@@ -76,6 +94,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
     dict_dir = os.path.join(workdir, "dictionary")
     full_stats = os.path.join(dict_dir, "class_stats.npz")
+    if changed:
+        invalidate(dict_dir)
     if not os.path.exists(full_stats) or _needs_more(dict_dir, cfg.dictionary.steps):
         _stage("4/5 dictionary", quiet)
 

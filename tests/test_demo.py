@@ -1,0 +1,76 @@
+"""`sage-jax train` (the whole pipeline, a few steps per stage) and `sage-jax demo`,
+on a model the test trains, and the demo on the shipped model."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fixture_utils import ROOT
+from sage_jax.cli import main
+from sage_jax.demo import ASSET_DIR
+
+TINY = os.path.join(ROOT, "configs", "tiny.py")
+FAST = ["--config.gan.steps=4", "--config.gan.batch_size=8", "--config.psp.steps=4", "--config.psp.batch_size=8",
+        "--config.psp.latent_avg_samples=64", "--config.dictionary.steps=4", "--config.dictionary.batch_size=8",
+        "--config.oracles.steps=30", "--config.data.samples_per_class=6"]
+
+
+def _check_report(out, n):
+    assert os.path.exists(out / "report.html") and os.path.exists(out / "pca.png")
+    summary = json.load(open(out / "metrics.json"))
+    metrics = summary["metrics"]
+    assert set(metrics) == {"real", "age-1shot", "age-3shot", "sage-1shot", "sage-3shot"}
+    for v in metrics.values():
+        assert 0.0 <= v["retention"] <= 1.0 and v["diversity"] >= 0.0
+    html = (out / "report.html").read_text()
+    assert "AGE" in html and "SAGE" in html and "category retention" in html
+    for cls in summary["classes"]:
+        for mode in ("age", "sage"):
+            for k in (1, 3):
+                assert (out / "images" / f"{cls}_{mode}_{k}shot.png").exists()
+    assert summary["images_per_class"] == n
+    return summary
+
+
+def test_train_pipeline_then_demo(tmp_path):
+    work = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST]) == 0
+    model = work / "model"
+    assert sorted(os.listdir(model)) == ["class_stats.npz", "config.json", "dictionary", "oracles",
+                                         "provenance.json", "psp"]
+    times = json.load(open(work / "stage_seconds.json"))
+    assert set(times) == {"gan", "encoder", "embed", "dictionary", "oracles"}
+    # running again resumes: every stage is complete, so none runs (no stage adds time)
+    assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST]) == 0
+    assert json.load(open(work / "stage_seconds.json")) == times
+    # asking for more GAN steps continues that stage from its checkpoint
+    assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST, "--config.gan.steps=6"]) == 0
+    steps = [json.loads(l)["step"] for l in open(work / "gan" / "metrics.jsonl")]
+    assert steps[-1] == 6
+    # ... and every later stage was redone from the new generator
+    after = json.load(open(work / "stage_seconds.json"))
+    assert all(after[k] > times[k] for k in ("gan", "encoder", "embed", "dictionary"))
+    assert after["oracles"] == times["oracles"]  # the oracles see real images only
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(model), "--out", str(out), "--n", "4", "--quiet"]) == 0
+    _check_report(out, 4)
+
+
+def test_demo_refuses_a_missing_model(tmp_path, capsys):
+    assert main(["demo", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "sage-jax train" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isdir(ASSET_DIR), reason="no shipped model in this checkout")
+def test_demo_on_the_shipped_model(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    summary = _check_report(out, 16)
+    m = summary["metrics"]
+    assert summary["oracles"]["classifier_heldout_accuracy"] > 0.9
+    assert m["real"]["retention"] > 0.9
+    # generated images of unseen classes are recognised far above chance (1 / 50)
+    assert m["sage-3shot"]["retention"] > 0.2 and m["age-1shot"]["retention"] > 0.1
+    assert 0.05 < m["sage-1shot"]["diversity"] < 3.0
