@@ -42,10 +42,6 @@ def _discriminate(module, variables, images):
     return module.apply(variables, images)
 
 
-def _dtype_name(dtype) -> str:
-    return jnp.dtype(dtype).name
-
-
 class GeneratorModel:
     """A StyleGAN2 generator with its parameters and stored noise buffers.
 
@@ -219,10 +215,6 @@ def _module_kwargs(config: dict) -> dict:
     if "blur_kernel" in kw:
         kw["blur_kernel"] = tuple(float(t) for t in kw["blur_kernel"])
     return kw
-
-
-def to_numpy_tree(tree):
-    return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
 
 
 def _config_dict(cfg) -> dict:
