@@ -140,6 +140,9 @@ def generator_throughput(G, batch, reps=2):
     return batch * reps / (time.perf_counter() - t)
 
 
+TRAIN_STEPS = {"tiny": 40, "256": 2}   # timed steps per config (after a compiling warm-up run)
+
+
 def training_speed(config_name: str, steps: int, batch: int | None = None) -> dict:
     """GAN training steps/s and images/s (after compilation) on this process's devices.
     ``tiny``: synthetic 32 px data; ``256``: the animal-faces config on random images."""
@@ -195,7 +198,7 @@ def main(argv=None):
     p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
                    help="also benchmark GAN training for these configs (tiny: 40 steps, 256: 2 steps)")
     p.add_argument("--train-devices", type=int, default=0,
-                   help="also run the tiny training benchmark on this many simulated CPU devices (subprocess)")
+                   help="also run the --train benchmarks on this many simulated CPU devices (subprocess)")
     p.add_argument("--skip-generation", action="store_true", help="only the training benchmark")
     args = p.parse_args(argv)
     if args.train is not None and not args.train:
@@ -224,16 +227,21 @@ def main(argv=None):
     if args.train:
         rows = []
         for c in args.train:
-            rows.append(training_speed(c, 40 if c == "tiny" else 2))
+            rows.append(training_speed(c, TRAIN_STEPS[c]))
             print(json.dumps(rows[-1]), flush=True)
         if args.train_devices:
             import subprocess
 
             env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={args.train_devices}")
-            code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
-                    "print(json.dumps(training_speed('tiny', 40)))" % os.path.dirname(os.path.abspath(__file__)))
-            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for c in args.train:
+                code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
+                        "print(json.dumps(training_speed(%r, %d)))"
+                        % (os.path.dirname(os.path.abspath(__file__)), c, TRAIN_STEPS[c]))
+                out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+                if out.returncode:
+                    sys.exit(f"the {args.train_devices}-device {c} training benchmark failed:\n{out.stderr[-4000:]}")
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(json.dumps(rows[-1]), flush=True)
         results["training"] = rows
         _training_table(rows)
     if args.json:

@@ -171,8 +171,33 @@ class LPIPSModel:
             raise ValueError(f"images must be two (N, H, W, 3) batches of one shape, got {a.shape} and {b.shape}")
         return _lpips(self.module, self.variables, a, b, normalize=normalize, per_layer=per_layer)
 
+    def features(self, x, *, normalize: bool = False) -> list:
+        """The five unit-normalised taps ``t_k`` of ``x`` (N, H, W, 3) in [-1, 1]:
+        ``[(N, h_k, w_k, C_k)]``. With ``w_k = head_weights()[k]``,
+        ``lp(a, b) == sum_k mean_hw sum_c w_kc (t_k(a) - t_k(b))^2``;
+        :mod:`sage_jax.metrics.diversity` uses this to score all pairs of a set from
+        one trunk pass per image."""
+        x = jnp.asarray(x, self.dtype)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3), got {x.shape}")
+        return _lpips_taps(self.dtype, self.variables, x, normalize=normalize)
+
+    def head_weights(self) -> list:
+        """The five linear heads' weights ``[(C_k,)]``."""
+        return [self.variables["params"][f"lin{k}"][0, 0, :, 0] for k in range(len(TAP_CHANNELS))]
+
     def __repr__(self):
         return f"LPIPSModel(vgg16, {self.dtype.name})"
+
+
+@functools.partial(jax.jit, static_argnames=("dtype", "normalize"))
+def _lpips_taps(dtype, variables, x, *, normalize):
+    if normalize:
+        x = 2 * x - 1
+    b = variables["buffers"]
+    x = (x - b["shift"].astype(dtype)) / b["scale"].astype(dtype)
+    taps = VGG16Features(dtype=dtype).apply({"params": variables["params"]["net"]}, x)
+    return [normalize_channels(f) for f in taps]
 
 
 def abstract_variables() -> dict:
