@@ -603,6 +603,50 @@ def cmd_build_dataset(args) -> int:
     return 0
 
 
+def cmd_make_synthetic(args) -> int:
+    from sage_jax.config import apply_overrides, load_config
+    from sage_jax.data.loader import synthetic_spec
+    from sage_jax.data.synthetic import write_folder
+
+    cfg = load_config(args.config)
+    try:
+        apply_overrides(cfg, args.overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if cfg.data.name != "synthetic":
+        raise UsageError(f"{args.config} has data.name={cfg.data.name!r}; make-synthetic needs the synthetic data")
+    if os.path.exists(args.out) and os.listdir(args.out):
+        raise UsageError(f"{args.out} exists and is not empty")
+    paths = write_folder(synthetic_spec(cfg.data), args.out, args.split)
+    print(f"wrote {len(paths)} {args.split} images of the synthetic dataset ({cfg.data.size} px) to {args.out}, "
+          f"with their factor labels in {os.path.join(args.out, 'factors.npz')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluation
+def cmd_evaluate(args) -> int:
+    from sage_jax.evaluation import EvalOptions, EvaluationError, run_evaluation, tables
+
+    o = EvalOptions(
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), size=args.size, glob=args.glob,
+        setting=args.setting, dataset=args.dataset, inception=args.inception, lpips=args.lpips,
+        lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads,
+        lpips_size=None if args.lpips_size == "full" else int(args.lpips_size), oracles=args.oracles,
+        cache_dir=args.cache_dir, nas_shots=args.nas_shots, nas_generated=args.nas_generated,
+        nas_seeds=args.nas_seeds, nas_steps=args.nas_steps, sgia_alpha=args.sgia_alpha, bridging=args.bridging,
+        classifier=args.classifier, classifier_size=args.classifier_size, pretrain_steps=args.pretrain_steps,
+        fewshot_ways=args.ways, fewshot_shots=tuple(args.fewshot_shots), fewshot_queries=args.queries,
+        fewshot_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
+    try:
+        results = run_evaluation(args.real, args.generated, args.out, o, seen_root=args.seen, shots_root=args.shots)
+    except EvaluationError as e:
+        raise UsageError(str(e)) from None
+    print(tables(results))
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}, tables.md and samples.png "
+          f"({results['seconds']:.0f} s)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -731,6 +775,70 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="rebuild even if a different build exists")
     s.set_defaults(func=cmd_build_dataset)
 
+    s = sub.add_parser("make-synthetic", help="write the synthetic dataset's seen or unseen classes as an image "
+                                              "folder (with factors.npz, the ground-truth labels)")
+    s.add_argument("--config", default=os.path.join("configs", "tiny.py"),
+                   help="config whose data section defines the dataset (default configs/tiny.py)")
+    s.add_argument("--split", default="unseen", choices=["seen", "unseen", "all"], help="which classes (default unseen)")
+    s.add_argument("--out", required=True, help="folder to write: OUT/<class>/<i>.png and OUT/factors.npz")
+    s.set_defaults(func=cmd_make_synthetic)
+
+    s = sub.add_parser("evaluate", help="the paper's evaluation (FID, KID, LPIPS diversity, NAS with SGIA options, "
+                                        "few-shot classification, ground truth) of generated image folders",
+                       description="Evaluates one or more folders of generated images (one sub-folder per "
+                                   "unseen class) against real images of those classes; writes OUT/metrics.json, "
+                                   "OUT/tables.md (the layout of the paper's Tables 1, 2 and 4) and "
+                                   "OUT/samples.png.")
+    s.add_argument("--real", required=True, help="real images of the unseen classes: <class>/<image>")
+    s.add_argument("--generated", required=True, action="append", metavar="[LABEL=]DIR",
+                   help="generated images: <class>/<image>; repeat for several methods")
+    s.add_argument("--metrics", default=",".join(("fid", "lpips", "nas", "fewshot")),
+                   help="comma-separated: fid, kid, lpips, nas, fewshot, gt (default fid,lpips,nas,fewshot)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--seen", default=None, help="real images of the seen classes (needed by nas and fewshot)")
+    s.add_argument("--shots", default=None,
+                   help="S_sample: the images the generated sets were made from, <class>/<image> (default: the "
+                        "first --nas-shots sorted images of each --real class; the rest are the NAS test set)")
+    s.add_argument("--glob", default=None,
+                   help="file pattern of generated images (default: <mode>_[0-9]*.png when the folder has a "
+                        "generation.json from 'sage-jax generate', else *)")
+    s.add_argument("--setting", default=None, help="setting shown in Table 1, e.g. 1-shot (default: generation.json)")
+    s.add_argument("--dataset", default=None, help="dataset name in the tables (default: the --real folder's name)")
+    s.add_argument("--size", type=int, default=None, help="read all images at this size (default: the real images')")
+    s.add_argument("--inception", default=None, help="pt_inception-2015-12-05-6726825d.pth, pytorch-fid's weights")
+    s.add_argument("--cache-dir", dest="cache_dir", default=None,
+                   help="cache of real-set feature statistics (default ~/.cache/sage-jax/fid_stats)")
+    s.add_argument("--kid-subsets", dest="kid_subsets", type=int, default=100)
+    s.add_argument("--lpips", default=None, help="LPIPS(net='vgg') state dict of the lpips package")
+    s.add_argument("--lpips-vgg", dest="lpips_vgg", default=None, help="or torchvision vgg16-397923af.pth ...")
+    s.add_argument("--lpips-heads", dest="lpips_heads", default=None, help="... with lpips/weights/v0.1/vgg.pth")
+    s.add_argument("--lpips-size", dest="lpips_size", default="32", choices=["32", "full"],
+                   help="LPIPS diversity on images resized to 32x32 (the official code) or at full resolution")
+    s.add_argument("--oracles", default=None,
+                   help="ground-truth oracles for the synthetic data (default: the shipped tiny model's)")
+    s.add_argument("--nas-shots", dest="nas_shots", type=int, default=10, help="real shots per class (default 10)")
+    s.add_argument("--nas-generated", dest="nas_generated", type=int, default=100,
+                   help="generated images per class added for NAS (default 100)")
+    s.add_argument("--nas-seeds", dest="nas_seeds", type=int, default=3, help="fine-tuning seeds (default 3)")
+    s.add_argument("--nas-steps", dest="nas_steps", type=int, default=None, help="fine-tuning steps")
+    s.add_argument("--sgia-alpha", dest="sgia_alpha", type=float, default=None,
+                   help="also run SGIA's balanced sampler: each slot is generated with probability alpha")
+    s.add_argument("--bridging", action="store_true",
+                   help="also run SGIA's bridging fine-tuning (the balanced mix, then real images only)")
+    s.add_argument("--classifier", default="vit", choices=["vit", "resnet"], help="NAS classifier (default vit)")
+    s.add_argument("--classifier-size", dest="classifier_size", type=int, default=64,
+                   help="classifier input size (default 64; the real images' size if smaller)")
+    s.add_argument("--pretrain-steps", dest="pretrain_steps", type=int, default=None,
+                   help="pre-training steps on the seen classes")
+    s.add_argument("--ways", type=int, default=5, help="few-shot: classes per episode (default 5)")
+    s.add_argument("--fewshot-shots", dest="fewshot_shots", type=int, nargs="+", default=[1, 5],
+                   help="few-shot: shots per class (default 1 5)")
+    s.add_argument("--queries", type=int, default=15, help="few-shot: queries per class (default 15)")
+    s.add_argument("--episodes", type=int, default=600, help="few-shot: episodes (default 600)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_evaluate)
+
     s = sub.add_parser("demo", help="the shipped tiny model on the unseen synthetic classes, with report.html")
     s.add_argument("--out", default="demo", help="report directory (default ./demo)")
     s.add_argument("--model", default=None, help="a model directory from 'sage-jax train' (default: the shipped one)")
@@ -783,8 +891,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     args = parser.parse_args(rest)
     args.overrides = overrides
-    if overrides and args.command not in ("train", "train-gan", "train-encoder"):
-        parser.error(f"--config.* overrides apply to train, train-gan and train-encoder, not {args.command}")
+    if overrides and args.command not in ("train", "train-gan", "train-encoder", "make-synthetic"):
+        parser.error(f"--config.* overrides apply to train, train-gan, train-encoder and make-synthetic, "
+                     f"not {args.command}")
     try:
         return args.func(args)
     except (UsageError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:

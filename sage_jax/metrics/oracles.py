@@ -45,6 +45,20 @@ class Oracles:
     def predict_factors(self, images) -> np.ndarray:
         return np.asarray(_predict(self.regressor, self.reg_params, jnp.asarray(images)))
 
+    def features(self, images) -> np.ndarray:
+        """The classifier's pooled embedding (N, widths[-1]): a feature space for FID
+        on the synthetic data, where no Inception weights are needed."""
+        return np.asarray(_features(self.classifier, self.clf_params, jnp.asarray(images)))
+
+    def fingerprint(self) -> str:
+        """A hash of the classifier's weights (keys cached feature statistics)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for leaf in jax.tree_util.tree_leaves(self.clf_params):
+            h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+        return h.hexdigest()[:16]
+
     def retention(self, images, class_index: int) -> float:
         """Share of ``images`` classified as ``class_index``."""
         return float(np.mean(self.predict_class(images) == class_index))
@@ -86,6 +100,11 @@ class Oracles:
 @functools.partial(jax.jit, static_argnums=0)
 def _predict(module, params, x):
     return module.apply({"params": params}, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features(module, params, x):
+    return module.apply({"params": params}, x, method=SmallCNN.features)
 
 
 def _train(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, desc=""):

@@ -1,0 +1,510 @@
+"""``sage-jax evaluate``: the evaluation protocol of the SAGE paper (section 4) on image
+folders, for any method's output (ours, or images another method made).
+
+Inputs (one folder per class, ``<class>/<image>``, or the ``<class>_<i>.jpg`` layout):
+
+* ``--real``: real images of the unseen classes. FID and KID compare the generated
+  images with all of them; NAS fine-tunes on the first ``nas_shots`` (sorted) images
+  of each class (S_sample, or the images of ``--shots``) and tests on the rest (S_real).
+* ``--generated [LABEL=]DIR``, repeatable: one method's images of those classes. If
+  ``DIR/generation.json`` exists (written by ``sage-jax generate``) it gives the
+  setting (K-shot), the mode (only ``<mode>_NNNN.png`` are read, not fused variants)
+  and the shots each class was generated from, which must lie in S_sample: a shot
+  among the test images would leak the test set into NAS, and is refused.
+* ``--seen``: real images of the seen classes, to pre-train the NAS classifier and the
+  few-shot feature extractor.
+
+Metrics (``--metrics``): ``fid`` (and ``kid``) on Inception-v3 pool3 features, or, on
+the synthetic dataset without Inception weights, on the ground-truth oracle's features
+(reported as such: not comparable with published FIDs); ``lpips``: the paper's
+diversity, mean pairwise LPIPS within each class, averaged over classes; ``nas``: the
+Naive Augmentation Score with "Standard" (shots only) in the same run, and SGIA's
+balanced sampler and bridging fine-tuning as options; ``fewshot``: nearest-centroid
+N-way episodes on features of a cosine classifier trained on the seen classes, with
+and without the generated images in the support set; ``gt``: on the synthetic dataset
+(``--real`` written by ``sage-jax make-synthetic``, so a ``factors.npz`` is beside the
+images) the demo's category retention and diversity measured by the oracles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+ALL_METRICS = ("fid", "kid", "lpips", "nas", "fewshot", "gt")
+DEFAULT_METRICS = ("fid", "lpips", "nas", "fewshot")
+
+INCEPTION_HELP = ("pytorch-fid's Inception weights, pt_inception-2015-12-05-6726825d.pth (from the pytorch-fid "
+                  "GitHub release 'fid_weights'); pass --inception FILE")
+LPIPS_HELP = ("LPIPS weights: --lpips FILE (a state dict of the lpips package's LPIPS(net='vgg')) or --lpips-vgg "
+              "vgg16-397923af.pth (torchvision) with --lpips-heads vgg.pth (lpips/weights/v0.1/vgg.pth)")
+
+
+class EvaluationError(ValueError):
+    """A problem with the inputs, found before any metric is computed."""
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclasses.dataclass
+class ClassImages:
+    """Images of one folder, per class: uint8 (n, S, S, 3), their files, skipped files."""
+
+    images: dict
+    files: dict
+    skipped: dict
+
+    @property
+    def classes(self) -> list:
+        return sorted(self.images)
+
+    def count(self) -> int:
+        return int(sum(len(v) for v in self.images.values()))
+
+    def as_float(self, name: str) -> np.ndarray:
+        return self.images[name].astype(np.float32) / 127.5 - 1.0
+
+
+def read_class_folder(root: str, size: int, pattern: str = "*", classes=None, progress: bool = False,
+                      what: str = "images") -> ClassImages:
+    """Images of ``root`` (class layouts of :func:`sage_jax.data.folders.scan_folder`)
+    whose file names match ``pattern``, read at ``size`` x ``size``. Unreadable files
+    are skipped and listed, never fatal."""
+    from sage_jax.data.folders import scan_folder
+    from sage_jax.images import ImageError, load_image, to_uint8
+
+    paths, labels, names = scan_folder(root)
+    by_class: dict = {}
+    for p, l in zip(paths, labels):
+        if fnmatch.fnmatch(os.path.basename(p), pattern) and (classes is None or names[l] in classes):
+            by_class.setdefault(names[l], []).append(p)
+    if not by_class:
+        raise EvaluationError(f"no images matching {pattern!r} in {root}")
+    images, files, skipped = {}, {}, {}
+    for name in tqdm(sorted(by_class), desc=f"reading {what}", unit="class", disable=not progress):
+        ok, arrs = [], []
+        for p in by_class[name]:
+            try:
+                arrs.append(to_uint8(load_image(p, size)))
+                ok.append(p)
+            except ImageError as e:
+                skipped[p] = str(e)
+        if arrs:
+            images[name], files[name] = np.stack(arrs), ok
+    return ClassImages(images, files, skipped)
+
+
+def parse_generated(specs) -> list:
+    """``["sage=out/sage", "out/age"]`` -> [(label, dir)], labels unique."""
+    out, seen = [], set()
+    for s in specs:
+        label, _, d = s.rpartition("=") if "=" in s else ("", "", s)
+        d = d.rstrip("/")
+        label = label or os.path.basename(d) or d
+        if label in seen:
+            raise EvaluationError(f"two --generated sets are labelled {label!r}: name them LABEL=DIR")
+        if not os.path.isdir(d):
+            raise EvaluationError(f"--generated {s}: {d} is not a folder")
+        seen.add(label)
+        out.append((label, d))
+    return out
+
+
+def generation_info(directory: str) -> dict:
+    """``generation.json`` of a ``sage-jax generate`` output folder, or {}."""
+    path = os.path.join(directory, "generation.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def nas_split(real: ClassImages, n_shots: int, shots: ClassImages | None = None) -> tuple[dict, dict]:
+    """(S_sample, S_real) per class as index arrays into ``real``: the images of
+    ``shots`` if given (matched by file name; they are then not in ``real``), else the
+    first ``n_shots`` sorted files of each class."""
+    sample, test = {}, {}
+    for name in real.classes:
+        n = len(real.files[name])
+        if shots is not None:
+            sample[name] = None
+            test[name] = np.arange(n)
+            continue
+        if n <= n_shots:
+            raise EvaluationError(f"class {name!r} has {n} readable real images: NAS needs more than "
+                                  f"{n_shots} ({n_shots} shots plus test images)")
+        sample[name], test[name] = np.arange(n_shots), np.arange(n_shots, n)
+    return sample, test
+
+
+def check_no_leak(label: str, info: dict, real: ClassImages, test_index: dict) -> None:
+    """Refuse a generated set made from a shot that is among the test images."""
+    test_files = {os.path.realpath(real.files[c][i]) for c in test_index for i in test_index[c]}
+    for cls, sources in (info.get("classes") or {}).items():
+        for src in sources:
+            if os.path.realpath(src) in test_files:
+                raise EvaluationError(
+                    f"--generated {label}: class {cls!r} was generated from {src}, which is a NAS test image "
+                    f"(S_real). Generate from S_sample (the first --nas-shots sorted images of each class, or "
+                    f"--shots DIR) or leave 'nas' out of --metrics.")
+
+
+# ----------------------------------------------------------------------------- networks
+def synthetic_ground_truth(real_root: str, oracles_dir: str | None):
+    """(Oracles, per-class factor masks) when ``real_root`` holds the synthetic dataset
+    (a ``factors.npz`` from :func:`sage_jax.data.synthetic.write_folder`) and oracles
+    that know its classes are found; else None."""
+    from sage_jax.metrics.oracles import Oracles
+
+    path = os.path.join(real_root, "factors.npz")
+    if not os.path.exists(path):
+        return None
+    if oracles_dir is None:
+        from sage_jax.demo import ASSET_DIR
+
+        oracles_dir = os.path.join(ASSET_DIR, "oracles")
+    if not os.path.exists(os.path.join(oracles_dir, "oracles.json")):
+        return None
+    oracles = Oracles.load(oracles_dir)
+    f = np.load(path)
+    names = [str(n) for n in f["class_names"]]
+    masks = {}
+    for j, n in enumerate(names):
+        rows = f["factor_mask"][f["labels"] == j]
+        if len(rows):
+            masks[n] = rows.all(axis=0)
+    if not set(masks) <= set(oracles.class_names):
+        return None
+    return oracles, masks
+
+
+# ----------------------------------------------------------------------------- metrics
+def _pooled(sets: ClassImages, classes) -> np.ndarray:
+    return np.concatenate([sets.images[c] for c in classes])
+
+
+def _feature_fn(network):
+    """(N, S, S, 3) uint8 -> (N, F) features in batches."""
+    import jax.numpy as jnp
+
+    def fn(u8, batch=64):
+        out = []
+        for i in range(0, len(u8), batch):
+            x = jnp.asarray(u8[i:i + batch], jnp.float32) / 127.5 - 1.0
+            out.append(np.asarray(network(x), np.float64))
+        return np.concatenate(out)
+
+    return fn
+
+
+def ground_truth(oracles, masks, real: ClassImages, gen: ClassImages, classes) -> dict:
+    """Category retention and relative diversity (the demo's measures) of ``gen``."""
+    ret, div, real_ret = [], [], []
+    for c in classes:
+        idx = oracles.class_names.index(c)
+        r, g = real.as_float(c), gen.as_float(c)
+        real_ret.append(oracles.retention(r, idx))
+        spread = oracles.spread(r, masks[c])
+        ret.append(oracles.retention(g, idx))
+        div.append(oracles.spread(g, masks[c]) / max(spread, 1e-6))
+    return {"retention": float(np.mean(ret)), "diversity": float(np.mean(div)),
+            "real_retention": float(np.mean(real_ret))}
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(v, pct=False):
+    if v is None:
+        return "-"
+    if isinstance(v, dict) and "mean" in v:
+        return f"{100 * v['mean']:.2f}% ± {100 * v['std']:.2f}" if pct else f"{v['mean']:.4f} ± {v['std']:.4f}"
+    return f"{100 * v:.2f}%" if pct else (f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}")
+
+
+def tables(results: dict) -> str:
+    """Markdown tables in the layout of the paper's Tables 1, 2 and 4 (+ few-shot and
+    ground truth)."""
+    methods = results["methods"]
+    out = []
+    name = results.get("dataset", "dataset")
+    if any(k in results["metrics"] for k in ("fid", "lpips")):
+        fid_note = "" if results.get("fid_network") in (None, "inception") else " (oracle features)"
+        out += [f"Table 1 layout: quality and diversity on {name}", "",
+                f"| Method | Settings | FID{fid_note} (↓) | LPIPS (↑) |", "| --- | --- | --- | --- |"]
+        for label, m in methods.items():
+            out.append(f"| {label} | {m['setting']} | {_fmt(m.get('fid'))} | {_fmt(m.get('lpips'))} |")
+        if "kid" in results["metrics"]:
+            out += ["", "| Method | KID (↓) |", "| --- | --- |"]
+            out += [f"| {label} | {_fmt(m.get('kid'))} |" for label, m in methods.items()]
+        out.append("")
+    if "nas" in results["metrics"]:
+        std = results["standard"]["nas"]
+        out += [f"Table 2 layout: Naive Augmentation Score on {name} (mean ± std over seeds)", "",
+                f"| Method | {name} |", "| --- | --- |"]
+        for label, m in methods.items():
+            for variant, v in m["nas"].items():
+                suffix = "" if variant == "augmented" else f" ({variant})"
+                out.append(f"| {label}{suffix} | {_fmt(v, pct=True)} |")
+        out.append(f"| Standard | {_fmt(std, pct=True)} |")
+        out += ["", "Table 4 layout: accuracy, quality and diversity", "",
+                "| Method | Accuracy | FID (↓) | LPIPS (↑) |", "| --- | --- | --- | --- |",
+                f"| Standard | {_fmt(std, pct=True)} | - | - |"]
+        for label, m in methods.items():
+            out.append(f"| {label} | {_fmt(m['nas'].get('augmented'), pct=True)} | {_fmt(m.get('fid'))} | "
+                       f"{_fmt(m.get('lpips'))} |")
+        out.append("")
+    if "fewshot" in results["metrics"]:
+        base = results["standard"]["fewshot"]
+        ks = sorted(base, key=int)
+        out += [f"Few-shot classification ({results['fewshot_ways']}-way, nearest centroid, 95% intervals)", "",
+                "| Support set | " + " | ".join(f"{k}-shot" for k in ks) + " |",
+                "| --- | " + " | ".join("---" for _ in ks) + " |",
+                "| real shots only | " + " | ".join(f"{100 * base[k]['mean']:.2f}% ± {100 * base[k]['ci95']:.2f}"
+                                                   for k in ks) + " |"]
+        for label, m in methods.items():
+            f = m["fewshot"]
+            out.append(f"| + {label} | " + " | ".join(f"{100 * f[k]['mean']:.2f}% ± {100 * f[k]['ci95']:.2f}"
+                                                      for k in ks) + " |")
+        out.append("")
+    if "gt" in results["metrics"]:
+        out += ["Ground truth (synthetic data, oracles trained on real images)", "",
+                "| Method | category retention | diversity |", "| --- | --- | --- |",
+                f"| real | {results['real_ground_truth']['retention']:.3f} | 1.000 |"]
+        for label, m in methods.items():
+            out.append(f"| {label} | {m['gt']['retention']:.3f} | {m['gt']['diversity']:.3f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- driver
+@dataclasses.dataclass
+class EvalOptions:
+    """Everything ``sage-jax evaluate`` takes besides the folders."""
+
+    metrics: tuple = DEFAULT_METRICS
+    size: int | None = None            # image size to read at (default: the first real image's)
+    glob: str | None = None            # generated file pattern (default: from generation.json, else "*")
+    setting: str | None = None         # "1-shot" ... (default: from generation.json)
+    dataset: str | None = None         # name in the tables (default: the real folder's name)
+    inception: str | None = None       # pt_inception-2015-12-05-*.pth
+    lpips: str | None = None
+    lpips_vgg: str | None = None
+    lpips_heads: str | None = None
+    lpips_size: int | None = 32        # the official protocol; None: full resolution
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    oracles: str | None = None
+    cache_dir: str | None = None
+    nas_shots: int = 10
+    nas_generated: int = 100
+    nas_seeds: int = 3
+    nas_steps: int | None = None
+    sgia_alpha: float | None = None    # SGIA balanced sampler (each slot generated w.p. alpha)
+    bridging: bool = False
+    classifier: str = "vit"
+    classifier_size: int = 64
+    pretrain_steps: int | None = None
+    fewshot_ways: int = 5
+    fewshot_shots: tuple = (1, 5)
+    fewshot_queries: int = 15
+    fewshot_episodes: int = 600
+    seed: int = 0
+    progress: bool = True
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(base, "sage-jax", "fid_stats")
+
+
+def _lpips_model(o: EvalOptions):
+    from sage_jax.checkpoints.lpips import load_lpips, load_lpips_from_parts
+
+    if o.lpips:
+        return load_lpips(o.lpips)
+    return load_lpips_from_parts(o.lpips_vgg, o.lpips_heads)
+
+
+def check_inputs(o: EvalOptions, real_root: str, generated, seen_root: str | None) -> None:
+    """Refuse, before any work, what cannot be computed."""
+    unknown = sorted(set(o.metrics) - set(ALL_METRICS))
+    if unknown:
+        raise EvaluationError(f"unknown metrics {unknown}: choose from {', '.join(ALL_METRICS)}")
+    if not o.metrics:
+        raise EvaluationError("no metrics asked for")
+    if not os.path.isdir(real_root):
+        raise EvaluationError(f"--real {real_root} is not a folder")
+    if not generated:
+        raise EvaluationError("give at least one --generated folder")
+    has_gt = synthetic_ground_truth(real_root, o.oracles) is not None
+    if ("fid" in o.metrics or "kid" in o.metrics) and not o.inception and not has_gt:
+        raise EvaluationError(f"FID/KID need {INCEPTION_HELP} (on the synthetic dataset the oracle's features "
+                              f"are used without it)")
+    for p in (o.inception, o.lpips, o.lpips_vgg, o.lpips_heads, o.oracles):
+        if p and not os.path.exists(p):
+            raise EvaluationError(f"{p} does not exist")
+    if "lpips" in o.metrics and not (o.lpips or (o.lpips_vgg and o.lpips_heads)):
+        raise EvaluationError(f"'lpips' needs {LPIPS_HELP}")
+    if ("nas" in o.metrics or "fewshot" in o.metrics) and not seen_root:
+        raise EvaluationError("'nas' and 'fewshot' need --seen DIR: real images of the seen classes, to pre-train "
+                              "the classifier")
+    if seen_root and not os.path.isdir(seen_root):
+        raise EvaluationError(f"--seen {seen_root} is not a folder")
+    if "gt" in o.metrics and not has_gt:
+        raise EvaluationError("'gt' needs the synthetic dataset: --real written by 'sage-jax make-synthetic' "
+                              "(with its factors.npz) and oracles that know its classes (--oracles DIR)")
+    if o.sgia_alpha is not None and not 0.0 <= o.sgia_alpha <= 1.0:
+        raise EvaluationError(f"--sgia-alpha must lie in [0, 1], got {o.sgia_alpha}")
+    if o.fewshot_ways < 2 or min(o.fewshot_shots) < 1 or o.fewshot_queries < 1 or o.fewshot_episodes < 1:
+        raise EvaluationError("few-shot episodes need at least 2 ways, 1 shot, 1 query and 1 episode")
+
+
+def _first_image_size(root: str) -> int:
+    from sage_jax.data.folders import scan_folder
+    from sage_jax.images import ImageError, load_image
+
+    for p in scan_folder(root)[0]:
+        try:
+            return int(load_image(p).shape[0])
+        except ImageError:
+            continue
+    raise EvaluationError(f"no readable image in {root}")
+
+
+def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptions | None = None,
+                   seen_root: str | None = None, shots_root: str | None = None) -> dict:
+    """Evaluate every ``--generated`` set against ``real_root``; writes
+    ``out/metrics.json`` and ``out/tables.md`` and returns the results."""
+    import jax
+
+    o = options or EvalOptions()
+    o.metrics = tuple(dict.fromkeys(o.metrics))
+    generated = parse_generated(generated_specs)
+    check_inputs(o, real_root, generated, seen_root)
+    t0 = time.perf_counter()
+    size = o.size or _first_image_size(real_root)
+    real = read_class_folder(real_root, size, progress=o.progress, what="real images")
+    gt = synthetic_ground_truth(real_root, o.oracles)
+    sets, infos = {}, {}
+    for label, d in generated:
+        info = generation_info(d)
+        mode = (info.get("options") or {}).get("mode")
+        pattern = o.glob or (f"{mode}_[0-9]*.png" if mode else "*")
+        g = read_class_folder(d, size, pattern, progress=o.progress, what=f"{label} images")
+        missing = sorted(set(g.classes) - set(real.classes))
+        if missing:
+            raise EvaluationError(f"--generated {label}: classes {missing[:5]} have no real images in {real_root}")
+        setting = o.setting or (f"{info['k']}-shot" if "k" in info else "-")
+        sets[label], infos[label] = g, dict(info, setting=setting, dir=os.path.abspath(d), pattern=pattern)
+    classes = sorted(set.intersection(*(set(g.classes) for g in sets.values())))
+    if not classes:
+        raise EvaluationError("the generated sets share no class")
+    shots = read_class_folder(shots_root, size, classes=classes, what="shots") if shots_root else None
+    if "nas" in o.metrics:
+        sample_idx, test_idx = nas_split(real, o.nas_shots, shots)
+        for label in sets:
+            check_no_leak(label, infos[label], real, {c: test_idx[c] for c in classes})
+
+    key = jax.random.PRNGKey(o.seed)
+    results = {"dataset": o.dataset or os.path.basename(os.path.abspath(real_root)), "metrics": list(o.metrics),
+               "classes": classes, "image_size": size, "real": os.path.abspath(real_root),
+               "real_images": int(sum(len(real.images[c]) for c in classes)),
+               "skipped_files": {"real": len(real.skipped), **{k: len(v.skipped) for k, v in sets.items()}},
+               "methods": {label: {"setting": infos[label]["setting"], "dir": infos[label]["dir"],
+                                   "pattern": infos[label]["pattern"],
+                                   "images": int(sum(len(sets[label].images[c]) for c in classes))}
+                           for label in sets},
+               "standard": {}}
+    methods = results["methods"]
+
+    if "fid" in o.metrics or "kid" in o.metrics:
+        _fid_kid(o, real, sets, classes, gt, results, jax.random.fold_in(key, 1))
+    if "lpips" in o.metrics:
+        from sage_jax.metrics.diversity import lpips_diversity
+
+        lp = _lpips_model(o)
+        for label, g in sets.items():
+            d = lpips_diversity(lp, {c: g.as_float(c) for c in classes}, size=o.lpips_size, progress=o.progress)
+            methods[label].update(lpips=d["lpips"], lpips_per_class=d["per_class"], lpips_protocol=d["protocol"])
+    if "nas" in o.metrics or "fewshot" in o.metrics:
+        seen = read_class_folder(seen_root, o.classifier_size, progress=o.progress, what="seen images")
+        results["skipped_files"]["seen"] = len(seen.skipped)
+        if "nas" in o.metrics:
+            _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, jax.random.fold_in(key, 2))
+        if "fewshot" in o.metrics:
+            _fewshot(o, seen, real, sets, classes, results, jax.random.fold_in(key, 3))
+    if "gt" in o.metrics:
+        oracles, masks = gt
+        for label, g in sets.items():
+            methods[label]["gt"] = ground_truth(oracles, masks, real, g, classes)
+        first = next(iter(methods.values()))["gt"]
+        results["real_ground_truth"] = {"retention": first["real_retention"], "oracles": oracles.scores}
+
+    results["seconds"] = time.perf_counter() - t0
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    text = tables(results)
+    with open(os.path.join(out, "tables.md"), "w") as f:
+        f.write(text + "\n")
+    _overview(real, sets, classes, os.path.join(out, "samples.png"))
+    return results
+
+
+def _fid_kid(o, real, sets, classes, gt, results, key):
+    import jax
+
+    from sage_jax.metrics import fid as fidm
+
+    if o.inception:
+        from sage_jax.checkpoints.inception import load_inception
+
+        net = load_inception(o.inception)
+        feature_fn, fingerprint = net.features, getattr(net, "fingerprint", None) or os.path.abspath(o.inception)
+        results["fid_network"] = "inception"
+    else:
+        oracles = gt[0]
+        feature_fn = oracles.features
+        fingerprint = "oracle:" + oracles.fingerprint()
+        results["fid_network"] = "oracle"
+
+    def features(u8, desc):
+        return fidm.extract_features(lambda x: feature_fn(np.asarray(x, np.float32) / 127.5 - 1.0), u8,
+                                     batch_size=50, progress=o.progress, desc=desc)
+
+    real_u8 = _pooled(real, classes)
+    real_files = [p for c in classes for p in real.files[c]]
+    real_feats = None
+    if "kid" in o.metrics:
+        real_feats = features(real_u8, "real features")
+    stats = fidm.cached_statistics(o.cache_dir or _default_cache_dir(),
+                                   {"network": str(fingerprint), "files": real_files, "size": real_u8.shape[1],
+                                    "name": results["dataset"]},
+                                   lambda: real_feats if real_feats is not None else features(real_u8, "real features"))
+    for i, (label, g) in enumerate(sets.items()):
+        gf = features(_pooled(g, classes), f"{label} features")
+        m = results["methods"][label]
+        if "fid" in o.metrics:
+            m["fid"] = fidm.fid(stats, gf)["fid"]
+        if "kid" in o.metrics:
+            k = fidm.kid(real_feats, gf, key=jax.random.fold_in(key, i), num_subsets=o.kid_subsets,
+                         subset_size=o.kid_subset_size)
+            m["kid"] = {"mean": k["kid"], "std": k["kid_std"]}
+
+
+def _overview(real, sets, classes, path, n_classes=6, per_row=8):
+    """A picture: for a few classes, a row of real images and a row per method."""
+    from sage_jax.images import make_grid, save_png
+
+    rows = []
+    for c in classes[:n_classes]:
+        for imgs in [real.images[c]] + [g.images[c] for g in sets.values()]:
+            row = imgs[:per_row]
+            if len(row) < per_row:
+                row = np.concatenate([row, np.full((per_row - len(row),) + row.shape[1:], 255, np.uint8)])
+            rows.append(row)
+    save_png(path, make_grid(np.concatenate(rows), ncols=per_row))
