@@ -7,6 +7,7 @@ G = checkpoints.load_generator(ckpt["g_ema"])           # GeneratorModel
 D = checkpoints.load_discriminator(ckpt["d"])           # DiscriminatorModel
 checkpoints.save_model("g_ema_jax", G)                  # orbax directory
 G = checkpoints.load_generator("g_ema_jax")
+inception = checkpoints.load_inception("pt_inception-2015-12-05-6726825d.pth")  # FID network
 ```
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from sage_jax.checkpoints.dictionary import (convert_dictionary, dictionary_config_from_state_dict,
                                              dictionary_to_state_dict)
+from sage_jax.checkpoints.inception import convert_inception, inception_to_state_dict, load_inception
 from sage_jax.checkpoints.orbax_io import atomic_directory, read_model_dir, save_model
 from sage_jax.checkpoints.psp import (convert_encoder, encoder_config_from_state_dict,
                                       encoder_to_state_dict, psp_config_from_opts)
@@ -42,6 +44,7 @@ __all__ = [
     "generator_to_state_dict", "discriminator_to_state_dict", "encoder_to_state_dict",
     "load_dictionary", "convert_dictionary", "dictionary_config_from_state_dict",
     "dictionary_to_state_dict",
+    "load_inception", "convert_inception", "inception_to_state_dict",
 ]
 
 # Sub-models of a pSp / AGE / SAGE checkpoint's state_dict.
