@@ -37,14 +37,17 @@ def world(tmp_path_factory):
         _run("generate", "--checkpoint", os.path.join(ASSET_DIR, "psp"), "--stats",
              os.path.join(ASSET_DIR, "class_stats.npz"), "--dictionary", os.path.join(ASSET_DIR, "dictionary"),
              "--shots", real, "--k", 1, "--n", 16, "--mode", mode, "--out", root / f"gen_{mode}", "--quiet")
-    # controls: held-out real images of each class (a perfect generator), and noise
+    # controls: held-out real images of each class (a perfect generator), noise, and a
+    # collapsed generator (one real image repeated)
     rng = np.random.default_rng(0)
     for c in classes:
         files = sorted(os.listdir(real / c))
         (root / "perfect" / c).mkdir(parents=True)
         (root / "noise" / c).mkdir(parents=True)
+        (root / "collapsed" / c).mkdir(parents=True)
         for i, f in enumerate(files[-16:]):
             shutil.copy(real / c / f, root / "perfect" / c / f"img_{i}.png")
+            shutil.copy(real / c / files[-1], root / "collapsed" / c / f"img_{i}.png")
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "noise" / c / f"{i}.png")
     lp = root / "lpips_vgg.pt"
     lp.write_bytes(torch_pickle.dumps(state_dict_from_manifest("lpips_vgg.json")[0]))
@@ -61,7 +64,8 @@ def test_quality_diversity_and_ground_truth(world, capsys):
     w, out = world, world["root"] / "out1"
     _run("evaluate", "--real", w["real"], "--generated", f"sage={w['root'] / 'gen_sage'}",
          "--generated", f"age={w['root'] / 'gen_age'}", "--generated", f"perfect={w['root'] / 'perfect'}",
-         "--generated", f"noise={w['root'] / 'noise'}", "--metrics", "fid,kid,lpips,gt", "--lpips", w["lpips"],
+         "--generated", f"noise={w['root'] / 'noise'}",
+         "--generated", f"collapsed={w['root'] / 'collapsed'}", "--metrics", "fid,kid,lpips,gt", "--lpips", w["lpips"],
          "--kid-subsets", 10, "--cache-dir", w["root"] / "cache", "--out", out, "--quiet")
     r = json.loads((out / "metrics.json").read_text())
     m = r["methods"]
@@ -74,7 +78,8 @@ def test_quality_diversity_and_ground_truth(world, capsys):
     assert m["perfect"]["kid"]["mean"] < m["noise"]["kid"]["mean"]
     assert m["perfect"]["gt"]["retention"] > 0.9 and m["noise"]["gt"]["retention"] < 0.3
     assert 0.6 < m["perfect"]["gt"]["diversity"] < 1.6
-    assert m["noise"]["lpips"] > m["perfect"]["lpips"] > 0
+    assert m["perfect"]["lpips"] > 0.01 and abs(m["collapsed"]["lpips"]) < 1e-6
+    assert m["collapsed"]["gt"]["retention"] == 1.0 and m["collapsed"]["gt"]["diversity"] < 1e-3
     assert set(m["sage"]["lpips_per_class"]) == set(w["classes"]) and m["sage"]["lpips_protocol"] == "32x32"
     tables = (out / "tables.md").read_text()
     assert "Table 1 layout" in tables and "| sage | 1-shot |" in tables and "Ground truth" in tables
