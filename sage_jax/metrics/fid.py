@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import numpy as np
