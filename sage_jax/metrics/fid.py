@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -132,16 +132,25 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 0.0, rcond: float
 
 # --------------------------------------------------------------------------- KID
 
-def _subset_indices(key, n: int, m: int, num_subsets: int) -> np.ndarray:
-    """``(num_subsets, m)`` indices into ``range(n)``, each row without repeats, from a
-    jax PRNG key or a seeded ``np.random.Generator``."""
+def _generator(key) -> np.random.Generator:
+    """A numpy Generator from an explicit key: an ``np.random.Generator`` is used as is
+    (and advanced); a jax PRNG key (raw ``uint32`` or typed) seeds a new one with its
+    key bits, so the same key gives the same draws, without compiling anything."""
     if isinstance(key, np.random.Generator):
-        return np.stack([key.choice(n, m, replace=False) for _ in range(num_subsets)])
-    if isinstance(key, (int, np.integer)) or key is None:
-        raise TypeError("key must be a jax PRNG key or an np.random.Generator (seeded by you)")
-    keys = jax.random.split(key, num_subsets)
-    perm = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
-    return np.asarray(perm[:, :m])
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        bits = np.asarray(key)
+        if bits.dtype == np.uint32 and bits.size >= 1:
+            return np.random.default_rng([int(b) for b in bits.ravel()])
+    raise TypeError(f"key must be a jax PRNG key or an np.random.Generator (seeded by you), "
+                    f"got {type(key).__name__}")
+
+
+def _subset_indices(rng: np.random.Generator, n: int, m: int, num_subsets: int) -> np.ndarray:
+    """``(num_subsets, m)`` indices into ``range(n)``, each row without repeats."""
+    return np.stack([rng.choice(n, m, replace=False) for _ in range(num_subsets)])
 
 
 def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, subset_size: int = 1000,
@@ -155,8 +164,9 @@ def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, s
                   - 2 sum_{i,j} k(x_i, y_j) / m^2,
 
     the estimator of clean-fid and stylegan2-ada-pytorch (their value is the mean).
-    ``key``: a jax PRNG key or an ``np.random.Generator``; the same key gives the same
-    subsets. Float64 throughout."""
+    ``key``: a jax PRNG key (its bits seed numpy's generator) or an
+    ``np.random.Generator``; the same key gives the same subsets (no global RNG).
+    Float64 throughout."""
     f1 = np.asarray(features1, np.float64)
     f2 = np.asarray(features2, np.float64)
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
@@ -167,13 +177,9 @@ def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, s
         raise ValueError("KID needs at least 2 feature vectors in each set")
     if num_subsets < 1:
         raise ValueError("num_subsets must be >= 1")
-    if isinstance(key, np.random.Generator):
-        idx1 = _subset_indices(key, f1.shape[0], m, num_subsets)
-        idx2 = _subset_indices(key, f2.shape[0], m, num_subsets)
-    else:
-        k1, k2 = jax.random.split(key)
-        idx1 = _subset_indices(k1, f1.shape[0], m, num_subsets)
-        idx2 = _subset_indices(k2, f2.shape[0], m, num_subsets)
+    rng = _generator(key)
+    idx1 = _subset_indices(rng, f1.shape[0], m, num_subsets)
+    idx2 = _subset_indices(rng, f2.shape[0], m, num_subsets)
     values = np.empty(num_subsets, np.float64)
     for s in range(num_subsets):
         x, y = f1[idx1[s]], f2[idx2[s]]

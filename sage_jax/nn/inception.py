@@ -333,7 +333,8 @@ class InceptionModel:
         return f"InceptionModel(pytorch-fid InceptionV3 pool3, {self.dtype.name})"
 
 
+@functools.lru_cache(maxsize=1)
 def abstract_variables() -> dict:
-    """Shapes of the variables, without allocating them."""
+    """Shapes of the variables, without allocating them (computed once; do not mutate)."""
     x = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
     return jax.eval_shape(lambda a: FIDInceptionV3().init(jax.random.PRNGKey(0), a), x)
