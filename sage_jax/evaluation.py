@@ -404,10 +404,27 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
     if not classes:
         raise EvaluationError("the generated sets share no class")
     shots = read_class_folder(shots_root, size, classes=classes, what="shots") if shots_root else None
+    sample_idx = test_idx = None
     if "nas" in o.metrics:
         sample_idx, test_idx = nas_split(real, o.nas_shots, shots)
-        for label in sets:
+        for label, g in sets.items():
             check_no_leak(label, infos[label], real, {c: test_idx[c] for c in classes})
+            fewest = min(len(g.images[c]) for c in classes)
+            if fewest < o.nas_generated:
+                raise EvaluationError(f"--generated {label}: {fewest} images in some class; NAS adds "
+                                      f"--nas-generated {o.nas_generated} per class (generate more, or lower it)")
+        if shots is not None:
+            short = [c for c in classes if c not in shots.images or len(shots.images[c]) < o.nas_shots]
+            if short:
+                raise EvaluationError(f"--shots has fewer than --nas-shots {o.nas_shots} images for {short[:5]}")
+
+    if "fewshot" in o.metrics:
+        need = max(o.fewshot_shots) + o.fewshot_queries
+        short = [c for c in classes if len(real.images[c]) < need]
+        if len(classes) < o.fewshot_ways or short:
+            raise EvaluationError(f"few-shot episodes ({o.fewshot_ways}-way, up to {max(o.fewshot_shots)} shots, "
+                                  f"{o.fewshot_queries} queries) need {o.fewshot_ways} classes with {need} real "
+                                  f"images each; {len(classes)} classes, too few images in {short[:5]}")
 
     key = jax.random.PRNGKey(o.seed)
     results = {"dataset": o.dataset or os.path.basename(os.path.abspath(real_root)), "metrics": list(o.metrics),
@@ -431,7 +448,8 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
             d = lpips_diversity(lp, {c: g.as_float(c) for c in classes}, size=o.lpips_size, progress=o.progress)
             methods[label].update(lpips=d["lpips"], lpips_per_class=d["per_class"], lpips_protocol=d["protocol"])
     if "nas" in o.metrics or "fewshot" in o.metrics:
-        seen = read_class_folder(seen_root, o.classifier_size, progress=o.progress, what="seen images")
+        seen = read_class_folder(seen_root, min(o.classifier_size, size), progress=o.progress,
+                                 what="seen images")
         results["skipped_files"]["seen"] = len(seen.skipped)
         if "nas" in o.metrics:
             _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, jax.random.fold_in(key, 2))
@@ -508,3 +526,93 @@ def _overview(real, sets, classes, path, n_classes=6, per_row=8):
                 row = np.concatenate([row, np.full((per_row - len(row),) + row.shape[1:], 255, np.uint8)])
             rows.append(row)
     save_png(path, make_grid(np.concatenate(rows), ncols=per_row))
+
+
+# ----------------------------------------------------------------------------- classifiers
+def _at(u8: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images -> float32 [-1, 1] at ``size`` (bilinear, antialiased)."""
+    import jax
+
+    x = u8.astype(np.float32) / 127.5 - 1.0
+    if x.shape[1] != size:
+        x = np.asarray(jax.image.resize(x, (x.shape[0], size, size, 3), "linear"))
+    return x
+
+
+def classifier_model(kind: str, num_classes: int, size: int, head: str = "linear"):
+    """The NAS / few-shot classifier: a small ViT (the paper's choice) or ResNet."""
+    from sage_jax.nn.classifiers import ResNet, ViT
+
+    if kind == "vit":
+        return ViT(num_classes=num_classes, image_size=size, patch=max(size // 8, 1), head_type=head)
+    if kind == "resnet":
+        return ResNet(num_classes=num_classes, head_type=head)
+    raise EvaluationError(f"unknown classifier {kind!r} (vit, resnet)")
+
+
+def pretrain_on_seen(o: EvalOptions, seen: ClassImages, key, head: str = "linear"):
+    """A classifier of the seen classes, trained from scratch in this run."""
+    from sage_jax.train.classifier import pretrain
+
+    size = seen.images[seen.classes[0]].shape[1]
+    x = np.concatenate([_at(seen.images[c], size) for c in seen.classes])
+    y = np.concatenate([np.full(len(seen.images[c]), i, np.int32) for i, c in enumerate(seen.classes)])
+    model = classifier_model(o.classifier, len(seen.classes), size, head)
+    return pretrain(model, x, y, key=key, steps=o.pretrain_steps or 2000)
+
+
+def _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, key):
+    import jax
+
+    from sage_jax.metrics.nas import default_nas_config, naive_augmentation_score
+
+    size = seen.images[seen.classes[0]].shape[1]
+    clf = pretrain_on_seen(o, seen, jax.random.fold_in(key, 0))
+    results["nas_pretrain"] = {"classifier": o.classifier, "size": size, "seen_classes": len(seen.classes),
+                               "final_loss": float(clf.losses[-1]) if len(clf.losses) else None}
+    cfg = default_nas_config()
+    cfg.n_shots, cfg.n_generated = o.nas_shots, o.nas_generated
+    if o.nas_steps:
+        cfg.finetune.steps = o.nas_steps
+    if o.sgia_alpha is not None:
+        cfg.sgia.alpha = o.sgia_alpha
+    extra = (("sgia_balanced",) if o.sgia_alpha is not None else ()) + (("sgia_bridging",) if o.bridging else ())
+    shot_x = {c: _at(shots.images[c] if shots is not None else real.images[c][sample_idx[c]], size)
+              for c in classes}
+    test_x = {c: _at(real.images[c][test_idx[c]], size) for c in classes}
+    seeds = tuple(range(o.seed, o.seed + o.nas_seeds))
+    for i, (label, g) in enumerate(sets.items()):
+        cfg.variants = (("standard",) if i == 0 else ()) + ("augmented",) + extra
+        r = naive_augmentation_score(clf, shot_x, {c: _at(g.images[c], size) for c in classes}, test_x,
+                                     config=cfg, seeds=seeds)
+        if i == 0:
+            results["standard"]["nas"] = r.pop("standard")
+            results["nas_protocol"] = r["protocol"]
+        results["methods"][label]["nas"] = {v: r[v] for v in cfg.variants if v != "standard"}
+
+
+def _fewshot(o, seen, real, sets, classes, results, key):
+    import jax
+
+    from sage_jax.metrics.fewshot import fewshot_classification
+    from sage_jax.train.classifier import pretrain
+
+    size = seen.images[seen.classes[0]].shape[1]
+    x = np.concatenate([_at(seen.images[c], size) for c in seen.classes])
+    y = np.concatenate([np.full(len(seen.images[c]), i, np.int32) for i, c in enumerate(seen.classes)])
+    model = classifier_model(o.classifier, len(seen.classes), size, head="cosine")
+    extractor = pretrain(model, x, y, key=jax.random.fold_in(key, 0), steps=o.pretrain_steps or 2000)
+    real_x = {c: _at(real.images[c], size) for c in classes}
+    results["fewshot_ways"] = o.fewshot_ways
+    results["fewshot_protocol"] = {"ways": o.fewshot_ways, "shots": list(o.fewshot_shots),
+                                   "queries": o.fewshot_queries, "episodes": o.fewshot_episodes,
+                                   "extractor": f"{o.classifier} with a cosine head, trained on the seen classes"}
+    for i, (label, g) in enumerate(sets.items()):
+        r = fewshot_classification(extractor.features, real_x,
+                                   generated_by_class={c: _at(g.images[c], size) for c in classes},
+                                   n_way=o.fewshot_ways, k_shots=o.fewshot_shots, n_query=o.fewshot_queries,
+                                   n_episodes=o.fewshot_episodes, key=jax.random.fold_in(key, 1))
+        if i == 0:
+            results["standard"]["fewshot"] = {str(k): v["real"] for k, v in r.items()}
+        results["methods"][label]["fewshot"] = {str(k): dict(v["with_generated"], difference=v["difference"])
+                                                for k, v in r.items()}
