@@ -14,7 +14,9 @@ from PIL import Image
 import torch_pickle
 from fixture_utils import state_dict_from_manifest
 from sage_jax.cli import main
+from sage_jax.data.synthetic import SyntheticSpec, make_classes, sample_class
 from sage_jax.demo import ASSET_DIR
+from sage_jax.images import to_uint8
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.py")
 
@@ -28,6 +30,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     real, seen = root / "real", root / "seen"
     _run("make-synthetic", "--config", CFG, "--split", "unseen", "--out", real, "--config.data.samples_per_class=24")
+    # (24 per class: NAS's 10 shots and 14 test images; few-shot's 5 shots and 5 queries)
     _run("make-synthetic", "--config", CFG, "--split", "seen", "--out", seen, "--config.data.samples_per_class=12")
     classes = sorted(d for d in os.listdir(real) if os.path.isdir(real / d))[:4]
     for d in os.listdir(real):  # keep 4 unseen classes: a quicker test
@@ -37,16 +40,18 @@ def world(tmp_path_factory):
         _run("generate", "--checkpoint", os.path.join(ASSET_DIR, "psp"), "--stats",
              os.path.join(ASSET_DIR, "class_stats.npz"), "--dictionary", os.path.join(ASSET_DIR, "dictionary"),
              "--shots", real, "--k", 1, "--n", 16, "--mode", mode, "--out", root / f"gen_{mode}", "--quiet")
-    # controls: held-out real images of each class (a perfect generator), noise, and a
-    # collapsed generator (one real image repeated)
+    # controls: fresh real images of each class, drawn apart from --real (a perfect
+    # generator), noise, and a collapsed generator (one real image repeated)
+    spec = SyntheticSpec()  # configs/tiny.py's classes
+    index = {k.name: k.index for k in make_classes(spec)}
     rng = np.random.default_rng(0)
     for c in classes:
         files = sorted(os.listdir(real / c))
-        (root / "perfect" / c).mkdir(parents=True)
-        (root / "noise" / c).mkdir(parents=True)
-        (root / "collapsed" / c).mkdir(parents=True)
-        for i, f in enumerate(files[-16:]):
-            shutil.copy(real / c / f, root / "perfect" / c / f"img_{i}.png")
+        fresh = to_uint8(sample_class(spec, index[c], 16, 1234)["images"])
+        for d in ("perfect", "noise", "collapsed"):
+            (root / d / c).mkdir(parents=True)
+        for i in range(16):
+            Image.fromarray(fresh[i]).save(root / "perfect" / c / f"img_{i}.png")
             shutil.copy(real / c / files[-1], root / "collapsed" / c / f"img_{i}.png")
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "noise" / c / f"{i}.png")
     lp = root / "lpips_vgg.pt"
@@ -92,6 +97,32 @@ def test_quality_diversity_and_ground_truth(world, capsys):
          "--cache-dir", w["root"] / "cache", "--out", out2, "--quiet")
     r2 = json.loads((out2 / "metrics.json").read_text())
     assert r2["methods"]["sage"]["fid"] == pytest.approx(m["sage"]["fid"], rel=1e-6)
+
+
+def test_nas_and_fewshot(world):
+    """The classification protocol end to end, at toy sizes: a perfect generator helps
+    NAS and few-shot support sets, noise does not."""
+    w, out = world, world["root"] / "out_cls"
+    _run("evaluate", "--real", w["real"], "--generated", f"perfect={w['root'] / 'perfect'}",
+         "--generated", f"noise={w['root'] / 'noise'}", "--generated", f"sage={w['root'] / 'gen_sage'}",
+         "--seen", w["seen"], "--metrics", "nas,fewshot", "--classifier", "resnet", "--pretrain-steps", 150,
+         "--nas-steps", 60, "--nas-seeds", 2, "--nas-generated", 16, "--sgia-alpha", 0.5, "--bridging",
+         "--ways", 3, "--fewshot-shots", 1, 5, "--queries", 5, "--episodes", 200, "--out", out, "--quiet")
+    r = json.loads((out / "metrics.json").read_text())
+    m, std = r["methods"], r["standard"]
+    assert r["nas_protocol"]["n_shots"] == 10 and r["nas_protocol"]["n_generated"] == 16
+    assert r["nas_protocol"]["n_test"] == 4 * 14 and len(std["nas"]["per_seed"]) == 2
+    assert set(m["sage"]["nas"]) == {"augmented", "sgia_balanced", "sgia_bridging"}
+    for v in m["sage"]["nas"].values():
+        assert 0.0 <= v["mean"] <= 1.0
+    assert m["perfect"]["nas"]["augmented"]["mean"] >= std["nas"]["mean"]
+    assert m["perfect"]["nas"]["augmented"]["mean"] > m["noise"]["nas"]["augmented"]["mean"]
+    base = std["fewshot"]["1"]["mean"]
+    assert m["perfect"]["fewshot"]["1"]["mean"] > base > m["noise"]["fewshot"]["1"]["mean"]
+    assert m["perfect"]["fewshot"]["1"]["difference"]["mean"] > 0
+    assert 0 < std["fewshot"]["5"]["ci95"] < 0.1
+    tables = (out / "tables.md").read_text()
+    assert "| Standard |" in tables and "Table 2 layout" in tables and "| + perfect |" in tables
 
 
 def test_refusals_before_any_work(world, capsys):
