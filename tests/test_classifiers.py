@@ -192,3 +192,40 @@ def test_save_load_and_make_classifier(tmp_path, seen, pretrained):
     assert isinstance(res, ResNet) and res.blocks == (1, 2) and res.head_type == "cosine"
     with pytest.raises(ValueError):
         tc.make_classifier({"kind": "mlp"}, 3)
+
+
+_DEVICES_SCRIPT = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, numpy as np
+from sage_jax.nn.classifiers import ResNet
+from sage_jax.train import classifier as tc
+x = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (64, 16, 16, 3), minval=-1, maxval=1))
+y = np.arange(64) % 4
+clf = tc.pretrain(ResNet(4, widths=(8, 16), blocks=(1, 1)), x, y, key=jax.random.PRNGKey(1), steps=8, batch_size=8)
+assert len(jax.devices()) == int(sys.argv[1])
+print(repr(clf.losses.tolist()))
+"""
+
+
+@pytest.mark.heavy
+def test_same_losses_on_one_and_eight_devices(tmp_path):
+    """DESIGN.md, "Scale": the batch sharded over 8 (CPU) devices, params replicated,
+    gives the 1-device losses."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "devices.py"
+    script.write_text(_DEVICES_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = root
+    losses = {}
+    for n in (1, 8):
+        out = subprocess.run([sys.executable, str(script), str(n)], capture_output=True, text=True, env=env,
+                             cwd=root, check=True)
+        losses[n] = np.array(ast.literal_eval(out.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(losses[8], losses[1], rtol=1e-5)
