@@ -83,9 +83,9 @@ def test_interval_formula_and_vectorised_episodes(unseen):
 
 def test_same_key_same_result(unseen):
     _, real, extra = unseen
-    a = fs.fewshot_classification(flat, real, generated_by_class=extra, n_episodes=40, key=jax.random.PRNGKey(3))
-    b = fs.fewshot_classification(flat, real, generated_by_class=extra, n_episodes=40, key=jax.random.PRNGKey(3))
-    c = fs.fewshot_classification(flat, real, generated_by_class=extra, n_episodes=40, key=jax.random.PRNGKey(4))
+    a = fs.fewshot_classification(flat, real, generated_by_class=extra, n_episodes=300, key=jax.random.PRNGKey(3))
+    b = fs.fewshot_classification(flat, real, generated_by_class=extra, n_episodes=300, key=jax.random.PRNGKey(3))
+    c = fs.fewshot_classification(flat, real, generated_by_class=extra, n_episodes=300, key=jax.random.PRNGKey(4))
     assert a == b
     assert a[1]["real"]["mean"] != c[1]["real"]["mean"]
 

@@ -51,6 +51,28 @@ def default_nas_config() -> ml_collections.ConfigDict:
     c.n_test = -1           # test images per class used (-1: all given)
     c.variants = ("standard", "augmented")  # add "sgia_balanced", "sgia_bridging" (SGIA)
 
+    # The pre-trained classifier (built by the caller: train.classifier.make_classifier
+    # and pretrain on the seen classes). SAGE 4.4 pre-trains a ViT; this one is sized
+    # for 32 px images on CPU. kind="resnet" gives the GroupNorm ResNet instead.
+    m = c.model = ml_collections.ConfigDict()
+    m.kind = "vit"
+    m.head_type = "linear"
+    m.image_size = 32
+    m.patch = 4             # 8 x 8 tokens at 32 px
+    m.width = 64
+    m.depth = 4
+    m.heads = 4
+    m.mlp_ratio = 2.0
+    p = c.pretrain = ml_collections.ConfigDict()
+    p.steps = 3000
+    p.batch_size = 64
+    p.lr = 1e-3
+    p.weight_decay = 1e-4
+    p.warmup_steps = 200
+    p.optimizer = "adamw"
+    p.flip = False          # see finetune.flip
+    p.crop_pad = -1
+
     f = c.finetune = ml_collections.ConfigDict()
     f.steps = 300           # per fine-tuning (bridging: per stage, see sgia.*_steps)
     f.batch_size = 32       # SGIA 4.1: 16; must be divisible by the device count

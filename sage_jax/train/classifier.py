@@ -63,6 +63,18 @@ def _apply(model, params, x, what):
     return model.apply({"params": params}, x)
 
 
+def _init(module, key, shape: jax.ShapeDtypeStruct):
+    """``module``'s params, initialised by one compiled function per (module, input
+    shape) -- cached across calls; Flax's eager ``init`` compiles every initialiser
+    op separately, which costs tens of seconds on a busy CPU."""
+    return _init_jit(module, key, shape.shape, shape.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _init_jit(module, key, shape, dtype):
+    return module.init(key, jnp.zeros(shape, dtype))["params"]
+
+
 def _batched(model, params, images, batch_size, what):
     images = np.asarray(images, np.float32)
     n = len(images)
@@ -79,9 +91,66 @@ def _batched(model, params, images, batch_size, what):
     return np.concatenate(out)
 
 
+def make_classifier(model_cfg, num_classes: int) -> nn.Module:
+    """A classifier from a config section: ``kind`` ("resnet" | "vit"), ``head_type``
+    ("linear" | "cosine"), and the network's own fields (``widths``, ``blocks``,
+    ``groups`` for a ResNet; ``image_size``, ``patch``, ``width``, ``depth``,
+    ``heads``, ``mlp_ratio`` for a ViT). Unknown fields are an error."""
+    from sage_jax.nn.classifiers import ResNet, ViT
+
+    cfg = dict(model_cfg)
+    kind = cfg.pop("kind")
+    cls = {"resnet": ResNet, "vit": ViT}.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown classifier kind {kind!r} (resnet | vit)")
+    for k in ("widths", "blocks"):
+        if k in cfg:
+            cfg[k] = tuple(cfg[k])
+    return cls(num_classes=num_classes, **cfg)
+
+
+def save_classifier(clf: TrainedClassifier, path: str) -> None:
+    """``path`` (a directory): ``model.json`` (network kind and fields) and
+    ``params.msgpack`` (Flax serialisation)."""
+    import json
+    import os
+
+    from flax import serialization
+
+    from sage_jax.nn.classifiers import ResNet, ViT
+
+    kind = "resnet" if isinstance(clf.model, ResNet) else "vit" if isinstance(clf.model, ViT) else None
+    if kind is None:
+        raise TypeError(f"cannot save a {type(clf.model).__name__}")
+    fields = {f.name: getattr(clf.model, f.name) for f in dataclasses.fields(clf.model)
+              if f.name not in ("parent", "name")}
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "model.json"), "w") as f:
+        json.dump({"kind": kind, **fields}, f, indent=1)
+    with open(os.path.join(path, "params.msgpack"), "wb") as f:
+        f.write(serialization.msgpack_serialize(jax.device_get(clf.params)))
+
+
+def load_classifier(path: str) -> TrainedClassifier:
+    """The classifier :func:`save_classifier` wrote (no loss history)."""
+    import json
+    import os
+
+    from flax import serialization
+
+    with open(os.path.join(path, "model.json")) as f:
+        cfg = json.load(f)
+    n = cfg.pop("num_classes")
+    model = make_classifier(cfg, n)
+    with open(os.path.join(path, "params.msgpack"), "rb") as f:
+        params = serialization.msgpack_restore(f.read())
+    return TrainedClassifier(model, jax.tree_util.tree_map(jnp.asarray, params))
+
+
 # --------------------------------------------------------------------------- samplers
 class ArraySampler:
-    """Uniform sampling (with replacement) from ``images``/``labels``. ``is_generated``
+    """Uniform sampling (with replacement, i.i.d. slots) from ``images``/``labels``. ``is_generated``
     (bool per image, default all False) is carried along so that a loop can report
     what it trained on; SAGE's NAS "plain mixing" is an ArraySampler over the union of
     shots and generated images."""
@@ -95,8 +164,15 @@ class ArraySampler:
             else np.asarray(is_generated, bool)
 
     def plan(self, key, steps: int, batch_size: int) -> np.ndarray:
-        """(steps, batch_size) indices into ``self.images``."""
-        return np.asarray(jax.random.randint(key, (steps, batch_size), 0, len(self.images)))
+        """(steps, batch_size) indices into ``self.images``; step ``s`` from
+        ``fold_in(key, s)``, so a batch depends on the key and its step only."""
+        return np.asarray(_uniform_plan(key, len(self.images), steps, batch_size))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _uniform_plan(key, n, steps, batch_size):
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(steps))
+    return jax.vmap(lambda k: jax.random.randint(k, (batch_size,), 0, n))(keys)
 
 
 def balanced_indices(key, real_labels, generated_labels, alpha: float, batch_size: int):
@@ -111,21 +187,39 @@ def balanced_indices(key, real_labels, generated_labels, alpha: float, batch_siz
     points into the real set where ``is_generated`` is False, else into the
     generated set. Pure ``jax.random`` on ``key``.
     """
-    real_labels = jnp.asarray(real_labels, jnp.int32)
+    tables = _class_tables(real_labels, generated_labels)
+    return _balanced_core(key, jnp.asarray(real_labels, jnp.int32), *tables, jnp.float32(alpha), batch_size)
+
+
+def _class_tables(real_labels, generated_labels):
+    """(order, counts, starts) of the generated images grouped by class."""
     gen_labels = np.asarray(generated_labels, np.int32)
     n_classes = int(max(int(np.max(real_labels)), int(gen_labels.max()) if gen_labels.size else 0)) + 1
-    order = np.argsort(gen_labels, kind="stable")
-    counts = np.bincount(gen_labels, minlength=n_classes)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    order = np.argsort(gen_labels, kind="stable").astype(np.int32)
+    counts = np.bincount(gen_labels, minlength=n_classes).astype(np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+    if order.size == 0:
+        order = np.zeros(1, np.int32)  # never used: every class has count 0
+    return jnp.asarray(order), jnp.asarray(counts), jnp.asarray(starts)
+
+
+@functools.partial(jax.jit, static_argnums=(6,))
+def _balanced_core(key, real_labels, order, counts, starts, alpha, batch_size):
     k_real, k_coin, k_gen = jax.random.split(key, 3)
     i = jax.random.randint(k_real, (batch_size,), 0, real_labels.shape[0])
     c = real_labels[i]
-    cnt = jnp.asarray(counts)[c]
+    cnt = counts[c]
     coin = jax.random.bernoulli(k_coin, alpha, (batch_size,)) & (cnt > 0)
     u = jax.random.uniform(k_gen, (batch_size,))
-    j = jnp.asarray(starts)[c] + jnp.minimum(jnp.floor(u * cnt).astype(jnp.int32), jnp.maximum(cnt - 1, 0))
-    j = jnp.asarray(order, jnp.int32)[jnp.clip(j, 0, max(len(order) - 1, 0))] if len(order) else jnp.zeros_like(i)
+    j = starts[c] + jnp.clip(jnp.floor(u * cnt).astype(jnp.int32), 0, jnp.maximum(cnt - 1, 0))
+    j = order[jnp.clip(j, 0, order.shape[0] - 1)]
     return coin, jnp.where(coin, j, i).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _balanced_plan(key, real_labels, order, counts, starts, alpha, steps, batch_size):
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(steps))
+    return jax.vmap(lambda k: _balanced_core(k, real_labels, order, counts, starts, alpha, batch_size))(keys)
 
 
 class BalancedSampler(ArraySampler):
@@ -146,9 +240,9 @@ class BalancedSampler(ArraySampler):
                          np.concatenate([np.zeros(self.n_real, bool), np.ones(len(self.generated_labels), bool)]))
 
     def plan(self, key, steps: int, batch_size: int) -> np.ndarray:
-        one = lambda k: balanced_indices(k, self.real_labels, self.generated_labels, self.alpha, batch_size)
-        keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(steps))
-        gen, idx = jax.vmap(one)(keys)
+        tables = _class_tables(self.real_labels, self.generated_labels)
+        gen, idx = _balanced_plan(key, jnp.asarray(self.real_labels), *tables, jnp.float32(self.alpha), steps,
+                                  batch_size)
         return np.asarray(jnp.where(gen, idx + self.n_real, idx))
 
 
@@ -271,7 +365,7 @@ def pretrain(model: nn.Module, images, labels, *, key, steps: int = 2000, batch_
     labels = np.asarray(labels, np.int32)
     if labels.max() >= model.num_classes:
         raise ValueError(f"label {labels.max()} does not fit a {model.num_classes}-class model")
-    params = model.init(jax.random.fold_in(key, 0), jnp.asarray(images[:1]))["params"]
+    params = _init(model, jax.random.fold_in(key, 0), jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32))
     params, losses = _fit(model, params, ArraySampler(images, labels), key=jax.random.fold_in(key, 1),
                           steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, optimizer=optimizer, flip=flip, crop_pad=crop_pad,
@@ -287,7 +381,7 @@ def with_new_head(pretrained: TrainedClassifier, num_classes: int, key) -> Train
     model = pretrained.model.clone(num_classes=num_classes)
     dim = feature_dim(pretrained)
     head = make_head(model.head_type, num_classes, model.cosine_scale, model.learn_scale)
-    fresh = head.init(key, jnp.zeros((1, dim), jnp.float32))["params"]
+    fresh = _init(head, key, jax.ShapeDtypeStruct((1, dim), jnp.float32))
     params = {k: v for k, v in pretrained.params.items() if k != "head"}
     params["head"] = fresh
     return TrainedClassifier(model, params)
