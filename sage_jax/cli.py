@@ -634,7 +634,7 @@ def cmd_evaluate(args) -> int:
         lpips_size=None if args.lpips_size == "full" else int(args.lpips_size), oracles=args.oracles,
         cache_dir=args.cache_dir, nas_shots=args.nas_shots, nas_generated=args.nas_generated,
         nas_seeds=args.nas_seeds, nas_steps=args.nas_steps, sgia_alpha=args.sgia_alpha, bridging=args.bridging,
-        classifier=args.classifier, classifier_size=args.classifier_size, pretrain_steps=args.pretrain_steps,
+        classifier=args.classifier, flip=args.flip, classifier_size=args.classifier_size, pretrain_steps=args.pretrain_steps,
         fewshot_ways=args.ways, fewshot_shots=tuple(args.fewshot_shots), fewshot_queries=args.queries,
         fewshot_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
     try:
@@ -826,6 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bridging", action="store_true",
                    help="also run SGIA's bridging fine-tuning (the balanced mix, then real images only)")
     s.add_argument("--classifier", default="vit", choices=["vit", "resnet"], help="NAS classifier (default vit)")
+    s.add_argument("--flip", action="store_true",
+                   help="horizontal flips when training the classifiers (natural images; off by default because a "
+                        "flip turns some synthetic classes into others)")
     s.add_argument("--classifier-size", dest="classifier_size", type=int, default=64,
                    help="classifier input size (default 64; the real images' size if smaller)")
     s.add_argument("--pretrain-steps", dest="pretrain_steps", type=int, default=None,

@@ -306,6 +306,7 @@ class EvalOptions:
     sgia_alpha: float | None = None    # SGIA balanced sampler (each slot generated w.p. alpha)
     bridging: bool = False
     classifier: str = "vit"
+    flip: bool = False                 # horizontal flips in classifier training (off: they change synthetic classes)
     classifier_size: int = 64
     pretrain_steps: int | None = None
     fewshot_ways: int = 5
@@ -378,7 +379,8 @@ def _first_image_size(root: str) -> int:
 def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptions | None = None,
                    seen_root: str | None = None, shots_root: str | None = None) -> dict:
     """Evaluate every ``--generated`` set against ``real_root``; writes
-    ``out/metrics.json`` and ``out/tables.md`` and returns the results."""
+    ``out/metrics.json`` (after every metric, with ``"complete": false`` until the
+    last) and ``out/tables.md``, and returns the results."""
     import jax
 
     o = options or EvalOptions()
@@ -435,11 +437,20 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
                                    "pattern": infos[label]["pattern"],
                                    "images": int(sum(len(sets[label].images[c]) for c in classes))}
                            for label in sets},
-               "standard": {}}
+               "standard": {}, "complete": False}
     methods = results["methods"]
+    os.makedirs(out, exist_ok=True)
+
+    def save():  # after every stage: a failure later loses nothing computed so far
+        results["seconds"] = time.perf_counter() - t0
+        tmp = os.path.join(out, ".metrics.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, os.path.join(out, "metrics.json"))
 
     if "fid" in o.metrics or "kid" in o.metrics:
         _fid_kid(o, real, sets, classes, gt, results, jax.random.fold_in(key, 1))
+        save()
     if "lpips" in o.metrics:
         from sage_jax.metrics.diversity import lpips_diversity
 
@@ -447,14 +458,17 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
         for label, g in sets.items():
             d = lpips_diversity(lp, {c: g.as_float(c) for c in classes}, size=o.lpips_size, progress=o.progress)
             methods[label].update(lpips=d["lpips"], lpips_per_class=d["per_class"], lpips_protocol=d["protocol"])
+        save()
     if "nas" in o.metrics or "fewshot" in o.metrics:
         seen = read_class_folder(seen_root, min(o.classifier_size, size), progress=o.progress,
                                  what="seen images")
         results["skipped_files"]["seen"] = len(seen.skipped)
         if "nas" in o.metrics:
             _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, jax.random.fold_in(key, 2))
+            save()
         if "fewshot" in o.metrics:
             _fewshot(o, seen, real, sets, classes, results, jax.random.fold_in(key, 3))
+            save()
     if "gt" in o.metrics:
         oracles, masks = gt
         for label, g in sets.items():
@@ -462,10 +476,8 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
         first = next(iter(methods.values()))["gt"]
         results["real_ground_truth"] = {"retention": first["real_retention"], "oracles": oracles.scores}
 
-    results["seconds"] = time.perf_counter() - t0
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    results["complete"] = True
+    save()
     text = tables(results)
     with open(os.path.join(out, "tables.md"), "w") as f:
         f.write(text + "\n")
@@ -558,7 +570,7 @@ def pretrain_on_seen(o: EvalOptions, seen: ClassImages, key, head: str = "linear
     x = np.concatenate([_at(seen.images[c], size) for c in seen.classes])
     y = np.concatenate([np.full(len(seen.images[c]), i, np.int32) for i, c in enumerate(seen.classes)])
     model = classifier_model(o.classifier, len(seen.classes), size, head)
-    return pretrain(model, x, y, key=key, steps=o.pretrain_steps or 2000)
+    return pretrain(model, x, y, key=key, steps=o.pretrain_steps or 2000, flip=o.flip)
 
 
 def _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, key):
@@ -574,6 +586,7 @@ def _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, key
     cfg.n_shots, cfg.n_generated = o.nas_shots, o.nas_generated
     if o.nas_steps:
         cfg.finetune.steps = o.nas_steps
+    cfg.finetune.flip = o.flip
     if o.sgia_alpha is not None:
         cfg.sgia.alpha = o.sgia_alpha
     extra = (("sgia_balanced",) if o.sgia_alpha is not None else ()) + (("sgia_bridging",) if o.bridging else ())
@@ -601,7 +614,7 @@ def _fewshot(o, seen, real, sets, classes, results, key):
     x = np.concatenate([_at(seen.images[c], size) for c in seen.classes])
     y = np.concatenate([np.full(len(seen.images[c]), i, np.int32) for i, c in enumerate(seen.classes)])
     model = classifier_model(o.classifier, len(seen.classes), size, head="cosine")
-    extractor = pretrain(model, x, y, key=jax.random.fold_in(key, 0), steps=o.pretrain_steps or 2000)
+    extractor = pretrain(model, x, y, key=jax.random.fold_in(key, 0), steps=o.pretrain_steps or 2000, flip=o.flip)
     real_x = {c: _at(real.images[c], size) for c in classes}
     results["fewshot_ways"] = o.fewshot_ways
     results["fewshot_protocol"] = {"ways": o.fewshot_ways, "shots": list(o.fewshot_shots),

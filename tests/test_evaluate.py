@@ -74,7 +74,7 @@ def test_quality_diversity_and_ground_truth(world, capsys):
          "--kid-subsets", 10, "--cache-dir", w["root"] / "cache", "--out", out, "--quiet")
     r = json.loads((out / "metrics.json").read_text())
     m = r["methods"]
-    assert r["fid_network"] == "oracle" and r["classes"] == w["classes"]
+    assert r["complete"] is True and r["fid_network"] == "oracle" and r["classes"] == w["classes"]
     assert m["sage"]["setting"] == "1-shot" and m["sage"]["pattern"] == "sage_[0-9]*.png"
     assert m["sage"]["images"] == 16 * 4 and m["perfect"]["images"] == 16 * 4
     # a perfect generator scores far better than noise on every measure, and better than the tiny model
@@ -104,16 +104,16 @@ def test_nas_and_fewshot(world):
     NAS and few-shot support sets, noise does not."""
     w, out = world, world["root"] / "out_cls"
     _run("evaluate", "--real", w["real"], "--generated", f"perfect={w['root'] / 'perfect'}",
-         "--generated", f"noise={w['root'] / 'noise'}", "--generated", f"sage={w['root'] / 'gen_sage'}",
-         "--seen", w["seen"], "--metrics", "nas,fewshot", "--classifier", "resnet", "--pretrain-steps", 150,
-         "--nas-steps", 60, "--nas-seeds", 2, "--nas-generated", 16, "--sgia-alpha", 0.5, "--bridging",
+         "--generated", f"noise={w['root'] / 'noise'}",
+         "--seen", w["seen"], "--metrics", "nas,fewshot", "--classifier", "resnet", "--pretrain-steps", 120,
+         "--nas-steps", 40, "--nas-seeds", 2, "--nas-generated", 16, "--sgia-alpha", 0.5, "--bridging",
          "--ways", 3, "--fewshot-shots", 1, 5, "--queries", 5, "--episodes", 200, "--out", out, "--quiet")
     r = json.loads((out / "metrics.json").read_text())
     m, std = r["methods"], r["standard"]
     assert r["nas_protocol"]["n_shots"] == 10 and r["nas_protocol"]["n_generated"] == 16
     assert r["nas_protocol"]["n_test"] == 4 * 14 and len(std["nas"]["per_seed"]) == 2
-    assert set(m["sage"]["nas"]) == {"augmented", "sgia_balanced", "sgia_bridging"}
-    for v in m["sage"]["nas"].values():
+    assert set(m["noise"]["nas"]) == {"augmented", "sgia_balanced", "sgia_bridging"}
+    for v in m["noise"]["nas"].values():
         assert 0.0 <= v["mean"] <= 1.0
     assert m["perfect"]["nas"]["augmented"]["mean"] >= std["nas"]["mean"]
     assert m["perfect"]["nas"]["augmented"]["mean"] > m["noise"]["nas"]["augmented"]["mean"]
@@ -151,3 +151,20 @@ def test_nas_refuses_a_generated_set_made_from_a_test_image(world, capsys):
     code = main(["evaluate", "--real", str(w["real"]), "--generated", f"leaky={leaky}", "--seen", str(w["seen"]),
                  "--metrics", "nas", "--out", str(w["root"] / "leak_out")])
     assert code == 2 and "NAS test image" in capsys.readouterr().err
+
+
+def test_results_computed_before_a_failure_are_kept(world, monkeypatch):
+    from sage_jax import evaluation
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash in few-shot")
+
+    monkeypatch.setattr(evaluation, "_fewshot", boom)
+    w, out = world, world["root"] / "out_crash"
+    opts = evaluation.EvalOptions(metrics=("fid", "fewshot"), cache_dir=str(w["root"] / "cache"), progress=False,
+                                  fewshot_ways=3, fewshot_queries=5)
+    with pytest.raises(RuntimeError, match="simulated"):
+        evaluation.run_evaluation(str(w["real"]), [f"perfect={w['root'] / 'perfect'}"], str(out), opts,
+                                  seen_root=str(w["seen"]))
+    r = json.loads((out / "metrics.json").read_text())
+    assert r["complete"] is False and r["methods"]["perfect"]["fid"] > 0
