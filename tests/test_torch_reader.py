@@ -284,6 +284,29 @@ def test_stride_zero_tensor_cannot_inflate_a_small_file(fmt):
                                   np.tile(np.arange(3, dtype=np.float32), (2, 1)))
 
 
+def _patch_zip_headers(data, local_off, value):
+    """Set a 2-byte field (offset in the local header; +2 in the central one) everywhere."""
+    b = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", local_off), (b"PK\x01\x02", local_off + 2)):
+        i = b.find(sig)
+        while i >= 0:
+            b[i + off:i + off + 2] = value.to_bytes(2, "little")
+            i = b.find(sig, i + 4)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    (6, 1, "encrypted"),                 # general-purpose flag bit 0 (zipfile: RuntimeError)
+    (8, 8, "cannot read|corrupt"),       # stored bytes declared deflated (zlib.error)
+    (8, 12, "compression method 12"),    # bzip2
+    (8, 99, "compression method 99"),
+])
+def test_zip_header_tricks_are_checkpoint_errors(field, value, pattern):
+    data = _patch_zip_headers(torch_pickle.dumps({"w": np.arange(4, dtype=np.float32)}), field, value)
+    with pytest.raises(CheckpointError, match=pattern):
+        read_torch_bytes(data, "z.pt")
+
+
 def _deep_tuple_key(n):  # {(((1,),),...): 2}: hashing the key recursed in C and crashed
     return b"\x80\x02}K\x01" + b"\x85" * n + b"K\x02s."
 

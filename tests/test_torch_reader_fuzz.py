@@ -45,6 +45,9 @@ mutation = st.one_of(
     st.tuples(st.just("delete"), st.floats(0, 1, exclude_max=True), st.integers(1, 64)),
     st.tuples(st.just("truncate"), st.floats(0, 1), st.just(0)),
     st.tuples(st.just("duplicate"), st.floats(0, 1, exclude_max=True), st.integers(1, 256)),
+    # a zip header field (flags, method, sizes) of the next local or central header
+    st.tuples(st.just("zipfield"), st.floats(0, 1, exclude_max=True),
+              st.tuples(st.sampled_from([6, 8, 18, 22, 26]), st.sampled_from([0, 1, 8, 12, 14, 99, 0xFFFF]))),
 )
 
 
@@ -66,6 +69,12 @@ def _mutate(data: bytes, ops) -> bytes:
             del b[int(where * len(b)):]
         elif kind == "duplicate":
             b[i:i] = b[i:i + arg]
+        elif kind == "zipfield":
+            off, value = arg
+            j = min((k for k in (b.find(b"PK\x03\x04", i), b.find(b"PK\x01\x02", i)) if k >= 0), default=-1)
+            if j >= 0:
+                off += 2 if b[j + 2:j + 4] == b"\x01\x02" else 0
+                b[j + off:j + off + 2] = value.to_bytes(2, "little")
     return bytes(b)
 
 

@@ -37,6 +37,7 @@ import pickletools
 import struct
 import sys
 import zipfile
+import zlib
 from typing import Any
 
 import ml_dtypes
@@ -455,6 +456,11 @@ def _load_zip(zf: zipfile.ZipFile, file_size: int) -> Any:
 
     def read_member(member):
         info = infos[member]
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"archive member {member!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(f"archive member {member!r} uses compression method {info.compress_type}; "
+                                  "torch.save writes uncompressed archives")
         if info.file_size > budget[0]:
             raise CheckpointError(f"archive member {member!r} declares {info.file_size} bytes, more than "
                                   f"the reader allows for a {file_size}-byte file")
@@ -560,7 +566,7 @@ def read_torch_bytes(data: bytes, name: str = "<bytes>") -> Any:
         raise CheckpointError(f"{name}: structure nested too deeply") from None
     except MemoryError:
         raise CheckpointError(f"{name}: declares more memory than can be allocated") from None
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as e:
         raise CheckpointError(f"{name}: cannot read checkpoint: {e}") from None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
             struct.error, UnicodeDecodeError, NotImplementedError, OSError) as e:
