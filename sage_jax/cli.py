@@ -211,7 +211,7 @@ def cmd_invert(args) -> int:
     from tqdm import tqdm
 
     from sage_jax import checkpoints
-    from sage_jax.images import ImageError, list_images, load_image, make_grid, save_png, to_uint8
+    from sage_jax.images import ImageReport, list_images, make_grid, save_png, to_uint8, try_load_image
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -227,19 +227,18 @@ def cmd_invert(args) -> int:
     if not args.no_recon:
         os.makedirs(recon_dir, exist_ok=True)
 
-    kept, skipped, raws, codes, previews = [], [], [], [], []
+    report = ImageReport()
+    kept, raws, codes, previews = [], [], [], []
     bs = args.batch_size
     key = jax.random.PRNGKey(args.seed)
     with tqdm(total=len(files), desc="inverting", unit="img", disable=args.quiet) as bar:
         for start in range(0, len(files), bs):
             batch, names = [], []
             for path in files[start:start + bs]:
-                try:
-                    batch.append(load_image(path, E.input_size))
+                img = try_load_image(path, E.input_size, report)
+                if img is not None:
+                    batch.append(img)
                     names.append(path)
-                except ImageError as e:
-                    skipped.append((path, str(e)))
-                    print(f"skipped: {e}", file=sys.stderr)
             bar.update(len(files[start:start + bs]))
             if not batch:
                 continue
@@ -263,17 +262,16 @@ def cmd_invert(args) -> int:
                     save_png(os.path.join(recon_dir, f"{len(previews):06d}_{stem}.png"), pair)
                     previews.append(pair)
     if not kept:
-        raise UsageError(f"none of the {len(files)} images could be read")
+        raise UsageError(f"none of the {len(files)} images could be read ({report.summary()})")
     np.save(os.path.join(args.out, "codes.npy"), np.concatenate(codes))
     np.save(os.path.join(args.out, "offsets.npy"), np.concatenate(raws))
     with open(os.path.join(args.out, "files.txt"), "w") as f:
         f.write("\n".join(os.path.abspath(p) for p in kept) + "\n")
-    if skipped:
-        with open(os.path.join(args.out, "skipped.txt"), "w") as f:
-            f.write("".join(f"{p}\t{why}\n" for p, why in skipped))
+    if report.num_skipped:
+        report.write_skipped(os.path.join(args.out, "skipped.txt"))
     if previews:
         save_png(os.path.join(args.out, "recon_grid.png"), make_grid(np.stack(previews[:32]), ncols=4))
-    print(f"inverted {len(kept)} images ({len(skipped)} skipped) to {args.out}: codes.npy "
+    print(f"inverted {len(kept)} images ({report.summary()}) to {args.out}: codes.npy "
           f"{np.concatenate(codes).shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/"))
     return 0
 
@@ -321,7 +319,7 @@ def cmd_embed(args) -> int:
     extra = " and back-projected code statistics" if stats.moments is not None else \
         " (no dictionary: run again with --dictionary after train-dictionary)"
     print(f"wrote class embeddings of {stats.num_classes} classes{extra} to {args.out}"
-          + (f"; skipped {len(ds.skipped)} unreadable images" if ds.skipped else ""))
+          + f"; {ds.report.summary()}")
     return 0
 
 
@@ -361,7 +359,7 @@ def cmd_train_dictionary(args) -> int:
     add_code_moments(stats, psp.encoder, ds, dictionary, args.batch_size or cfg.batch_size,
                      quiet=args.quiet).save(out)
     print(f"dictionary in {os.path.join(args.workdir, 'dictionary')}; class statistics with "
-          f"back-projected codes in {out}")
+          f"back-projected codes in {out}; {ds.report.summary()}")
     return 0
 
 
@@ -385,23 +383,24 @@ def _shot_files(folder) -> dict[str, list[str]]:
     return {os.path.basename(os.path.normpath(folder)): files}
 
 
-def _read_shots(folder, size, k):
-    """{class: (k, S, S, 3)} and {class: files used}: the first K readable images."""
-    from sage_jax.images import ImageError, load_image
+def _read_shots(folder, size, k, report=None):
+    """{class: (k, S, S, 3)} and {class: files used}: the first K readable images
+    (skips and conversions counted in ``report``)."""
+    from sage_jax.images import ImageReport, try_load_image
 
+    report = report if report is not None else ImageReport()
     shots, sources = {}, {}
     for name, files in _shot_files(folder).items():
         imgs, used = [], []
         for f in files:
             if len(imgs) == k:
                 break
-            try:
-                imgs.append(load_image(f, size))
+            img = try_load_image(f, size, report)
+            if img is not None:
+                imgs.append(img)
                 used.append(f)
-            except ImageError as e:
-                print(f"skipped: {e}", file=sys.stderr)
         if not imgs:
-            raise UsageError(f"class {name!r} has no readable image")
+            raise UsageError(f"class {name!r} has no readable image ({report.summary()})")
         if len(imgs) < k:
             raise UsageError(f"class {name!r} has {len(imgs)} readable image(s), fewer than --k {k}")
         shots[name], sources[name] = np.stack(imgs), used
@@ -449,7 +448,10 @@ def cmd_generate(args) -> int:
         check_options(opts, gen.state, args.k)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k)
+    from sage_jax.images import ImageReport
+
+    report = ImageReport()
+    shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k, report)
     names = sorted(shots)
     os.makedirs(args.out, exist_ok=True)
     G = psp.decoder
@@ -489,8 +491,9 @@ def cmd_generate(args) -> int:
                    "k": args.k, "n": args.n, "seed": args.seed, "fusion": args.fusion,
                    "options": {"mode": opts.mode, "t_B": list(opts.t_B), "retrieval_t_B": opts.retrieval_t_B,
                                "t_C": opts.t_C, "t_A": opts.t_A, "alpha": opts.alpha},
-                   "classes": {n: sources[n] for n in names}}, f, indent=1)
-    print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}")
+                   "classes": {n: sources[n] for n in names}, "images": report.as_dict()}, f, indent=1)
+    print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}; "
+          f"shots: {report.summary()}")
     return 0
 
 
@@ -506,6 +509,11 @@ def _training_config(args, section):
     except ValueError as e:
         raise UsageError(str(e)) from None
     return cfg
+
+
+def _images_note(ds) -> str:
+    report = getattr(ds, "report", None)
+    return f"; {report.summary()}" if report is not None else ""
 
 
 def _write_config(cfg, workdir):
@@ -525,7 +533,7 @@ def cmd_train_gan(args) -> int:
     _write_config(cfg, args.workdir)
     G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, args.workdir, quiet=args.quiet)
     print(f"generator (EMA) in {os.path.join(args.workdir, 'g_ema')}, samples in "
-          f"{os.path.join(args.workdir, 'samples')}")
+          f"{os.path.join(args.workdir, 'samples')}" + _images_note(ds))
     return 0
 
 
@@ -553,7 +561,7 @@ def cmd_train_encoder(args) -> int:
           + (" with LPIPS" if lpips else " (no LPIPS weights given: L2 and w-norm only)"))
     _write_config(cfg, args.workdir)
     train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet, lpips=lpips)
-    print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}")
+    print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}" + _images_note(ds))
     return 0
 
 
@@ -596,8 +604,13 @@ def cmd_build_dataset(args) -> int:
                                              name=args.name or "oxford_flowers102_raw", overwrite=args.overwrite)
     info = builder.info
     counts = {k: v.num_examples for k, v in info.splits.items()}
-    skipped = (info.metadata or {}).get("num_skipped", 0)
-    print(f"built {info.name} ({args.size} px) in {args.data_dir}: {counts}, {skipped} unreadable files skipped; "
+    meta = info.metadata or {}
+    skipped = meta.get("num_skipped", 0)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(meta.get("skipped_by_kind", {}).items()))
+    conv = ", ".join(f"{n} {k}" for k, n in sorted(meta.get("conversions", {}).items()))
+    print(f"built {info.name} ({args.size} px) in {args.data_dir}: {counts}, {skipped} unreadable files skipped"
+          f"{f' ({kinds})' if kinds else ''}, {sum(meta.get('conversions', {}).values())} converted"
+          f"{f' ({conv})' if conv else ''}; "
           f"train on it with --config.data.name=tfds --config.data.data_dir={args.data_dir} "
           f"--config.data.tfds_name={info.name}")
     return 0
