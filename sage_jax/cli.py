@@ -786,6 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from sage_jax.checkpoints.torch_reader import CheckpointError
+    from sage_jax.errors import RunStopped
 
     from sage_jax.config import split_overrides
 
@@ -800,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--config.* overrides apply to train, train-gan and train-encoder, not {args.command}")
     try:
         return args.func(args)
-    except (UsageError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (UsageError, CheckpointError, RunStopped, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"sage-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 
