@@ -26,7 +26,7 @@ TESTS = os.path.join(ROOT, "tests")
 
 
 # ----------------------------------------------------------------- a toy run (no model)
-def toy_run(workdir, steps=8, ckpt_every=2, log_every=1, nan_at=None, record=None):
+def toy_run(workdir, steps=8, ckpt_every=2, log_every=1, nan_at=None, record=None, delay=0.0):
     """run_loop on a 3-parameter 'model' whose update depends on the batch and the step;
     ``nan_at``: the step (1-based) from which the update is NaN."""
     rng = np.random.default_rng(0)
@@ -36,6 +36,8 @@ def toy_run(workdir, steps=8, ckpt_every=2, log_every=1, nan_at=None, record=Non
     def step_fn(state, x, y, step):
         if record is not None:
             record.append(step + 1)
+        if delay:
+            time.sleep(delay)
         upd = jnp.mean(x, axis=(0, 1, 2)) * 0.1 + 0.01 * (step + 1)
         if nan_at is not None and step + 1 >= nan_at:
             upd = upd * jnp.nan
@@ -78,6 +80,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert logged == [4]  # nothing non-finite logged either
 
 
+@pytest.mark.heavy
 def test_non_finite_loss_through_the_command(tiny_setup, tmp_path, capsys):
     from sage_jax.cli import main
 
@@ -180,6 +183,42 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_used(tmp_path, poin
 
 
 # --------------------------------------------------- kill -9 at a random step, resume
+_TOY_RUN = r"""
+import sys
+sys.path.insert(0, {tests!r})
+from test_run_safety import toy_run
+toy_run(sys.argv[1], steps=int(sys.argv[2]), ckpt_every=3, delay=0.05)
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_9_of_the_loop_at_a_random_step_then_resume_is_exact(tmp_path, seed):
+    steps = 40
+    target = int(np.random.default_rng(seed).integers(4, steps - 4))  # after the first checkpoint (3)
+    work = tmp_path / "w"
+    proc = subprocess.Popen([sys.executable, "-c", _TOY_RUN.format(tests=TESTS), str(work), str(steps)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = work / "metrics.jsonl"
+    deadline, last = time.time() + 300, 0
+    while time.time() < deadline and proc.poll() is None and last < target:
+        if metrics.exists():
+            lines = metrics.read_text().splitlines()
+            last = json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else last
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    saved = _steps_on_disk(work)
+    assert saved and saved[-1] < steps
+    record = []
+    state, done = toy_run(work, steps=steps, ckpt_every=3, record=record)  # the same run, again
+    assert record[0] == saved[-1] + 1 and done == steps
+    ref, _ = toy_run(tmp_path / "ref", steps=steps, ckpt_every=3)
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.asarray(ref["w"]))
+    assert [json.loads(line)["step"] for line in open(metrics)] == list(range(1, steps + 1))
+    assert not _tmp_dirs(work)
+
+
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     from sage_jax.cli import main
@@ -199,6 +238,7 @@ def _dictionary_cmd(root, workdir, steps):
             "--batch-size", "4", "--a-length", "8", "--log-every", "1", "--ckpt-every", "4", "--quiet"]
 
 
+@pytest.mark.heavy
 def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tiny_setup, tmp_path):
     from sage_jax import checkpoints
     from sage_jax.cli import main
