@@ -326,15 +326,9 @@ def cmd_embed(args) -> int:
 def cmd_train_dictionary(args) -> int:
     from sage_jax.data import FolderDataset
     from sage_jax.statistics import ClassStatistics, add_code_moments, fingerprint
+    from sage_jax.config import check_keys, check_section
     from sage_jax.train.dictionary import default_config, train_dictionary
 
-    psp = _load_psp_for_method(args.checkpoint)
-    try:
-        stats = ClassStatistics.load(args.stats)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
-        raise UsageError(f"{args.stats} was made with a different encoder than {args.checkpoint}")
     cfg = default_config()
     if args.config:
         from sage_jax.config import load_config
@@ -342,6 +336,10 @@ def cmd_train_dictionary(args) -> int:
         full = load_config(args.config)
         if "dictionary" not in full:
             raise UsageError(f"{args.config} has no 'dictionary' section")
+        try:
+            check_keys(full.dictionary, cfg.keys(), f"the 'dictionary' section of {args.config}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         cfg.update(full.dictionary)
     for name in ("steps", "batch_size", "lr", "a_length", "seed", "ckpt_every", "log_every",
                  "lambda_orth", "lambda_sparse", "orth_form"):
@@ -352,6 +350,23 @@ def cmd_train_dictionary(args) -> int:
         from sage_jax.nn.dictionary import OFFICIAL_GROUPS, PAPER_GROUPS
 
         cfg.groups = {"official": OFFICIAL_GROUPS, "paper": PAPER_GROUPS}[args.groups]
+    try:
+        check_section(cfg, "dictionary")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    psp = _load_psp_for_method(args.checkpoint)
+    layers = [int(i) for g in cfg.groups for i in g]
+    if psp.encoder is None:
+        raise UsageError(f"{args.checkpoint} has no encoder")
+    if not layers or min(layers) < 0 or max(layers) >= psp.encoder.n_styles:
+        raise UsageError(f"dictionary groups {[list(g) for g in cfg.groups]} must use layers 0..{psp.encoder.n_styles - 1} "
+                         f"(the encoder of {args.checkpoint} has {psp.encoder.n_styles} styles)")
+    try:
+        stats = ClassStatistics.load(args.stats)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
+        raise UsageError(f"{args.stats} was made with a different encoder than {args.checkpoint}")
     ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split,
                                    classes=stats.class_names)
     dictionary = train_dictionary(psp, stats, ds, cfg, args.workdir, quiet=args.quiet)
@@ -506,9 +521,21 @@ def _training_config(args, section):
         raise UsageError(f"{args.config} has no '{section}' section")
     try:
         apply_overrides(cfg, args.overrides, aliases={"train": section})
+        _check_training_config(cfg, (section,))
     except ValueError as e:
         raise UsageError(str(e)) from None
     return cfg
+
+
+def _check_training_config(cfg, sections):
+    """Impossible values are refused here, before any data is read or file written."""
+    from sage_jax.config import check_generator, check_section
+
+    for name in sections:
+        if name in cfg:
+            check_section(cfg[name], name)
+    if "model" in cfg and "generator" in cfg.model:
+        check_generator(cfg.model.generator)
 
 
 def _images_note(ds) -> str:
@@ -546,6 +573,11 @@ def cmd_train_encoder(args) -> int:
     if not os.path.exists(args.generator):
         raise UsageError(f"generator {args.generator} does not exist")
     G = checkpoints.load_generator(args.generator)
+    enc = cfg.model.encoder
+    if enc.style_dim != G.style_dim or enc.n_styles < G.n_latent:
+        raise UsageError(f"the encoder of the config (model.encoder.style_dim={enc.style_dim}, n_styles={enc.n_styles}) "
+                         f"cannot drive {args.generator}: a {G.size} px generator with style_dim {G.style_dim} "
+                         f"needs style_dim {G.style_dim} and n_styles >= {G.n_latent}")
     lpips = None
     if args.lpips or args.lpips_vgg or args.lpips_heads:
         from sage_jax.checkpoints.lpips import load_lpips, load_lpips_from_parts
@@ -572,6 +604,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     try:
         apply_overrides(cfg, args.overrides)
+        _check_training_config(cfg, ("gan", "psp", "dictionary"))
     except ValueError as e:
         raise UsageError(str(e)) from None
     train_pipeline(cfg, args.workdir, quiet=args.quiet)
