@@ -82,7 +82,9 @@ class _Item:
 
 def _convert(path: str, size: int, min_side: int, report: ImageReport | None = None) -> tuple[np.ndarray, str]:
     """(uint8 (size, size, 3), original PIL mode); raises ImageError."""
-    from PIL import Image
+    from sage_jax.images import _pillow
+
+    Image = _pillow()  # the shared policy: our pixel limit replaces Pillow's bomb warning
 
     mode = "?"
     try:  # header only: size and mode, to refuse tiny images and count conversions
