@@ -211,7 +211,7 @@ def cmd_invert(args) -> int:
     from tqdm import tqdm
 
     from sage_jax import checkpoints
-    from sage_jax.images import ImageError, list_images, load_image, make_grid, save_png, to_uint8
+    from sage_jax.images import ImageReport, list_images, make_grid, save_png, to_uint8, try_load_image
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -227,19 +227,18 @@ def cmd_invert(args) -> int:
     if not args.no_recon:
         os.makedirs(recon_dir, exist_ok=True)
 
-    kept, skipped, raws, codes, previews = [], [], [], [], []
+    report = ImageReport()
+    kept, raws, codes, previews = [], [], [], []
     bs = args.batch_size
     key = jax.random.PRNGKey(args.seed)
     with tqdm(total=len(files), desc="inverting", unit="img", disable=args.quiet) as bar:
         for start in range(0, len(files), bs):
             batch, names = [], []
             for path in files[start:start + bs]:
-                try:
-                    batch.append(load_image(path, E.input_size))
+                img = try_load_image(path, E.input_size, report)
+                if img is not None:
+                    batch.append(img)
                     names.append(path)
-                except ImageError as e:
-                    skipped.append((path, str(e)))
-                    print(f"skipped: {e}", file=sys.stderr)
             bar.update(len(files[start:start + bs]))
             if not batch:
                 continue
@@ -263,17 +262,16 @@ def cmd_invert(args) -> int:
                     save_png(os.path.join(recon_dir, f"{len(previews):06d}_{stem}.png"), pair)
                     previews.append(pair)
     if not kept:
-        raise UsageError(f"none of the {len(files)} images could be read")
+        raise UsageError(f"none of the {len(files)} images could be read ({report.summary()})")
     np.save(os.path.join(args.out, "codes.npy"), np.concatenate(codes))
     np.save(os.path.join(args.out, "offsets.npy"), np.concatenate(raws))
     with open(os.path.join(args.out, "files.txt"), "w") as f:
         f.write("\n".join(os.path.abspath(p) for p in kept) + "\n")
-    if skipped:
-        with open(os.path.join(args.out, "skipped.txt"), "w") as f:
-            f.write("".join(f"{p}\t{why}\n" for p, why in skipped))
+    if report.num_skipped:
+        report.write_skipped(os.path.join(args.out, "skipped.txt"))
     if previews:
         save_png(os.path.join(args.out, "recon_grid.png"), make_grid(np.stack(previews[:32]), ncols=4))
-    print(f"inverted {len(kept)} images ({len(skipped)} skipped) to {args.out}: codes.npy "
+    print(f"inverted {len(kept)} images ({report.summary()}) to {args.out}: codes.npy "
           f"{np.concatenate(codes).shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/"))
     return 0
 
@@ -321,22 +319,16 @@ def cmd_embed(args) -> int:
     extra = " and back-projected code statistics" if stats.moments is not None else \
         " (no dictionary: run again with --dictionary after train-dictionary)"
     print(f"wrote class embeddings of {stats.num_classes} classes{extra} to {args.out}"
-          + (f"; skipped {len(ds.skipped)} unreadable images" if ds.skipped else ""))
+          + f"; {ds.report.summary()}")
     return 0
 
 
 def cmd_train_dictionary(args) -> int:
     from sage_jax.data import FolderDataset
     from sage_jax.statistics import ClassStatistics, add_code_moments, fingerprint
+    from sage_jax.config import check_keys, check_section
     from sage_jax.train.dictionary import default_config, train_dictionary
 
-    psp = _load_psp_for_method(args.checkpoint)
-    try:
-        stats = ClassStatistics.load(args.stats)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
-        raise UsageError(f"{args.stats} was made with a different encoder than {args.checkpoint}")
     cfg = default_config()
     if args.config:
         from sage_jax.config import load_config
@@ -344,6 +336,10 @@ def cmd_train_dictionary(args) -> int:
         full = load_config(args.config)
         if "dictionary" not in full:
             raise UsageError(f"{args.config} has no 'dictionary' section")
+        try:
+            check_keys(full.dictionary, cfg.keys(), f"the 'dictionary' section of {args.config}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         cfg.update(full.dictionary)
     for name in ("steps", "batch_size", "lr", "a_length", "seed", "ckpt_every", "log_every",
                  "lambda_orth", "lambda_sparse", "orth_form"):
@@ -354,6 +350,23 @@ def cmd_train_dictionary(args) -> int:
         from sage_jax.nn.dictionary import OFFICIAL_GROUPS, PAPER_GROUPS
 
         cfg.groups = {"official": OFFICIAL_GROUPS, "paper": PAPER_GROUPS}[args.groups]
+    try:
+        check_section(cfg, "dictionary")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    psp = _load_psp_for_method(args.checkpoint)
+    layers = [int(i) for g in cfg.groups for i in g]
+    if psp.encoder is None:
+        raise UsageError(f"{args.checkpoint} has no encoder")
+    if not layers or min(layers) < 0 or max(layers) >= psp.encoder.n_styles:
+        raise UsageError(f"dictionary groups {[list(g) for g in cfg.groups]} must use layers 0..{psp.encoder.n_styles - 1} "
+                         f"(the encoder of {args.checkpoint} has {psp.encoder.n_styles} styles)")
+    try:
+        stats = ClassStatistics.load(args.stats)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
+        raise UsageError(f"{args.stats} was made with a different encoder than {args.checkpoint}")
     ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split,
                                    classes=stats.class_names)
     dictionary = train_dictionary(psp, stats, ds, cfg, args.workdir, quiet=args.quiet)
@@ -361,7 +374,7 @@ def cmd_train_dictionary(args) -> int:
     add_code_moments(stats, psp.encoder, ds, dictionary, args.batch_size or cfg.batch_size,
                      quiet=args.quiet).save(out)
     print(f"dictionary in {os.path.join(args.workdir, 'dictionary')}; class statistics with "
-          f"back-projected codes in {out}")
+          f"back-projected codes in {out}; {ds.report.summary()}")
     return 0
 
 
@@ -385,23 +398,24 @@ def _shot_files(folder) -> dict[str, list[str]]:
     return {os.path.basename(os.path.normpath(folder)): files}
 
 
-def _read_shots(folder, size, k):
-    """{class: (k, S, S, 3)} and {class: files used}: the first K readable images."""
-    from sage_jax.images import ImageError, load_image
+def _read_shots(folder, size, k, report=None):
+    """{class: (k, S, S, 3)} and {class: files used}: the first K readable images
+    (skips and conversions counted in ``report``)."""
+    from sage_jax.images import ImageReport, try_load_image
 
+    report = report if report is not None else ImageReport()
     shots, sources = {}, {}
     for name, files in _shot_files(folder).items():
         imgs, used = [], []
         for f in files:
             if len(imgs) == k:
                 break
-            try:
-                imgs.append(load_image(f, size))
+            img = try_load_image(f, size, report)
+            if img is not None:
+                imgs.append(img)
                 used.append(f)
-            except ImageError as e:
-                print(f"skipped: {e}", file=sys.stderr)
         if not imgs:
-            raise UsageError(f"class {name!r} has no readable image")
+            raise UsageError(f"class {name!r} has no readable image ({report.summary()})")
         if len(imgs) < k:
             raise UsageError(f"class {name!r} has {len(imgs)} readable image(s), fewer than --k {k}")
         shots[name], sources[name] = np.stack(imgs), used
@@ -449,7 +463,10 @@ def cmd_generate(args) -> int:
         check_options(opts, gen.state, args.k)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k)
+    from sage_jax.images import ImageReport
+
+    report = ImageReport()
+    shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k, report)
     names = sorted(shots)
     os.makedirs(args.out, exist_ok=True)
     G = psp.decoder
@@ -489,8 +506,9 @@ def cmd_generate(args) -> int:
                    "k": args.k, "n": args.n, "seed": args.seed, "fusion": args.fusion,
                    "options": {"mode": opts.mode, "t_B": list(opts.t_B), "retrieval_t_B": opts.retrieval_t_B,
                                "t_C": opts.t_C, "t_A": opts.t_A, "alpha": opts.alpha},
-                   "classes": {n: sources[n] for n in names}}, f, indent=1)
-    print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}")
+                   "classes": {n: sources[n] for n in names}, "images": report.as_dict()}, f, indent=1)
+    print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}; "
+          f"shots: {report.summary()}")
     return 0
 
 
@@ -503,9 +521,26 @@ def _training_config(args, section):
         raise UsageError(f"{args.config} has no '{section}' section")
     try:
         apply_overrides(cfg, args.overrides, aliases={"train": section})
+        _check_training_config(cfg, (section,))
     except ValueError as e:
         raise UsageError(str(e)) from None
     return cfg
+
+
+def _check_training_config(cfg, sections):
+    """Impossible values are refused here, before any data is read or file written."""
+    from sage_jax.config import check_generator, check_section
+
+    for name in sections:
+        if name in cfg:
+            check_section(cfg[name], name)
+    if "model" in cfg and "generator" in cfg.model:
+        check_generator(cfg.model.generator)
+
+
+def _images_note(ds) -> str:
+    report = getattr(ds, "report", None)
+    return f"; {report.summary()}" if report is not None else ""
 
 
 def _write_config(cfg, workdir):
@@ -525,7 +560,7 @@ def cmd_train_gan(args) -> int:
     _write_config(cfg, args.workdir)
     G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, args.workdir, quiet=args.quiet)
     print(f"generator (EMA) in {os.path.join(args.workdir, 'g_ema')}, samples in "
-          f"{os.path.join(args.workdir, 'samples')}")
+          f"{os.path.join(args.workdir, 'samples')}" + _images_note(ds))
     return 0
 
 
@@ -538,6 +573,11 @@ def cmd_train_encoder(args) -> int:
     if not os.path.exists(args.generator):
         raise UsageError(f"generator {args.generator} does not exist")
     G = checkpoints.load_generator(args.generator)
+    enc = cfg.model.encoder
+    if enc.style_dim != G.style_dim or enc.n_styles < G.n_latent:
+        raise UsageError(f"the encoder of the config (model.encoder.style_dim={enc.style_dim}, n_styles={enc.n_styles}) "
+                         f"cannot drive {args.generator}: a {G.size} px generator with style_dim {G.style_dim} "
+                         f"needs style_dim {G.style_dim} and n_styles >= {G.n_latent}")
     lpips = None
     if args.lpips or args.lpips_vgg or args.lpips_heads:
         from sage_jax.checkpoints.lpips import load_lpips, load_lpips_from_parts
@@ -553,7 +593,7 @@ def cmd_train_encoder(args) -> int:
           + (" with LPIPS" if lpips else " (no LPIPS weights given: L2 and w-norm only)"))
     _write_config(cfg, args.workdir)
     train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet, lpips=lpips)
-    print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}")
+    print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}" + _images_note(ds))
     return 0
 
 
@@ -564,6 +604,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     try:
         apply_overrides(cfg, args.overrides)
+        _check_training_config(cfg, ("gan", "psp", "dictionary"))
     except ValueError as e:
         raise UsageError(str(e)) from None
     train_pipeline(cfg, args.workdir, quiet=args.quiet)
@@ -596,8 +637,13 @@ def cmd_build_dataset(args) -> int:
                                              name=args.name or "oxford_flowers102_raw", overwrite=args.overwrite)
     info = builder.info
     counts = {k: v.num_examples for k, v in info.splits.items()}
-    skipped = (info.metadata or {}).get("num_skipped", 0)
-    print(f"built {info.name} ({args.size} px) in {args.data_dir}: {counts}, {skipped} unreadable files skipped; "
+    meta = info.metadata or {}
+    skipped = meta.get("num_skipped", 0)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(meta.get("skipped_by_kind", {}).items()))
+    conv = ", ".join(f"{n} {k}" for k, n in sorted(meta.get("conversions", {}).items()))
+    print(f"built {info.name} ({args.size} px) in {args.data_dir}: {counts}, {skipped} unreadable files skipped"
+          f"{f' ({kinds})' if kinds else ''}, {sum(meta.get('conversions', {}).values())} converted"
+          f"{f' ({conv})' if conv else ''}; "
           f"train on it with --config.data.name=tfds --config.data.data_dir={args.data_dir} "
           f"--config.data.tfds_name={info.name}")
     return 0
@@ -884,6 +930,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from sage_jax.checkpoints.torch_reader import CheckpointError
+    from sage_jax.errors import RunStopped
 
     from sage_jax.config import split_overrides
 
@@ -899,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"not {args.command}")
     try:
         return args.func(args)
-    except (UsageError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (UsageError, CheckpointError, RunStopped, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"sage-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

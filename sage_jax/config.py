@@ -103,3 +103,56 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             rest.append(a)
         i += 1
     return rest, overrides
+
+
+# ------------------------------------------------------------------ validation
+_POSITIVE_INTS = ("steps", "batch_size", "log_every", "ckpt_every", "keep", "a_length",
+                  "latent_avg_samples", "n_sample")
+_POSITIVE_FLOATS = ("lr",)
+
+
+def check_section(section: ml_collections.ConfigDict, name: str) -> None:
+    """Refuse values no run can use (a zero interval divides by zero mid-run, a zero or
+    negative batch or learning rate trains nothing), naming each one."""
+    import math
+
+    problems = []
+    for key in _POSITIVE_INTS:
+        if key in section:
+            v = section[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"{name}.{key}={v!r} must be a positive integer")
+    for key in _POSITIVE_FLOATS:
+        if key in section:
+            v = section[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                problems.append(f"{name}.{key}={v!r} must be a positive number")
+    if "sample_every" in section and (not isinstance(section.sample_every, int) or section.sample_every < 0):
+        problems.append(f"{name}.sample_every={section.sample_every!r} must be 0 (never) or a positive integer")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def check_generator(g: ml_collections.ConfigDict, name: str = "model.generator") -> None:
+    """The resolution must be one the architecture can make: a power of two >= 4 with a
+    channel count for every resolution from 4 up to it."""
+    size = g.size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4 or size & (size - 1):
+        raise ValueError(f"{name}.size={size!r}: a StyleGAN2 makes power-of-two resolutions >= 4 (32, 64, 256, ...)")
+    channels = dict((int(r), int(c)) for r, c in g.channels) if g.get("channels") is not None else None
+    if channels is not None:
+        missing = [r for r in (2 ** i for i in range(2, size.bit_length())) if r not in channels]
+        if missing:
+            raise ValueError(f"{name}.size={size} needs channel counts for resolutions {missing} "
+                             f"(model.generator.channels has {sorted(channels)}): the architecture cannot make "
+                             f"{size} px images")
+
+
+def check_keys(values: dict | ml_collections.ConfigDict, valid, where: str) -> None:
+    """Refuse keys that ``valid`` does not have, with the closest valid names."""
+    valid = list(valid)
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(sorted(valid))}"
+            raise ValueError(f"unknown key {key!r} in {where}{hint}")

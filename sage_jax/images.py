@@ -37,18 +37,96 @@ def save_png(path: str, image_u8: np.ndarray) -> None:
 
 
 class ImageError(Exception):
-    """An image file that cannot be read or converted; the message names the file."""
+    """An image file that cannot be read or converted; the message names the file and
+    ``kind`` says why in one word (``empty``, ``not an image``, ``truncated``, ``too
+    large``, ``too small``, ``unreadable``)."""
+
+    def __init__(self, message: str, kind: str = "unreadable"):
+        super().__init__(message)
+        self.kind = kind
 
 
-# Refuse images larger than this many pixels (decompression bombs).
-MAX_PIXELS = 100_000_000
+# The image-reading policy every command shares (invert, embed, train-dictionary,
+# generate, build-dataset, folder datasets in training):
+#   * the format is sniffed from the content, never trusted from the extension;
+#   * images over MAX_PIXELS pixels are refused from their header, before decoding
+#     (decompression bombs); Pillow's own bomb warning is replaced by this check;
+#   * EXIF orientation is applied; CMYK, 16/32-bit, float, palette, grey, LA/RGBA
+#     images are converted to 8-bit RGB;
+#   * an empty, truncated, unidentifiable or oversized file is skipped, never fatal,
+#     and every skip and conversion is counted in an ImageReport the command prints.
+MAX_PIXELS = 100_000_000  # 10000 x 10000; Pillow warns from 89M and refuses from 179M
+
+
+def _pillow():
+    import warnings
+
+    from PIL import Image
+
+    # Our MAX_PIXELS check refuses these with a clean skip; re-added on every call
+    # (idempotent) because test runners and callers may reset the filters.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    return Image
+
+
+class ImageReport:
+    """Counts what a command did with the image files it read: skips (path, kind,
+    reason) and conversions (``CMYK``, ``16-bit``, ``palette``, ``EXIF-rotated``, ...).
+    Thread-safe; ``summary()`` is the line commands print."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self.skipped: dict[str, tuple[str, str]] = {}  # path -> (kind, reason)
+        self.converted: dict[str, int] = {}
+
+    def skip(self, path: str, error: "ImageError") -> bool:
+        """Record a skip; True the first time ``path`` is skipped."""
+        with self._lock:
+            if path in self.skipped:
+                return False
+            self.skipped[path] = (getattr(error, "kind", "unreadable"), str(error))
+            return True
+
+    def convert(self, what: str) -> None:
+        with self._lock:
+            self.converted[what] = self.converted.get(what, 0) + 1
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def skipped_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for kind, _ in self.skipped.values():
+            out[kind] = out.get(kind, 0) + 1
+        return dict(sorted(out.items()))
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in self.skipped_by_kind().items())
+        conv = ", ".join(f"{n} {k}" for k, n in sorted(self.converted.items()))
+        return (f"{self.num_skipped} image(s) skipped" + (f" ({kinds})" if kinds else "") +
+                f"; {sum(self.converted.values())} converted" + (f" ({conv})" if conv else ""))
+
+    def as_dict(self) -> dict:
+        return {"num_skipped": self.num_skipped, "skipped_by_kind": self.skipped_by_kind(),
+                "converted": dict(sorted(self.converted.items())),
+                "skipped": [[p, k, r] for p, (k, r) in self.skipped.items()]}
+
+    def write_skipped(self, path: str) -> None:
+        with open(path, "w") as f:
+            f.write("".join(f"{p}\t{k}\t{r}\n" for p, (k, r) in self.skipped.items()))
+
+
+_MODE_NAMES = {"CMYK": "CMYK", "P": "palette", "PA": "palette", "L": "grayscale", "LA": "grayscale+alpha",
+               "RGBA": "RGBA", "1": "1-bit", "YCbCr": "YCbCr", "LAB": "LAB", "HSV": "HSV",
+               "I": "32-bit", "F": "float", "RGBX": "RGBX", "La": "grayscale+alpha", "RGBa": "RGBA"}
 
 
 def _to_rgb_array(img) -> np.ndarray:
     """Any PIL mode -> (H, W, 3) uint8. 16/32-bit and float images are rescaled, alpha
     and palettes dropped as ``Image.convert('RGB')`` does."""
-    from PIL import Image
-
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         if img.mode == "F":
@@ -58,46 +136,107 @@ def _to_rgb_array(img) -> np.ndarray:
             a = a / 65535.0 * 255.0
         a = np.clip(np.nan_to_num(a) + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(a[..., None], 3, axis=-1)
-    if img.mode == "CMYK" or img.mode not in ("RGB",):
+    if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8)
 
 
-def load_image(path: str, size: int | None = None) -> np.ndarray:
+def _conversion(raw_mode: str, tile_mode: str) -> str | None:
+    if raw_mode.startswith("I;16") or ";16" in tile_mode:  # Pillow reads 48-bit RGB PNGs as RGB
+        return "16-bit"
+    return _MODE_NAMES.get(raw_mode, raw_mode) if raw_mode != "RGB" else None
+
+
+def load_image(path: str, size: int | None = None, report: ImageReport | None = None) -> np.ndarray:
     """Read an image file as float32 (H, W, 3) in [-1, 1], RGB, EXIF orientation
     applied, optionally resized (bilinear, antialiased) to ``size`` x ``size`` as the
-    pSp transforms do. Raises :class:`ImageError` naming the file when it cannot."""
-    from PIL import Image, ImageOps
+    pSp transforms do. Raises :class:`ImageError` naming the file when it cannot;
+    conversions are counted in ``report`` (skips are the caller's to record, see
+    :func:`try_load_image`)."""
+    Image = _pillow()
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        if os.path.getsize(path) == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)", "empty")
+        with Image.open(path) as img:  # the format comes from the content, not the name
             if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {img.width}x{img.height} exceeds the {MAX_PIXELS} pixel limit")
+                raise ImageError(f"{path}: {img.width}x{img.height} exceeds the {MAX_PIXELS} pixel limit",
+                                 "too large")
+            raw_mode = img.mode
+            tile_mode = str(img.tile[0][3][0]) if img.tile and isinstance(img.tile[0][3], tuple) and \
+                img.tile[0][3] else ""
             img.load()
+            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
             img = ImageOps.exif_transpose(img)
             arr = _to_rgb_array(img)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: {e}", "too large") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (content matches no known image format)", "not an image") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        text = str(e).lower()
+        kind = "truncated" if ("truncated" in text or "broken data stream" in text or isinstance(e, EOFError)
+                               or "premature end" in text) else "unreadable"
+        raise ImageError(f"{path}: cannot read image ({type(e).__name__}: {e})", kind) from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError(f"{path}: empty image")
+        raise ImageError(f"{path}: empty image", "empty")
+    if report is not None:
+        what = _conversion(raw_mode, tile_mode)
+        if what:
+            report.convert(what)
+        if orientation not in (1, None):
+            report.convert("EXIF-rotated")
     if size is not None and arr.shape[:2] != (size, size):
         arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
     return arr.astype(np.float32) / 127.5 - 1.0
 
 
+def try_load_image(path: str, size: int | None, report: ImageReport, quiet: bool = False) -> np.ndarray | None:
+    """:func:`load_image`, or None with the skip recorded in ``report`` (and printed
+    once to stderr unless ``quiet``)."""
+    import sys
+
+    try:
+        return load_image(path, size, report)
+    except ImageError as e:
+        if report.skip(path, e) and not quiet:
+            print(f"skipped: {e}", file=sys.stderr)
+        return None
+
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+          b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+
+
+def is_image_file(path: str) -> bool:
+    """An image extension, or (for any other name) content that starts like an image:
+    a PNG saved as ``photo.dat`` is read, a ``README`` is not listed. Files with an
+    image extension but other content are listed and then skipped as ``not an image``."""
+    name = os.path.basename(path)
+    if name.startswith("."):
+        return False
+    if name.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def list_images(paths) -> list[str]:
-    """Files given directly, plus image files (by extension) found in given folders,
-    sorted, folders walked recursively."""
+    """Files given directly, plus image files (:func:`is_image_file`) found in given
+    folders, sorted, folders walked recursively."""
     out: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             for root, _, files in os.walk(p):
-                out += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+                out += [os.path.join(root, f) for f in files if is_image_file(os.path.join(root, f))]
         elif os.path.exists(p):
             out.append(p)
         else:

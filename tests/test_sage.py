@@ -275,7 +275,10 @@ def test_generate_errors(tiny_setup, tmp_path, capsys):
     assert "no readable image" in capsys.readouterr().err
     # impossible settings are refused before any work
     assert main(base + ["--shots", str(root / "unseen"), "--t-c", "99"]) == 2
-    assert "t_C=99" in capsys.readouterr().err
+    assert "t_C=99 must lie in [1, 6] (the number of seen classes)" in capsys.readouterr().err
+    assert main(base + ["--shots", str(root / "unseen"), "--t-a", "9"]) == 2
+    assert "t_A=9 must lie in [1, 8] (the dictionary's A_length)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # no output of any refused call
     # a checkpoint without a dictionary
     tiny_psp_file(tmp_path / "no_ax.pt", with_ax=False)
     assert main(["generate", "--checkpoint", str(tmp_path / "no_ax.pt"), "--stats", str(root / "stats.npz"),

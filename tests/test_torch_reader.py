@@ -3,6 +3,7 @@
 import io
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -87,29 +88,282 @@ def _legacy_pt(payload: bytes) -> bytes:
     return head + payload + pickle.dumps([], protocol=2)
 
 
+class _Call:
+    """Pickles as "call fn(*args)"; fn may itself be a _Call (a nested lookup)."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __call__(self, *a):  # the pickler wants a callable in a reduce tuple
+        raise AssertionError
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _payloads(marker):
+    """name -> (object whose unpickling would create ``marker``, text the refusal names)."""
+    import builtins
+    import copyreg
+    import importlib
+    import subprocess
+
+    py = f"open({str(marker)!r}, 'w').close()"
+    return {
+        "os.system": (_Evil(f"touch {marker}"), "system"),
+        "eval": (_Call(builtins.eval, py), "builtins.eval"),
+        "exec": (_Call(builtins.exec, py), "builtins.exec"),
+        "subprocess.Popen": (_Call(subprocess.Popen, ["touch", str(marker)]), "subprocess.Popen"),
+        # getattr(importlib.import_module('os'), 'system')('touch marker'): nested lookups
+        "importlib": (_Call(_Call(getattr, _Call(importlib.import_module, "os"), "system"), f"touch {marker}"),
+                      "refused"),
+        # copyreg._reconstructor(Popen, Popen, argv) runs Popen.__init__(obj, argv)
+        "copyreg": (_Call(copyreg._reconstructor, subprocess.Popen, subprocess.Popen, ["touch", str(marker)]),
+                    "copyreg._reconstructor"),
+    }
+
+
+PAYLOADS = list(_payloads("x"))
+
+
+def _wait_for(path, seconds=5.0):
+    import time
+
+    end = time.time() + seconds
+    while not path.exists() and time.time() < end:
+        time.sleep(0.02)
+    return path.exists()
+
+
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_each_malicious_payload_is_live(tmp_path, kind):
+    # Each payload really executes under plain pickle, so the refusal tests below would
+    # fail (the marker would appear) if the reader ran what a file asks for.
+    marker = tmp_path / "ran"
+    obj, _ = _payloads(marker)[kind]
+    out = pickle.loads(pickle.dumps({"state_dict": obj}, protocol=2))
+    if hasattr(out["state_dict"], "wait"):
+        out["state_dict"].wait()
+    assert _wait_for(marker)
+
+
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
-@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
-def test_malicious_reduce_is_refused_and_nothing_runs(tmp_path, fmt, protocol):
-    sentinel = tmp_path / "pwned"
-    payload = pickle.dumps({"state_dict": _Evil(f"touch {sentinel}")}, protocol=protocol)
-    # sanity: unpickling this payload with the standard unpickler WOULD run the command
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_malicious_reduce_is_refused_and_nothing_runs(tmp_path, fmt, protocol, kind):
+    marker = tmp_path / "pwned"
+    obj, named = _payloads(marker)[kind]
+    payload = pickle.dumps({"state_dict": obj}, protocol=protocol)
     data = _zip_pt(payload) if fmt == "zip" else _legacy_pt(payload)
     path = tmp_path / "evil.pt"
     path.write_bytes(data)
     with pytest.raises(CheckpointError) as err:
         read_torch(path)
     msg = str(err.value)
-    assert str(path) in msg
-    assert "system" in msg and "refused" in msg
-    assert not sentinel.exists()
+    assert str(path) in msg and "refused" in msg and named in msg
+    assert not _wait_for(marker, 0.02)
 
 
-def test_the_malicious_payload_is_live(tmp_path):
-    # Shows the payload used above really executes under plain pickle, so the refusal
-    # test above would fail if the reader used pickle.load.
-    sentinel = tmp_path / "ran"
-    pickle.loads(pickle.dumps(_Evil(f"touch {sentinel}"), protocol=2))
-    assert sentinel.exists()
+def test_extension_registry_opcodes_are_refused(tmp_path):
+    import copyreg
+
+    marker = tmp_path / "pwned"
+    copyreg.add_extension(os.system.__module__, "system", 0x7FF1)
+    try:
+        payload = pickle.dumps(_Evil(f"touch {marker}"), protocol=2)
+        assert b"\x82" in payload or b"\x83" in payload  # EXT1 / EXT2: no module name in the file
+        with pytest.raises(CheckpointError, match="EXT"):
+            read_torch_bytes(_zip_pt(payload), "ext.pt")
+        assert not marker.exists()
+        pickle.loads(payload)  # the same bytes run the command under plain pickle
+        assert marker.exists()
+    finally:
+        copyreg.remove_extension(os.system.__module__, "system", 0x7FF1)
+
+
+def _proto4(*ops: bytes) -> bytes:
+    return b"\x80\x04" + b"".join(ops) + b"."
+
+
+def _u(text: str) -> bytes:  # SHORT_BINUNICODE
+    b = text.encode()
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+@pytest.mark.parametrize("module,name", [
+    ("torch._utils", "_rebuild_tensor_v2.__globals__"),
+    ("collections", "OrderedDict.__init__.__globals__"),
+    ("builtins", "getattr"),
+    ("builtins", "__import__"),
+    ("os", "system"),
+    ("torch", "load"),
+    ("numpy", "load"),
+])
+def test_dotted_and_nested_global_lookups_are_refused(module, name):
+    data = _proto4(_u(module), _u(name), b"\x93")  # STACK_GLOBAL
+    with pytest.raises(CheckpointError, match=re.escape(f"'{module}.{name}'")):
+        read_torch_bytes(_zip_pt(data), "g.pt")
+
+
+def test_build_on_allowed_globals_cannot_change_them():
+    # GLOBAL torch.FloatStorage; BUILD {'dtype': 'x'}: would rewrite the shared stand-in.
+    from sage_jax.checkpoints import torch_reader as tr
+
+    st = b"ctorch\nFloatStorage\n}" + _u("dtype") + _u("x") + b"sb."
+    # GLOBAL torch._utils._rebuild_parameter; BUILD (None, {'__defaults__': (7,)})
+    fn = b"ctorch._utils\n_rebuild_parameter\nN}" + _u("__defaults__") + b"K\x07\x85s\x86b."
+    for data in (b"\x80\x02" + st, b"\x80\x02" + fn):
+        with pytest.raises(CheckpointError, match="BUILD|read-only"):
+            read_torch_bytes(_zip_pt(data), "b.pt")
+    assert tr._ALLOWED_GLOBALS[("torch", "FloatStorage")].dtype == np.float32
+    assert tr._rebuild_parameter.__defaults__ == (False, None)
+    # later loads are unaffected
+    assert read_torch(fixture("tiny_rosinality_ckpt.pt"))["g_ema"]["style.1.weight"].dtype == np.float32
+
+
+def test_inst_and_obj_opcodes_only_reach_the_allowlist(tmp_path):
+    marker = tmp_path / "pwned"
+    cases = {
+        b"(S'touch " + str(marker).encode() + b"'\nios\nsystem\n.": "posix.system|os.system",  # INST
+        b"(ctorch\nFloatStorage\no.": "called directly",                                      # OBJ
+        b"(itorch\nFloatStorage\n.": "called directly",                                        # INST
+        b"\x80\x02(cbuiltins\neval\nX\x01\x00\x00\x001o.": "builtins.eval",                   # OBJ
+    }
+    for data, pattern in cases.items():
+        with pytest.raises(CheckpointError, match=pattern):
+            read_torch_bytes(_zip_pt(data), "i.pt")
+    assert not marker.exists()
+    # allowed classes through INST / OBJ build plain data
+    assert read_torch_bytes(_zip_pt(b"(icollections\nOrderedDict\n."), "o.pt") == {}
+    assert read_torch_bytes(_zip_pt(b"\x80\x02(cargparse\nNamespace\no}X\x01\x00\x00\x00aK\x01sb."), "n.pt") == {"a": 1}
+
+
+def test_zip_member_names_with_path_traversal_are_never_extracted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    for prefix in ("../../evil", "/tmp/sage_jax_abs_evil", "..\\..\\evil"):
+        data = torch_pickle.dumps({"w": np.arange(3, dtype=np.float32)}, "zip", name=prefix)
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        assert any(n.startswith(prefix) for n in names)
+        path = work / "t.pt"
+        path.write_bytes(data)
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        out = read_torch(path)  # the names are only keys into the archive
+        np.testing.assert_array_equal(out["w"], np.arange(3, dtype=np.float32))
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+        assert not os.path.exists("/tmp/sage_jax_abs_evil")
+
+
+def test_compressed_member_larger_than_the_budget_is_refused_before_inflating(monkeypatch):
+    from sage_jax.checkpoints import torch_reader as tr
+
+    monkeypatch.setattr(tr, "_EXTRA_OUTPUT_BYTES", 0)  # budget: 4 x file size
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:  # a 4 MB storage deflated to ~4 KB
+        src = zipfile.ZipFile(io.BytesIO(torch_pickle.dumps({"w": np.zeros(2**20, np.float32)})))
+        for info in src.infolist():
+            zf.writestr(info.filename, src.read(info))
+    data = buf.getvalue()
+    assert len(data) < 2**16
+    called, real_read = [], zipfile.ZipFile.read
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, m, *a: called.append(m) or real_read(self, m, *a))
+    with pytest.raises(CheckpointError, match="declares 4194304 bytes"):
+        read_torch_bytes(data, "bomb.pt")
+    assert called and all("data/" not in str(m) for m in called)  # the storage was never inflated
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_stride_zero_tensor_cannot_inflate_a_small_file(fmt):
+    big = torch_pickle.Strided(np.ones(1, np.float32), (100_000, 100_000), (0, 0))  # 40 GB as an array
+    data = torch_pickle.dumps({"w": big}, fmt)
+    with pytest.raises(CheckpointError, match="needs 40000000000 more bytes"):
+        read_torch_bytes(data, "s.pt")
+    ok = torch_pickle.Strided(np.arange(3, dtype=np.float32), (2, 3), (0, 1))  # a legit expand()
+    np.testing.assert_array_equal(read_torch_bytes(torch_pickle.dumps({"w": ok}, fmt), "e.pt")["w"],
+                                  np.tile(np.arange(3, dtype=np.float32), (2, 1)))
+
+
+def _patch_zip_headers(data, local_off, value):
+    """Set a 2-byte field (offset in the local header; +2 in the central one) everywhere."""
+    b = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", local_off), (b"PK\x01\x02", local_off + 2)):
+        i = b.find(sig)
+        while i >= 0:
+            b[i + off:i + off + 2] = value.to_bytes(2, "little")
+            i = b.find(sig, i + 4)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    (6, 1, "encrypted"),                 # general-purpose flag bit 0 (zipfile: RuntimeError)
+    (8, 8, "cannot read|corrupt"),       # stored bytes declared deflated (zlib.error)
+    (8, 12, "compression method 12"),    # bzip2
+    (8, 99, "compression method 99"),
+])
+def test_zip_header_tricks_are_checkpoint_errors(field, value, pattern):
+    data = _patch_zip_headers(torch_pickle.dumps({"w": np.arange(4, dtype=np.float32)}), field, value)
+    with pytest.raises(CheckpointError, match=pattern):
+        read_torch_bytes(data, "z.pt")
+
+
+def _deep_tuple_key(n):  # {(((1,),),...): 2}: hashing the key recursed in C and crashed
+    return b"\x80\x02}K\x01" + b"\x85" * n + b"K\x02s."
+
+
+def _deep_lists(n):
+    return b"\x80\x02" + b"]" * n + b"a" * (n - 1) + b"."
+
+
+def _shared_dag(levels):  # L0 = [0, 0]; L(i+1) = [Li, Li]: 2**levels leaves if copied
+    ops = [b"\x80\x02]q\x00(K\x00K\x00e"]
+    for i in range(1, levels + 1):
+        ops.append(b"]q" + bytes([i]) + b"(h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"e")
+    return b"".join(ops) + b"."
+
+
+@pytest.mark.parametrize("make", [lambda: _deep_tuple_key(1_000_000), lambda: _deep_lists(100_000),
+                                  lambda: _deep_tuple_key(201)])
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_deeply_nested_containers_are_refused(make, fmt):
+    payload = make()
+    data = _zip_pt(payload) if fmt == "zip" else _legacy_pt(payload)
+    with pytest.raises(CheckpointError, match="nested deeper than 200"):
+        read_torch_bytes(data, "deep.pt")
+
+
+def test_moderate_nesting_and_shared_objects_load_quickly():
+    import time
+
+    assert read_torch_bytes(_zip_pt(_deep_tuple_key(150)), "ok.pt") is not None
+    t = time.time()
+    out = read_torch_bytes(_zip_pt(_shared_dag(120)), "dag.pt")  # 2**120 leaves if each reference were copied
+    assert time.time() - t < 5
+    assert out[0] is out[1] and len(out) == 2
+
+
+def test_cycles_and_memo_tricks_are_errors():
+    cyclic = b"\x80\x02]q\x00h\x00a."  # a list containing itself
+    with pytest.raises(CheckpointError, match="cycle"):
+        read_torch_bytes(_zip_pt(cyclic), "c.pt")
+    huge_memo = b"\x80\x02}r\xf0\xff\xff\x7f."  # LONG_BINPUT 2**31-16: a 16 GB memo table in C
+    with pytest.raises(CheckpointError, match="memo index"):
+        read_torch_bytes(_zip_pt(huge_memo), "m.pt")
+
+
+def test_inspect_of_a_hostile_file_fails_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_zip_pt(pickle.dumps({"state_dict": _Evil(f"touch {marker}")}, protocol=2)))
+    res = subprocess.run([sys.executable, "-m", "sage_jax.cli", "inspect", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "refused to load global 'posix.system'" in res.stderr and str(path) in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not marker.exists()
 
 
 def test_other_disallowed_global_is_named():

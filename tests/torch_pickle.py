@@ -66,7 +66,19 @@ class _StorageRef:
         self.numel = array.size if numel is None else numel
 
 
+class Strided:
+    """A tensor over ``array``'s storage with an explicit size, stride and offset (to
+    write views torch.save would produce, or hostile ones)."""
+
+    def __init__(self, array, shape, stride, offset=0):
+        self.array, self.shape, self.stride, self.offset = np.asarray(array), shape, stride, offset
+
+
 def _tensorize(obj, storages):
+    if isinstance(obj, Strided):
+        st = _StorageRef(str(len(storages)), np.ascontiguousarray(obj.array).reshape(-1))
+        storages.append(st)
+        return _Tensor(st, obj.offset, obj.shape, obj.stride)
     if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
         st = _StorageRef(str(len(storages)), arr.reshape(-1))

@@ -14,16 +14,15 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sage_jax.images import IMAGE_EXTENSIONS, ImageError, load_image
+from sage_jax.images import ImageReport, is_image_file, try_load_image
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+def _is_image(path: str) -> bool:
+    return is_image_file(path)
 
 
 def scan_folder(root: str, split: str | None = None) -> tuple[list[str], list[int], list[str]]:
@@ -34,7 +33,7 @@ def scan_folder(root: str, split: str | None = None) -> tuple[list[str], list[in
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     entries = sorted(os.listdir(root))
     subdirs = [e for e in entries if os.path.isdir(os.path.join(root, e)) and not e.startswith(".")]
-    flat = [e for e in entries if _is_image(e) and os.path.isfile(os.path.join(root, e))]
+    flat = [e for e in entries if os.path.isfile(os.path.join(root, e)) and _is_image(os.path.join(root, e))]
     items: list[tuple[str, str]] = []
     if flat:
         for name in flat:
@@ -44,7 +43,7 @@ def scan_folder(root: str, split: str | None = None) -> tuple[list[str], list[in
             raise ValueError(f"{root} holds {subdirs}: pass split='train' (or point at the split folder)")
         for dirpath, _, files in os.walk(os.path.join(root, d)):
             for f in sorted(files):
-                if _is_image(f):
+                if _is_image(os.path.join(dirpath, f)):
                     items.append((d, os.path.join(dirpath, f)))
     if not items:
         raise ValueError(f"no image files found in {root}")
@@ -62,7 +61,12 @@ class FolderDataset:
     labels: list[int]
     class_names: list[str]
     size: int
-    skipped: dict = field(default_factory=dict)  # path -> reason
+    report: ImageReport = field(default_factory=ImageReport)  # skips and conversions
+
+    @property
+    def skipped(self) -> dict:
+        """{path: reason} of the files skipped so far."""
+        return {p: r for p, (_, r) in self.report.skipped.items()}
 
     @classmethod
     def from_folder(cls, root: str, size: int, split: str | None = None,
@@ -87,14 +91,7 @@ class FolderDataset:
 
     def load(self, index: int) -> np.ndarray | None:
         """One image, or None (and a note in ``skipped``) when it cannot be read."""
-        path = self.paths[index]
-        try:
-            return load_image(path, self.size)
-        except ImageError as e:
-            if path not in self.skipped:
-                self.skipped[path] = str(e)
-                print(f"skipped: {e}", file=sys.stderr)
-            return None
+        return try_load_image(self.paths[index], self.size, self.report)
 
     def load_batch(self, indices, pool: concurrent.futures.Executor | None = None):
         """(images (B, S, S, 3), labels (B,)) for ``indices``; unreadable images are

@@ -17,6 +17,7 @@ Bad files never stop a build: unreadable ones (truncated, not an image, empty) a
 ones smaller than ``min_side`` pixels are skipped; grayscale, RGBA, palette, CMYK and
 16-bit images are converted to 8-bit RGB. Both are counted in the build's metadata
 (``builder.info.metadata``: ``num_skipped``, ``skipped`` {split: [[file, reason]]},
+``skipped_by_kind`` {kind: count}, ``conversions`` {"CMYK" / "16-bit" / "EXIF-rotated"...: count},
 ``converted`` {PIL mode: count}) and the skips are logged.
 
 Usage::
@@ -60,7 +61,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import utils as tfds_utils
 
 from sage_jax.data.folders import scan_folder
-from sage_jax.images import ImageError, load_image, to_uint8
+from sage_jax.images import ImageError, ImageReport, load_image, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ class _Item:
     path: str | None  # None: listed by the annotations but absent
 
 
-def _convert(path: str, size: int, min_side: int) -> tuple[np.ndarray, str]:
+def _convert(path: str, size: int, min_side: int, report: ImageReport | None = None) -> tuple[np.ndarray, str]:
     """(uint8 (size, size, 3), original PIL mode); raises ImageError."""
-    from PIL import Image
+    from sage_jax.images import _pillow
+
+    Image = _pillow()  # the shared policy: our pixel limit replaces Pillow's bomb warning
 
     mode = "?"
     try:  # header only: size and mode, to refuse tiny images and count conversions
@@ -91,9 +94,9 @@ def _convert(path: str, size: int, min_side: int) -> tuple[np.ndarray, str]:
         pass  # load_image below names the problem
     else:
         if min(w, h) < min_side:
-            raise ImageError(f"{path}: {w}x{h} is smaller than min_side={min_side}")
+            raise ImageError(f"{path}: {w}x{h} is smaller than min_side={min_side}", "too small")
     # load_image returns k / 127.5 - 1 for uint8 k; to_uint8 recovers k exactly.
-    return to_uint8(load_image(path, size)), mode
+    return to_uint8(load_image(path, size, report)), mode
 
 
 def _chunks(iterable, n):
@@ -154,32 +157,36 @@ class RawImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         items = self._items_by_split(dl_manager)
         self.info.metadata.update(source=self._source, size=self._size, min_side=self._min_side,
-                                  num_skipped=0, skipped={}, converted={})
+                                  num_skipped=0, skipped={}, skipped_by_kind={}, converted={})
         return {split: self._generate_examples(split, its) for split, its in items.items()}
 
     def _generate_examples(self, split: str, items: list[_Item]):
         meta = self.info.metadata
         skipped = meta["skipped"].setdefault(split, [])
         converted = meta["converted"]
+        report = ImageReport()  # conversions by kind, EXIF rotations included
 
         def work(item: _Item):
             if item.path is None:
-                return None, f"{item.file_name}: listed in the annotations but missing"
+                return None, (f"{item.file_name}: listed in the annotations but missing", "missing")
             try:
-                return _convert(item.path, self._size, self._min_side), None
+                return _convert(item.path, self._size, self._min_side, report), None
             except ImageError as e:
-                return None, str(e)
+                return None, (str(e), e.kind)
             except Exception as e:  # noqa: BLE001 - a build never dies on one file
-                return None, f"{item.path}: {type(e).__name__}: {e}"
+                return None, (f"{item.path}: {type(e).__name__}: {e}", "unreadable")
 
         n_ok = 0
         with concurrent.futures.ThreadPoolExecutor(self._workers) as pool:
             # Bounded chunks: decoding runs ahead of the writer by at most one chunk.
             for chunk in _chunks(items, 64 * self._workers):
-                for item, (result, reason) in zip(chunk, pool.map(work, chunk)):
+                for item, (result, why) in zip(chunk, pool.map(work, chunk)):
                     if result is None:
+                        reason, kind = why
                         skipped.append([item.file_name, reason])
                         meta["num_skipped"] += 1
+                        by_kind = meta.setdefault("skipped_by_kind", {})
+                        by_kind[kind] = by_kind.get(kind, 0) + 1
                         log.warning("skipped: %s", reason)
                         continue
                     image, mode = result
@@ -187,6 +194,9 @@ class RawImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                         converted[mode] = converted.get(mode, 0) + 1
                     n_ok += 1
                     yield item.key, {"image": image, "label": item.label, "file_name": item.file_name}
+        conversions = meta.setdefault("conversions", {})
+        for k, v in report.converted.items():
+            conversions[k] = conversions.get(k, 0) + v
         if n_ok == 0:
             raise ValueError(f"{self.name}: no readable image in split {split!r} of {self._source} "
                              f"({len(items)} files, all skipped; first: {skipped[:1]})")

@@ -2,6 +2,20 @@
 ``metrics.jsonl`` plus TensorBoard event files, random batch indices from a key,
 in-memory datasets.
 
+What a run guarantees (tests in ``tests/test_run_safety.py``):
+
+* killed at any moment (``kill -9`` included, even in the middle of a save), running
+  the same command again resumes from the last committed checkpoint and reaches
+  exactly the parameters of an uninterrupted run. Orbax writes a checkpoint into
+  ``<step>.orbax-checkpoint-tmp`` and renames it when complete; a leftover temporary
+  directory is never restored and is removed when the run restarts;
+* a metric that becomes NaN or infinite stops the run with :class:`RunStopped` naming
+  the first such step and the metrics, and nothing non-finite is ever saved: the last
+  good checkpoint stays the latest;
+* a checkpoint that cannot be written (a full disk, ...) stops the run with
+  :class:`RunStopped` naming the step and the cause; the previous checkpoint is intact
+  and the partial one is removed.
+
 TensorBoard files are written by a small dependency-free writer (TFRecord framing with
 masked CRC-32C, ``Event``/``Summary`` protobufs encoded by hand): TensorBoard reads
 them, and no TensorFlow is needed to write them.
@@ -9,8 +23,11 @@ them, and no TensorFlow is needed to write them.
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -18,6 +35,8 @@ import time
 
 import jax
 import numpy as np
+
+from sage_jax.errors import RunStopped
 
 
 # ------------------------------------------------------------------ TensorBoard
@@ -220,11 +239,18 @@ class Checkpoints:
 
         self._ocp = ocp
         self.every = every
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        # A run killed while saving leaves '<step>.orbax-checkpoint-tmp*': never a
+        # checkpoint (orbax only lists renamed ones); removed here to free the space.
+        for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+            shutil.rmtree(tmp, ignore_errors=True)
         self.manager = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
         self.stop_requested = False
         self._previous = None
+        self._pending: int | None = None  # step of a save that may still be in flight
+        self._committed: int | None = self.manager.latest_step()
 
     def __enter__(self):
         def handler(signum, frame):
@@ -236,11 +262,42 @@ class Checkpoints:
             self._previous = None
         return self
 
-    def __exit__(self, *exc):
-        self.manager.wait_until_finished()
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._guard(self.manager.wait_until_finished)
+        except RunStopped:
+            if exc_type is None:
+                raise
+        finally:
+            if self._previous is not None:
+                signal.signal(signal.SIGTERM, self._previous)
         return False
+
+    def _guard(self, fn, *args, **kwargs):
+        """Run an orbax call; a failed (possibly earlier, asynchronous) save becomes a
+        RunStopped naming the step, with the partial directory removed."""
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
+            step = self._pending
+            self._pending = None
+            for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+            latest = self._latest_on_disk()
+            cause = "the disk is full" if isinstance(e, OSError) and e.errno == errno.ENOSPC else "it failed"
+            kept = (f"the previous checkpoint (step {latest}) is intact; " if latest is not None
+                    else "no earlier checkpoint exists; ")
+            raise RunStopped(
+                f"could not write the checkpoint of step {step} in {self.directory}: {cause} "
+                f"({type(e).__name__}: {e}). The partial checkpoint was removed; {kept}"
+                "fix the cause and run the same command again to resume.") from None
+        if self._pending is not None and self.manager.latest_step() == self._pending:
+            self._committed = self._pending
+        return out
+
+    def _latest_on_disk(self) -> int | None:
+        steps = [int(d) for d in os.listdir(self.directory) if d.isdigit()] if os.path.isdir(self.directory) else []
+        return max(steps) if steps else None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -253,9 +310,13 @@ class Checkpoints:
         state = self.manager.restore(step, args=self._ocp.args.StandardRestore(_abstract(like)))
         return state, int(step)
 
+    def should_save(self, step: int, force: bool = False) -> bool:
+        return force or self.stop_requested or step % self.every == 0
+
     def maybe_save(self, step: int, state, force: bool = False) -> bool:
-        if force or self.stop_requested or step % self.every == 0:
-            self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+        if self.should_save(step, force):
+            self._guard(self.manager.save, step, args=self._ocp.args.StandardSave(state), force=True)
+            self._pending = step
             return True
         return False
 
@@ -323,10 +384,40 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
 
     from tqdm import tqdm
 
+    import jax.numpy as jnp
+
     from sage_jax import parallel
 
     parallel.check_batch_size(batch_size, mesh)
     os.makedirs(workdir, exist_ok=True)
+
+    @jax.jit
+    def first_bad(bad, step, m):
+        """The first step whose metrics are not all finite (-1: none yet), kept on the
+        device so that checking every step costs no host round trip."""
+        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(m)]))
+        return jnp.where((bad < 0) & ~ok, step, bad)
+
+    @jax.jit
+    def state_finite(state):
+        leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+    def stop_if_not_finite(ckpt, done, saving):
+        b = int(bad)
+        finite_state = bool(state_finite(state)) if saving else True
+        if b < 0 and finite_state:
+            return
+        names = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+        where = f"at step {b}" if b >= 0 else f"by step {done} (parameters)"
+        ckpt._guard(ckpt.manager.wait_until_finished)  # the last good save, if in flight, completes
+        latest = ckpt._latest_on_disk()
+        raise RunStopped(
+            f"{desc}: non-finite training values {where}" + (f" ({', '.join(names)} now NaN/Inf)" if names else "")
+            + f"; stopped at step {done} without saving. The last good checkpoint "
+            + (f"(step {latest}) is kept in {ckpt.directory}" if latest is not None else "does not exist")
+            + "; lower the learning rate or check the data, then run again.")
+
     with Checkpoints(workdir, keep, ckpt_every) as ckpt:
         state, start = ckpt.restore(state)
         state = parallel.replicate(state, mesh)
@@ -334,6 +425,7 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
         end = steps if stop_after is None else min(steps, start + stop_after)
         done = start
         metrics: dict = {}
+        bad = jnp.asarray(-1, jnp.int32)
         try:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 def fetch(step):
@@ -349,6 +441,10 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
                     state, m = step_fn(state, x, y, step)
                     metrics.update(m)
                     done = step + 1
+                    bad = first_bad(bad, done, m)
+                    saving = ckpt.should_save(done, force=done == end)
+                    if done % log_every == 0 or done == end or saving:
+                        stop_if_not_finite(ckpt, done, saving)
                     if done % log_every == 0 or done == end:
                         logged = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
                         if postfix:
@@ -359,6 +455,11 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
                     if ckpt.stop_requested and saved:
                         print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
                         break
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise RunStopped(f"{desc}: the disk is full ({e}); the last checkpoint in {ckpt.directory} is "
+                                 "intact: free space and run the same command again to resume.") from None
+            raise
         finally:
             log.close()
     return state, done
