@@ -688,6 +688,11 @@ def cmd_evaluate(args) -> int:
     except EvaluationError as e:
         raise UsageError(str(e)) from None
     print(tables(results))
+    for name, rep in results["images_read"].items():
+        if rep["num_skipped"] or rep["converted"]:
+            kinds = ", ".join(f"{n} {k}" for k, n in rep["skipped_by_kind"].items())
+            print(f"{name}: {rep['num_skipped']} image(s) skipped" + (f" ({kinds})" if kinds else "")
+                  + f"; {sum(rep['converted'].values())} converted")
     print(f"wrote {os.path.join(args.out, 'metrics.json')}, tables.md and samples.png "
           f"({results['seconds']:.0f} s)")
     return 0

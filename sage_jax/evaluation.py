@@ -53,11 +53,12 @@ class EvaluationError(ValueError):
 # ----------------------------------------------------------------------------- inputs
 @dataclasses.dataclass
 class ClassImages:
-    """Images of one folder, per class: uint8 (n, S, S, 3), their files, skipped files."""
+    """Images of one folder, per class: uint8 (n, S, S, 3), their files, and the
+    :class:`sage_jax.images.ImageReport` of what was skipped or converted."""
 
     images: dict
     files: dict
-    skipped: dict
+    report: object
 
     @property
     def classes(self) -> list:
@@ -73,10 +74,10 @@ class ClassImages:
 def read_class_folder(root: str, size: int, pattern: str = "*", classes=None, progress: bool = False,
                       what: str = "images") -> ClassImages:
     """Images of ``root`` (class layouts of :func:`sage_jax.data.folders.scan_folder`)
-    whose file names match ``pattern``, read at ``size`` x ``size``. Unreadable files
-    are skipped and listed, never fatal."""
+    whose file names match ``pattern``, read at ``size`` x ``size`` with the shared
+    image policy: unreadable files are skipped and counted, never fatal."""
     from sage_jax.data.folders import scan_folder
-    from sage_jax.images import ImageError, load_image, to_uint8
+    from sage_jax.images import ImageReport, to_uint8, try_load_image
 
     paths, labels, names = scan_folder(root)
     by_class: dict = {}
@@ -85,18 +86,17 @@ def read_class_folder(root: str, size: int, pattern: str = "*", classes=None, pr
             by_class.setdefault(names[l], []).append(p)
     if not by_class:
         raise EvaluationError(f"no images matching {pattern!r} in {root}")
-    images, files, skipped = {}, {}, {}
+    images, files, report = {}, {}, ImageReport()
     for name in tqdm(sorted(by_class), desc=f"reading {what}", unit="class", disable=not progress):
         ok, arrs = [], []
         for p in by_class[name]:
-            try:
-                arrs.append(to_uint8(load_image(p, size)))
+            x = try_load_image(p, size, report, quiet=not progress)
+            if x is not None:
+                arrs.append(to_uint8(x))
                 ok.append(p)
-            except ImageError as e:
-                skipped[p] = str(e)
         if arrs:
             images[name], files[name] = np.stack(arrs), ok
-    return ClassImages(images, files, skipped)
+    return ClassImages(images, files, report)
 
 
 def parse_generated(specs) -> list:
@@ -432,7 +432,7 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
     results = {"dataset": o.dataset or os.path.basename(os.path.abspath(real_root)), "metrics": list(o.metrics),
                "classes": classes, "image_size": size, "real": os.path.abspath(real_root),
                "real_images": int(sum(len(real.images[c]) for c in classes)),
-               "skipped_files": {"real": len(real.skipped), **{k: len(v.skipped) for k, v in sets.items()}},
+               "images_read": {"real": real.report.as_dict(), **{k: v.report.as_dict() for k, v in sets.items()}},
                "methods": {label: {"setting": infos[label]["setting"], "dir": infos[label]["dir"],
                                    "pattern": infos[label]["pattern"],
                                    "images": int(sum(len(sets[label].images[c]) for c in classes))}
@@ -462,7 +462,7 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
     if "nas" in o.metrics or "fewshot" in o.metrics:
         seen = read_class_folder(seen_root, min(o.classifier_size, size), progress=o.progress,
                                  what="seen images")
-        results["skipped_files"]["seen"] = len(seen.skipped)
+        results["images_read"]["seen"] = seen.report.as_dict()
         if "nas" in o.metrics:
             _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, jax.random.fold_in(key, 2))
             save()

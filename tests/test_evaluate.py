@@ -54,6 +54,10 @@ def world(tmp_path_factory):
             Image.fromarray(fresh[i]).save(root / "perfect" / c / f"img_{i}.png")
             shutil.copy(real / c / files[-1], root / "collapsed" / c / f"img_{i}.png")
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "noise" / c / f"{i}.png")
+    # broken files among the generated images: skipped and counted, never fatal
+    (root / "perfect" / classes[0] / "empty.png").write_bytes(b"")
+    good = (root / "perfect" / classes[0] / "img_0.png").read_bytes()
+    (root / "perfect" / classes[0] / "truncated.png").write_bytes(good[:len(good) // 2])
     lp = root / "lpips_vgg.pt"
     lp.write_bytes(torch_pickle.dumps(state_dict_from_manifest("lpips_vgg.json")[0]))
     return {"root": root, "real": real, "seen": seen, "classes": classes, "lpips": lp}
@@ -77,6 +81,8 @@ def test_quality_diversity_and_ground_truth(world, capsys):
     assert r["complete"] is True and r["fid_network"] == "oracle" and r["classes"] == w["classes"]
     assert m["sage"]["setting"] == "1-shot" and m["sage"]["pattern"] == "sage_[0-9]*.png"
     assert m["sage"]["images"] == 16 * 4 and m["perfect"]["images"] == 16 * 4
+    assert r["images_read"]["perfect"]["skipped_by_kind"] == {"empty": 1, "truncated": 1}
+    assert r["images_read"]["sage"]["num_skipped"] == 0
     # a perfect generator scores far better than noise on every measure, and better than the tiny model
     assert m["perfect"]["fid"] < 0.2 * m["noise"]["fid"]
     assert m["perfect"]["fid"] < m["sage"]["fid"]
