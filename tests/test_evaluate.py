@@ -111,7 +111,7 @@ def test_nas_and_fewshot(world):
     w, out = world, world["root"] / "out_cls"
     _run("evaluate", "--real", w["real"], "--generated", f"perfect={w['root'] / 'perfect'}",
          "--generated", f"noise={w['root'] / 'noise'}",
-         "--seen", w["seen"], "--metrics", "nas,fewshot", "--classifier", "resnet", "--pretrain-steps", 120,
+         "--seen", w["seen"], "--metrics", "nas,fewshot", "--classifier", "vit", "--pretrain-steps", 120,
          "--nas-steps", 40, "--nas-seeds", 2, "--nas-generated", 16, "--sgia-alpha", 0.5, "--bridging",
          "--ways", 3, "--fewshot-shots", 1, 5, "--queries", 5, "--episodes", 200, "--out", out, "--quiet")
     r = json.loads((out / "metrics.json").read_text())
