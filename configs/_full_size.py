@@ -60,7 +60,7 @@ def full_size_config(root: str, split: str, n_seen: int, n_unseen: int) -> ml_co
     t.soft_temperature = 1.0
     t.soft_mix = 0.0
     t.soft_labels_file = ""
-    t.soft_classifier_steps = 500
+    t.soft_classifier_steps = 200
     t.soft_folds = 2
     t.fake_labels = "uniform"
     t.balance = False

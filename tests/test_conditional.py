@@ -183,7 +183,7 @@ def test_class_balanced_weights_and_prior():
     assert per_image.mean() == pytest.approx(1.0)
     totals = np.bincount(hard, weights=per_image, minlength=4)
     np.testing.assert_allclose(totals[:3], totals[0])  # every class weighs the same
-    assert w[3] == 0 and w[1] == pytest.approx(12 / (4 * 2))
+    assert w[3] == 0 and w[1] == pytest.approx(12 / (3 * 2))
     np.testing.assert_allclose(LA.class_prior(hard, 4, "data"), [8 / 12, 2 / 12, 2 / 12, 0])
     np.testing.assert_allclose(LA.class_prior(hard, 4, "uniform"), [0.25] * 4)
 

@@ -67,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.soft_temperature = 1.0   # softmax(logits / T); the paper: plain softmax (T = 1)
     c.soft_mix = 0.0           # mix * onehot + (1 - mix) * soft; the paper: 0
     c.soft_labels_file = ""    # a user's (N, C) .npy of probabilities, in the dataset's order
-    c.soft_classifier_steps = 500  # SmallCNN steps per fold when no file is given
+    c.soft_classifier_steps = 200  # SmallCNN steps per fold when no file is given
     c.soft_folds = 2           # cross-fitting folds (each image scored by a classifier that did not see it)
     c.fake_labels = "uniform"  # class prior of the generated images' one-hot labels: "uniform" (BigGAN-PyTorch,
                                # the paper's code base) | "data" (training frequencies, as StyleGAN2-ADA)

@@ -83,11 +83,12 @@ def load_soft_labels(path: str, n: int, num_classes: int) -> np.ndarray:
 
 
 def class_balanced_weights(hard_labels, num_classes: int) -> np.ndarray:
-    """Per-class weights ``N / (C * n_c)`` (classes without images get 0): weighting each
-    real image by its class's weight makes every class count equally, mean weight 1."""
+    """Per-class weights ``N / (C * n_c)``, C the number of classes that have images
+    (the others get 0): weighting each real image by its class's weight makes every
+    class count equally, with mean weight 1 over the dataset."""
     counts = np.bincount(np.asarray(hard_labels), minlength=num_classes).astype(np.float64)
-    n = counts.sum()
-    w = np.where(counts > 0, n / (num_classes * np.maximum(counts, 1)), 0.0)
+    n, present = counts.sum(), max(int(np.count_nonzero(counts)), 1)
+    w = np.where(counts > 0, n / (present * np.maximum(counts, 1)), 0.0)
     return w.astype(np.float32)
 
 
@@ -103,13 +104,14 @@ def class_prior(hard_labels, num_classes: int, kind: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the classifier
-def train_smallcnn_logits(images, labels, num_classes: int, *, key, steps: int = 500,
-                          batch: int = 64) -> LogitsFn:
-    """A SmallCNN trained on ``images`` (the oracles' recipe), as a ``logits_fn``."""
+def train_smallcnn_logits(images, labels, num_classes: int, *, key, steps: int = 200,
+                          batch: int = 64, widths=(16, 32, 64)) -> LogitsFn:
+    """A SmallCNN trained on ``images`` (the oracles' recipe at half their widths: the
+    labeller is deliberately smaller than the evaluation's oracle), as a ``logits_fn``."""
     from sage_jax.metrics.oracles import _predict, _train
     from sage_jax.nn.classifier import SmallCNN
 
-    module = SmallCNN(num_classes)
+    module = SmallCNN(num_classes, widths=tuple(widths))
     params = _train(module, np.asarray(images, np.float32), np.asarray(labels, np.int32),
                     lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
                     steps, min(batch, len(images)), key)
@@ -121,7 +123,7 @@ def train_smallcnn_logits(images, labels, num_classes: int, *, key, steps: int =
     return logits_fn
 
 
-def classifier_logits(images, labels, num_classes: int, *, key, steps: int = 500, folds: int = 2,
+def classifier_logits(images, labels, num_classes: int, *, key, steps: int = 200, folds: int = 2,
                       batch: int = 64, train_fn=train_smallcnn_logits) -> np.ndarray:
     """Logits (N, C) of a classifier for every training image, cross-fitted over
     ``folds`` folds (fold k is scored by a classifier trained on the others; ``folds=1``:
@@ -165,7 +167,7 @@ def real_label_vectors(cfg, dataset, key) -> tuple[np.ndarray, dict]:
             vectors = load_soft_labels(cfg.soft_labels_file, len(dataset), c)
         else:
             images = dataset_images(dataset)
-            logits = classifier_logits(images, hard, c, key=key, steps=int(cfg.get("soft_classifier_steps", 500)),
+            logits = classifier_logits(images, hard, c, key=key, steps=int(cfg.get("soft_classifier_steps", 200)),
                                        folds=int(cfg.get("soft_folds", 2)))
             vectors = soft_labels(logits, hard, float(cfg.get("soft_temperature", 1.0)),
                                   float(cfg.get("soft_mix", 0.0)))
