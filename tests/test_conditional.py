@@ -316,3 +316,19 @@ def test_evaluate_classwise_and_sample_class_cli(tmp_path):
     for extra in ([], ["--class-label", "4"], ["--labels", str(tmp_path / "missing.npy")]):
         assert main(["sample", "--checkpoint", str(tmp_path / "g"), "--n", "2", "--out", str(tmp_path / "x"),
                      "--quiet", *extra]) == 2
+
+
+@pytest.mark.heavy
+def test_encoder_trains_on_a_conditional_generator(tmp_path):
+    """Inversion training draws classes for its generated images; W+ decoding needs no labels."""
+    from test_train import tiny_cfg
+    from sage_jax.data.loader import seen_dataset
+    from sage_jax.train.encoder import train_encoder
+
+    cfg = tiny_cfg(**{"psp.steps": 1})
+    G = init_generator(dict(cfg.model.generator.to_dict(), c_dim=8), jax.random.PRNGKey(0))
+    ds = seen_dataset(cfg.data)
+    psp = train_encoder(cfg.model.encoder, G, cfg.psp, ds, str(tmp_path / "w"), quiet=True)
+    assert psp.decoder.c_dim == 8
+    x, _ = ds.load_batch(range(2))
+    assert np.isfinite(np.asarray(psp.reconstruct(x))).all()
