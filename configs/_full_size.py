@@ -27,10 +27,12 @@ def full_size_config(root: str, split: str, n_seen: int, n_unseen: int) -> ml_co
     g.channels = ((4, 512), (8, 512), (16, 512), (32, 512), (64, 512), (128, 256), (256, 128))
     g.blur_kernel = (1.0, 3.0, 3.0, 1.0)
     g.lr_mlp = 0.01
+    g.c_dim = 0                 # > 0 (or gan.conditional=True): class-conditional, see configs/tiny.py
     d = config.model.discriminator = ml_collections.ConfigDict()
     d.size = 256
     d.channels = g.get_ref("channels")
     d.blur_kernel = g.get_ref("blur_kernel")
+    d.c_dim = g.get_ref("c_dim")
     e = config.model.encoder = ml_collections.ConfigDict()
     e.kind = "GradualStyleEncoder"   # pSp's encoder, as AGE/SAGE
     e.num_layers = 50
@@ -52,6 +54,16 @@ def full_size_config(root: str, split: str, n_seen: int, n_unseen: int) -> ml_co
     t.mixing = 0.9
     t.ema = 0.5 ** (32 / (10 * 1000))
     t.augment = True             # few images per class: DiffAugment
+    # class-conditional / Softlabel-GAN options (documented in configs/tiny.py and the README)
+    t.conditional = False
+    t.labels = "hard"
+    t.soft_temperature = 1.0
+    t.soft_mix = 0.0
+    t.soft_labels_file = ""
+    t.soft_classifier_steps = 200
+    t.soft_folds = 2
+    t.fake_labels = "uniform"
+    t.balance = False
     t.seed = config.get_ref("seed")
     t.log_every = 100
     t.ckpt_every = 5000

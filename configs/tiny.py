@@ -42,11 +42,14 @@ def get_config(arg=None):
     g.channels = ((4, 32), (8, 32), (16, 16), (32, 16))  # config-f: 512 at these resolutions
     g.blur_kernel = (1.0, 3.0, 3.0, 1.0)  # the reference's FIR filter
     g.lr_mlp = 0.01        # mapping-network learning-rate multiplier, as StyleGAN2
+    g.c_dim = 0            # 0: unconditional (default); > 0: class-conditional, label vectors of
+                           # this length (gan.conditional=True sets it to the number of seen classes)
 
     d = config.model.discriminator = ml_collections.ConfigDict()
     d.size = g.get_ref("size")
     d.channels = g.get_ref("channels")
     d.blur_kernel = g.get_ref("blur_kernel")
+    d.c_dim = g.get_ref("c_dim")  # > 0: projection discriminator (Miyato & Koyama 2018)
 
     e = config.model.encoder = ml_collections.ConfigDict()
     e.kind = "GradualStyleEncoder"
@@ -70,6 +73,19 @@ def get_config(arg=None):
     t.mixing = 0.9         # style-mixing probability
     t.ema = 0.5 ** (32 / (10 * 1000))  # rosinality's accum
     t.augment = False      # the synthetic set is large enough; turn on for few images
+    # Class-conditional training and Softlabel-GAN (Katsumata et al., WACV 2024), see
+    # sage_jax/train/label_augmentation.py. The paper's setting: labels="soft" with the
+    # classifier's plain softmax (soft_temperature=1, soft_mix=0), DiffAugment
+    # color,translation,cutout (augment=True), no class-balanced reweighting.
+    t.conditional = False  # class-conditional G (label embedding in the mapping) + projection D
+    t.labels = "hard"      # real images' labels: "hard" (one-hot) | "soft" (classifier probabilities)
+    t.soft_temperature = 1.0   # softmax(logits / T); paper: 1
+    t.soft_mix = 0.0       # mix * onehot + (1 - mix) * soft; paper: 0 (pure soft labels)
+    t.soft_labels_file = ""    # optional (N, C) .npy of probabilities in the dataset's order
+    t.soft_classifier_steps = 200  # SmallCNN steps per fold (no file given)
+    t.soft_folds = 2       # cross-fitting: each image is scored by a classifier that never saw it
+    t.fake_labels = "uniform"  # generated images' one-hot classes: "uniform" (paper's BigGAN code) | "data" frequencies
+    t.balance = False      # class-balanced weights N / (C n_c) on the D's real loss (not in the paper)
     t.seed = config.get_ref("seed")
     t.log_every = 50
     t.ckpt_every = 500

@@ -161,10 +161,11 @@ def cmd_sample(args) -> int:
     n = len(seeds)
     if n == 0:
         raise UsageError("nothing to generate")
+    label_rows, center_labels = _sample_labels(args, G, n, input_is_latent)
 
     t_lat = None
     if args.truncation < 1.0:
-        t_lat = G.mean_latent(args.truncation_samples, jax.random.PRNGKey(args.seed))
+        t_lat = G.mean_latent(args.truncation_samples, jax.random.PRNGKey(args.seed), labels=center_labels)
 
     @jax.jit
     def z_from_seeds(seed_arr):
@@ -187,7 +188,8 @@ def cmd_sample(args) -> int:
         styles = jnp.asarray(codes[pad_idx]) if codes is not None else z_from_seeds(seed_arr)
         noise = noise_from_seeds(seed_arr) if args.noise == "random" else "stored"
         imgs = G(styles, input_is_latent=input_is_latent, noise=noise,
-                 truncation=args.truncation, truncation_latent=t_lat)
+                 truncation=args.truncation, truncation_latent=t_lat,
+                 labels=None if label_rows is None else label_rows[pad_idx])
         imgs = np.asarray(imgs)[: len(idx)]
         if outputs is not None:
             outputs[idx] = imgs
@@ -203,6 +205,36 @@ def cmd_sample(args) -> int:
     print(f"wrote {n} images and grid.png to {args.out}" +
           (f"; raw float32 array to {args.save_array}" if args.save_array else ""))
     return 0
+
+
+def _sample_labels(args, G, n, input_is_latent):
+    """Label vectors (n, c_dim) for a class-conditional generator fed z (else None), and
+    the labels its truncation centre averages over (the class of --class-label, else
+    every class in turn)."""
+    from sage_jax.models import label_vectors
+
+    given = args.class_label is not None or args.labels
+    if not given:
+        if G.c_dim and not input_is_latent:
+            raise UsageError(f"this generator is class-conditional ({G.c_dim} classes): pass --class-label K "
+                             f"or --labels FILE.npy")
+        return None, None
+    if not G.c_dim:
+        raise UsageError("--class-label / --labels need a class-conditional generator; this one is unconditional")
+    if input_is_latent:
+        raise UsageError("W / W+ codes already carry their class: --class-label / --labels apply to z")
+    if args.class_label is not None and args.labels:
+        raise UsageError("give --class-label or --labels, not both")
+    if args.class_label is not None:
+        if not 0 <= args.class_label < G.c_dim:
+            raise UsageError(f"--class-label must lie in [0, {G.c_dim}), got {args.class_label}")
+        return np.eye(G.c_dim, dtype=np.float32)[np.full(n, args.class_label)], \
+            np.full(args.truncation_samples, args.class_label)
+    try:
+        rows = np.asarray(label_vectors(np.load(args.labels), G.c_dim, n, what=f"--labels {args.labels}"))
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return rows, None
 
 
 # ----------------------------------------------------------------------------- invert
@@ -670,8 +702,35 @@ def cmd_make_synthetic(args) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluation
+def _cmd_evaluate_classwise(args, metrics) -> int:
+    """``evaluate --conditional ... --metrics classwise`` (sage_jax.metrics.classwise)."""
+    from sage_jax.metrics.classwise import ClasswiseOptions, classwise_table, run_classwise
+
+    if args.generated:
+        raise UsageError("--conditional (classwise) and --generated are evaluated separately: give one of them")
+    if set(metrics) - {"classwise"} and args.metrics != ",".join(("fid", "lpips", "nas", "fewshot")):
+        raise UsageError("--conditional generators are evaluated with --metrics classwise only")
+    o = ClasswiseOptions(n_per_class=args.per_class, fraction=args.group_fraction, oracles=args.oracles,
+                         seed=args.seed, progress=not args.quiet)
+    try:
+        results = run_classwise(args.real, args.conditional, args.out, o)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(classwise_table(results))
+    print(f"wrote {os.path.join(args.out, 'classwise.json')} and classwise.md ({results['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from sage_jax.evaluation import EvalOptions, EvaluationError, run_evaluation, tables
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    if args.conditional:
+        return _cmd_evaluate_classwise(args, metrics)
+    if "classwise" in metrics:
+        raise UsageError("--metrics classwise evaluates class-conditional generators: give --conditional LABEL=DIR")
+    if not args.generated:
+        raise UsageError("give --generated [LABEL=]DIR (or --conditional LABEL=DIR with --metrics classwise)")
 
     o = EvalOptions(
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), size=args.size, glob=args.glob,
@@ -734,6 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latents", default=None,
                    help=".npy of codes instead of seeds: z (N, D), or W (N, D) / W+ (N, L, D) with --input-is-latent")
     s.add_argument("--input-is-latent", action="store_true", help="--latents are W or W+ codes, not z")
+    s.add_argument("--class-label", dest="class_label", type=int, default=None,
+                   help="class-conditional generators: every image of class K (its truncation centre is the "
+                        "class's mean W)")
+    s.add_argument("--labels", default=None,
+                   help="class-conditional generators: .npy of one label per image, class indices (N,) or "
+                        "probability vectors (N, C)")
     s.add_argument("--truncation", type=float, default=1.0, help="truncation psi in [0, 1] (default 1: none)")
     s.add_argument("--truncation-samples", type=int, default=4096,
                    help="z samples averaged for the truncation center (default 4096)")
@@ -841,10 +906,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/tables.md (the layout of the paper's Tables 1, 2 and 4) and "
                                    "OUT/samples.png.")
     s.add_argument("--real", required=True, help="real images of the unseen classes: <class>/<image>")
-    s.add_argument("--generated", required=True, action="append", metavar="[LABEL=]DIR",
+    s.add_argument("--generated", action="append", metavar="[LABEL=]DIR",
                    help="generated images: <class>/<image>; repeat for several methods")
+    s.add_argument("--conditional", action="append", metavar="[LABEL=]DIR",
+                   help="instead of --generated: a class-conditional generator (model dir from train-gan with "
+                        "gan.conditional) for --metrics classwise, per-class-group FID and category retention "
+                        "(head / tail by training count) against --real seen-class images; repeat to compare")
+    s.add_argument("--per-class", dest="per_class", type=int, default=100,
+                   help="classwise: images generated per class (default 100)")
+    s.add_argument("--group-fraction", dest="group_fraction", type=float, default=1.0 / 3.0,
+                   help="classwise: share of classes in the head and in the tail group (default 1/3)")
     s.add_argument("--metrics", default=",".join(("fid", "lpips", "nas", "fewshot")),
-                   help="comma-separated: fid, kid, lpips, nas, fewshot, gt (default fid,lpips,nas,fewshot)")
+                   help="comma-separated: fid, kid, lpips, nas, fewshot, gt (default fid,lpips,nas,fewshot); "
+                        "classwise with --conditional")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--seen", default=None, help="real images of the seen classes (needed by nas and fewshot)")
     s.add_argument("--shots", default=None,

@@ -22,24 +22,42 @@ from sage_jax.nn.stylegan2 import Discriminator, Generator, n_latent_for, noise_
 
 @functools.partial(jax.jit, static_argnames=(
     "module", "input_is_latent", "randomize", "return_latents", "truncate"))
-def _generate(module, variables, styles, noise, key, truncation, truncation_latent, inject_index,
+def _generate(module, variables, styles, noise, key, truncation, truncation_latent, inject_index, labels=None,
               *, input_is_latent, randomize, return_latents, truncate):
     rngs = {"noise": key} if key is not None else {}
     return module.apply(
         variables, list(styles), input_is_latent=input_is_latent, noise=noise,
         randomize_noise=randomize, truncation=truncation if truncate else 1.0,
         truncation_latent=truncation_latent if truncate else None,
-        inject_index=inject_index, return_latents=return_latents, rngs=rngs)
+        inject_index=inject_index, return_latents=return_latents, labels=labels, rngs=rngs)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _mapping(module, variables, z):
-    return module.apply(variables, z, method=Generator.mapping)
+def _mapping(module, variables, z, labels=None):
+    return module.apply(variables, z, labels, method=Generator.mapping)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _discriminate(module, variables, images):
-    return module.apply(variables, images)
+def _discriminate(module, variables, images, labels=None):
+    return module.apply(variables, images, labels)
+
+
+def label_vectors(labels, c_dim: int, n: int | None = None, what: str = "labels") -> jax.Array:
+    """Class labels as probability vectors (N, c_dim) float32: class indices (N,) become
+    one-hot rows; (N, c_dim) rows must be non-negative and sum to 1 (soft labels)."""
+    arr = np.asarray(labels)
+    if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
+        if arr.size and (arr.min() < 0 or arr.max() >= c_dim):
+            raise ValueError(f"{what}: class indices must lie in [0, {c_dim}), got {arr.min()}..{arr.max()}")
+        arr = np.eye(c_dim, dtype=np.float32)[arr]
+    arr = arr.astype(np.float32)
+    if arr.ndim != 2 or arr.shape[1] != c_dim:
+        raise ValueError(f"{what} must be class indices (N,) or probability vectors (N, {c_dim}), got {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{what}: {arr.shape[0]} rows for {n} codes")
+    if arr.size and (arr.min() < 0 or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-3)):
+        raise ValueError(f"{what}: rows must be probability vectors (non-negative, summing to 1)")
+    return jnp.asarray(arr)
 
 
 class GeneratorModel:
@@ -67,6 +85,11 @@ class GeneratorModel:
         return self.config["style_dim"]
 
     @property
+    def c_dim(self) -> int:
+        """Length of the label vectors of a class-conditional generator (0: unconditional)."""
+        return int(self.config.get("c_dim", 0))
+
+    @property
     def n_latent(self) -> int:
         return n_latent_for(self.size)
 
@@ -81,7 +104,7 @@ class GeneratorModel:
     # --- calls --------------------------------------------------------------------
     def __call__(self, styles, *, input_is_latent: bool = False, noise: str | Sequence = "stored",
                  key: jax.Array | None = None, truncation: float = 1.0, truncation_latent=None,
-                 inject_index: int | None = None, return_latents: bool = False):
+                 inject_index: int | None = None, return_latents: bool = False, labels=None):
         """Images (N, H, W, 3) float32 in about [-1, 1] (and the W+ codes used).
 
         ``styles``: z (N, D); with ``input_is_latent`` W (N, D) or W+ (N, >=n_latent, D);
@@ -89,10 +112,13 @@ class GeneratorModel:
         ``key`` when None). ``noise``: ``"stored"`` (the checkpoint's buffers, the
         reference's ``randomize_noise=False``), ``"random"`` (needs ``key``) or a list of
         ``num_layers`` arrays (N or 1, h, w, 1) — reference-shaped (N, 1, h, w) accepted.
+        ``labels``: for a class-conditional generator (``c_dim > 0``) fed z, class
+        indices (N,) or probability vectors (N, c_dim); W / W+ inputs need none.
         """
         style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
         style_list = [jnp.asarray(s, jnp.float32) for s in style_list]
         self._check_styles(style_list, input_is_latent)
+        label_arg = self._labels_for(labels, style_list[0].shape[0], input_is_latent)
         randomize = False
         noise_arg = None
         if isinstance(noise, str):
@@ -112,22 +138,38 @@ class GeneratorModel:
         t_lat = jnp.asarray(truncation_latent, jnp.float32) if truncate else None
         inj = None if inject_index is None else jnp.asarray(inject_index, jnp.int32)
         out = _generate(self.module, self.variables, tuple(style_list), noise_arg, key,
-                        jnp.asarray(truncation, jnp.float32), t_lat, inj,
+                        jnp.asarray(truncation, jnp.float32), t_lat, inj, label_arg,
                         input_is_latent=input_is_latent, randomize=randomize,
                         return_latents=return_latents, truncate=truncate)
         return out
 
-    def mapping(self, z) -> jax.Array:
-        """The mapping network: z (N, D) -> w (N, D)."""
+    def _labels_for(self, labels, n: int, input_is_latent: bool):
+        if input_is_latent:
+            return None  # W / W+ codes already carry the class
+        if not self.c_dim:
+            if labels is not None:
+                raise ValueError("labels given to an unconditional generator (c_dim=0)")
+            return None
+        if labels is None:
+            raise ValueError(f"this generator is class-conditional (c_dim={self.c_dim}): give labels= "
+                             f"(class indices (N,) or probability vectors (N, {self.c_dim}))")
+        return label_vectors(labels, self.c_dim, n)
+
+    def mapping(self, z, labels=None) -> jax.Array:
+        """The mapping network: z (N, D) (and, when conditional, ``labels``) -> w (N, D)."""
         z = jnp.asarray(z, jnp.float32)
         if z.ndim != 2 or z.shape[1] != self.style_dim:
             raise ValueError(f"z must be (N, {self.style_dim}), got {z.shape}")
-        return _mapping(self.module, self.variables, z)
+        return _mapping(self.module, self.variables, z, self._labels_for(labels, z.shape[0], False))
 
-    def mean_latent(self, n: int, key: jax.Array) -> jax.Array:
-        """Mean of ``n`` mapped normal z: the usual truncation center, shape (1, D)."""
+    def mean_latent(self, n: int, key: jax.Array, labels=None) -> jax.Array:
+        """Mean of ``n`` mapped normal z: the usual truncation center, shape (1, D).
+        A conditional generator averages over ``labels`` (default: the classes in turn,
+        ``i mod c_dim``, i.e. a uniform class prior)."""
         z = jax.random.normal(key, (n, self.style_dim))
-        return jnp.mean(self.mapping(z), axis=0, keepdims=True)
+        if self.c_dim and labels is None:
+            labels = np.arange(n) % self.c_dim
+        return jnp.mean(self.mapping(z, labels), axis=0, keepdims=True)
 
     def random_noise(self, key: jax.Array, batch: int) -> list[jax.Array]:
         """One set of normal noise maps (batch, h, w, 1) per layer."""
@@ -169,8 +211,9 @@ class GeneratorModel:
 
     def __repr__(self):
         c = self.config
+        cond = f", c_dim={self.c_dim}" if self.c_dim else ""
         return (f"GeneratorModel(size={c['size']}, style_dim={c['style_dim']}, n_mlp={c['n_mlp']}, "
-                f"n_latent={self.n_latent}, dtype={self.dtype.name})")
+                f"n_latent={self.n_latent}{cond}, dtype={self.dtype.name})")
 
 
 class DiscriminatorModel:
@@ -188,19 +231,37 @@ class DiscriminatorModel:
     def size(self) -> int:
         return self.config["size"]
 
-    def __call__(self, images) -> jax.Array:
+    @property
+    def c_dim(self) -> int:
+        return int(self.config.get("c_dim", 0))
+
+    def __call__(self, images, labels=None) -> jax.Array:
+        """Logits (N, 1); a projection discriminator (``c_dim > 0``) also takes
+        ``labels``, class indices (N,) or probability vectors (N, c_dim)."""
         images = jnp.asarray(images, jnp.float32)
         if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"images must be (N, {self.size}, {self.size}, 3), got {images.shape}")
-        return _discriminate(self.module, self.variables, images)
+        if self.c_dim:
+            if labels is None:
+                raise ValueError(f"this discriminator is class-conditional (c_dim={self.c_dim}): give labels")
+            labels = label_vectors(labels, self.c_dim, images.shape[0])
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional discriminator (c_dim=0)")
+        return _discriminate(self.module, self.variables, images, labels)
 
     def __repr__(self):
         return f"DiscriminatorModel(size={self.size}, dtype={self.dtype.name})"
 
 
 def _plain_config(config: dict) -> dict:
-    """JSON-able copy: tuples of pairs stay lists of lists in JSON, normalised back here."""
+    """JSON-able copy: tuples of pairs stay lists of lists in JSON, normalised back here.
+    ``c_dim`` is recorded only for conditional networks (an unconditional model's config
+    is what it was before conditioning existed)."""
     out = dict(config)
+    if "c_dim" in out:
+        out["c_dim"] = int(out["c_dim"] or 0)
+        if not out["c_dim"]:
+            del out["c_dim"]
     if out.get("channels") is not None:
         out["channels"] = [[int(r), int(c)] for r, c in out["channels"]]
     if "blur_kernel" in out:
@@ -226,7 +287,9 @@ def init_generator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> GeneratorMo
     N(0, 1) noise buffers) from a config section such as ``config.model.generator``."""
     cfg = _plain_config(_config_dict(cfg))
     module = Generator(**_module_kwargs(cfg))
-    variables = module.init({"params": key}, jnp.zeros((1, cfg.get("style_dim", 512))))
+    c_dim = cfg.get("c_dim", 0)
+    labels = jnp.full((1, c_dim), 1.0 / c_dim) if c_dim else None
+    variables = module.init({"params": key}, jnp.zeros((1, cfg.get("style_dim", 512))), labels=labels)
     return GeneratorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
 
 
@@ -235,7 +298,9 @@ def init_discriminator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> Discrim
     cfg = _plain_config(_config_dict(cfg))
     module = Discriminator(**_module_kwargs(cfg))
     size = cfg["size"]
-    variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)))
+    c_dim = cfg.get("c_dim", 0)
+    labels = jnp.full((1, c_dim), 1.0 / c_dim) if c_dim else None
+    variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)), labels)
     return DiscriminatorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
 
 

@@ -177,11 +177,15 @@ def _blur_entries(keys, taps, factor_sq) -> dict:
 def generator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]:
     """Our generator variables -> a rosinality ``Generator`` state dict (the inverse of
     :func:`convert_generator`, blur kernels included), e.g. to save with torch."""
+    if cfg.get("c_dim"):
+        raise CheckpointError("a class-conditional generator (c_dim > 0) has no rosinality state-dict layout")
     entries, kernels = _generator_entries(cfg)
     return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 4.0))
 
 
 def discriminator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]:
     """Our discriminator variables -> a rosinality ``Discriminator`` state dict."""
+    if cfg.get("c_dim"):
+        raise CheckpointError("a projection discriminator (c_dim > 0) has no rosinality state-dict layout")
     entries, kernels = _discriminator_entries(cfg)
     return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 1.0))

@@ -6,6 +6,14 @@ configuration are the same code. Images are NHWC in [-1, 1].
 
 Weight names follow the reference's ``state_dict`` one to one (``convs.3.conv.weight``
 is ``params/convs_3/conv/weight``), see :mod:`sage_jax.checkpoints.stylegan2`.
+
+Class-conditional variants (``c_dim > 0``; ``c_dim = 0``, the default, is the
+unconditional network above, parameter for parameter): the generator's mapping embeds
+a label vector as StyleGAN2-ADA does (an equalized linear ``embed`` to ``style_dim``,
+the 2nd-moment normalisation of z and of the embedding, concatenated, then the MLP),
+and the discriminator is a projection discriminator (Miyato & Koyama 2018):
+``logit = psi(phi(x)) + <embed(y), phi(x)>``. Labels are probability vectors (N,
+c_dim), so one-hot and soft labels (Softlabel-GAN) go through one linear path.
 """
 
 from __future__ import annotations
@@ -83,6 +91,7 @@ class Generator(nn.Module):
     channels: tuple[tuple[int, int], ...] | None = None
     blur_kernel: tuple[float, ...] = BLUR
     lr_mlp: float = 0.01
+    c_dim: int = 0           # > 0: class-conditional (label vectors of this length)
     dtype: Dtype = jnp.float32
 
     @property
@@ -107,6 +116,9 @@ class Generator(nn.Module):
         missing = [2 ** i for i in range(2, self.log_size + 1) if 2 ** i not in ch]
         if missing:
             raise ValueError(f"channel table has no entry for resolutions {missing}")
+        if self.c_dim:
+            # StyleGAN2-ADA MappingNetwork.embed: FullyConnectedLayer(c_dim, w_dim), lr 1
+            self.embed = EqualLinear(self.style_dim, name="embed")
         self.style_layers = [
             EqualLinear(self.style_dim, lr_mul=self.lr_mlp, activation=True, name=f"style_{i + 1}")
             for i in range(self.n_mlp)
@@ -130,9 +142,24 @@ class Generator(nn.Module):
             for i, s in enumerate(noise_shapes(self.size))
         ]
 
-    def mapping(self, z):
-        """The mapping network (``g.style``): z (N, D) -> w (N, D)."""
+    def label_embedding(self, labels):
+        """The conditional mapping's label embedding (N, c_dim) -> (N, D), before its
+        normalisation; linear in the label vector (bias included, weights sum to 1)."""
+        if not self.c_dim:
+            raise ValueError("an unconditional generator (c_dim=0) has no label embedding")
+        return self.embed(jnp.asarray(labels, jnp.float32))
+
+    def mapping(self, z, labels=None):
+        """The mapping network (``g.style``): z (N, D) -> w (N, D). Conditional
+        (``c_dim > 0``): ``labels`` (N, c_dim) probability vectors; the MLP reads
+        ``concat(normalize(z), normalize(embed(labels)))`` (StyleGAN2-ADA)."""
         x = pixel_norm(z.astype(jnp.float32))
+        if self.c_dim:
+            if labels is None:
+                raise ValueError(f"this generator is class-conditional (c_dim={self.c_dim}): give labels")
+            x = jnp.concatenate([x, pixel_norm(self.label_embedding(labels))], axis=-1)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional generator (c_dim=0)")
         for layer in self.style_layers:
             x = layer(x)
         return x
@@ -164,12 +191,12 @@ class Generator(nn.Module):
 
     def __call__(self, styles, *, input_is_latent: bool = False, noise=None,
                  randomize_noise: bool = False, truncation=1.0, truncation_latent=None,
-                 inject_index=None, return_latents: bool = False):
+                 inject_index=None, return_latents: bool = False, labels=None):
         if not isinstance(styles, (list, tuple)):
             styles = [styles]
         styles = [jnp.asarray(s, jnp.float32) for s in styles]
         if not input_is_latent:
-            styles = [self.mapping(s) for s in styles]
+            styles = [self.mapping(s, labels) for s in styles]
         if noise is None:
             noise = self.random_noise(styles[0].shape[0]) if randomize_noise else self.stored_noise()
         if len(noise) != self.num_layers:
@@ -217,17 +244,24 @@ def minibatch_stddev(x: jax.Array, group_size: int = 4, n_feat: int = 1, eps: fl
 
 
 class Discriminator(nn.Module):
-    """StyleGAN2 residual discriminator; images (N, H, W, 3) -> logits (N, 1)."""
+    """StyleGAN2 residual discriminator; images (N, H, W, 3) -> logits (N, 1).
+
+    ``c_dim > 0``: a projection discriminator, ``labels`` (N, c_dim) probability
+    vectors; ``logit = final_linear_1(phi) + <embed(labels), phi>`` with ``phi`` the
+    output of ``final_linear_0`` and ``embed`` a bias-free equalized linear, so the
+    logit is linear (affine) in the label vector.
+    """
 
     size: int
     channels: tuple[tuple[int, int], ...] | None = None
     blur_kernel: tuple[float, ...] = BLUR
     stddev_group: int = 4
     stddev_feat: int = 1
+    c_dim: int = 0
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, labels=None):
         ch = dict(self.channels if self.channels is not None else default_channels(self.size))
         log_size = int(math.log2(self.size))
         if x.shape[1:3] != (self.size, self.size):
@@ -240,6 +274,14 @@ class Discriminator(nn.Module):
         out = ConvLayer(ch[4], 3, dtype=self.dtype, name="final_conv")(out)
         # flatten in the reference's NCHW order so final_linear weights keep their meaning
         out = jnp.transpose(out, (0, 3, 1, 2)).reshape(out.shape[0], -1)
-        out = EqualLinear(ch[4], activation=True, dtype=self.dtype, name="final_linear_0")(out)
-        out = EqualLinear(1, dtype=self.dtype, name="final_linear_1")(out)
+        phi = EqualLinear(ch[4], activation=True, dtype=self.dtype, name="final_linear_0")(out)
+        out = EqualLinear(1, dtype=self.dtype, name="final_linear_1")(phi)
+        if self.c_dim:
+            if labels is None:
+                raise ValueError(f"this discriminator is class-conditional (c_dim={self.c_dim}): give labels")
+            emb = EqualLinear(ch[4], use_bias=False, dtype=self.dtype, name="embed")(
+                jnp.asarray(labels, jnp.float32))
+            out = out + jnp.sum(emb * phi, axis=-1, keepdims=True)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional discriminator (c_dim=0)")
         return out.astype(jnp.float32)

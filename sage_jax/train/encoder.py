@@ -68,8 +68,12 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
         k1, k2, k3 = jax.random.split(key, 3)
         z1 = jax.random.normal(k1, (n_gen, gen_module.style_dim))
         z2 = jax.random.normal(k2, (n_gen, gen_module.style_dim))
-        w1 = gen_module.apply(gvars, z1, method=Generator.mapping)
-        w2 = gen_module.apply(gvars, z2, method=Generator.mapping)
+        labels = None
+        if gen_module.c_dim:  # a class-conditional generator: images of uniformly drawn classes
+            cls = jax.random.randint(jax.random.fold_in(k1, 7), (n_gen,), 0, gen_module.c_dim)
+            labels = jax.nn.one_hot(cls, gen_module.c_dim, dtype=jnp.float32)
+        w1 = gen_module.apply(gvars, z1, labels, method=Generator.mapping)
+        w2 = gen_module.apply(gvars, z2, labels, method=Generator.mapping)
         w = jax.lax.stop_gradient(mix_styles([w1, w2], n_latent, None, k3))
         gen_imgs = jax.lax.stop_gradient(gen_module.apply(gvars, [w], input_is_latent=True, randomize_noise=False))
         if gen_imgs.shape[1:3] != x.shape[1:3]:

@@ -14,6 +14,16 @@ fake images for small datasets.
 Randomness: everything of step ``s`` comes from ``fold_in(key, s)``, and batches from
 :func:`sage_jax.train.common.batch_indices`, so an interrupted run resumed from its
 checkpoint reaches exactly the parameters of an uninterrupted one.
+
+Class-conditional training (``conditional=True`` or ``model.generator.c_dim > 0``):
+the generator's mapping takes a label vector and the discriminator is a projection
+discriminator (:mod:`sage_jax.nn.stylegan2`). Real images are labelled once before
+training by :func:`sage_jax.train.label_augmentation.real_label_vectors`: one-hot
+(``labels="hard"``) or Softlabel-GAN's classifier probabilities (``labels="soft"``);
+fake images get one-hot labels drawn from ``fake_labels`` ("uniform", or "data": the
+training class frequencies); ``balance`` weights the real term of the D loss per class
+(``N / (C n_c)``). R1 is taken on D(x, y) with the real labels, unweighted. With the
+defaults (unconditional) every computation is the one above, bit for bit.
 """
 
 from __future__ import annotations
@@ -52,6 +62,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.mixing = 0.9
     c.ema = EMA_ACCUM
     c.augment = False          # differentiable augmentation (colour, translation, cutout)
+    c.conditional = False      # class-conditional G (mapping embeds labels) and projection D
+    c.labels = "hard"          # real-image labels: "hard" (one-hot) | "soft" (Softlabel-GAN)
+    c.soft_temperature = 1.0   # softmax(logits / T); the paper: plain softmax (T = 1)
+    c.soft_mix = 0.0           # mix * onehot + (1 - mix) * soft; the paper: 0
+    c.soft_labels_file = ""    # a user's (N, C) .npy of probabilities, in the dataset's order
+    c.soft_classifier_steps = 200  # SmallCNN steps per fold when no file is given
+    c.soft_folds = 2           # cross-fitting folds (each image scored by a classifier that did not see it)
+    c.fake_labels = "uniform"  # class prior of the generated images' one-hot labels: "uniform" (BigGAN-PyTorch,
+                               # the paper's code base) | "data" (training frequencies, as StyleGAN2-ADA)
+    c.balance = False          # class-balanced weights N / (C n_c) on the D's real loss
     c.seed = 0
     c.log_every = 50
     c.ckpt_every = 1000
@@ -93,15 +113,16 @@ def _adam(lr, every):
     return optax.adam(lr * c, b1=0.0 ** c, b2=0.99 ** c)
 
 
-def _latents(g_module, g_params, noises, key, batch, mixing):
-    """W+ codes with style mixing (probability ``mixing``), as ``mixing_noise``."""
+def _latents(g_module, g_params, noises, key, batch, mixing, labels=None):
+    """W+ codes with style mixing (probability ``mixing``), as ``mixing_noise``; a
+    conditional generator maps both z with the same ``labels``."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
     d = g_module.style_dim
     z1 = jax.random.normal(k1, (batch, d))
     z2 = jax.random.normal(k2, (batch, d))
     variables = {"params": g_params, "noises": noises}
-    w1 = g_module.apply(variables, z1, method=Generator.mapping)
-    w2 = g_module.apply(variables, z2, method=Generator.mapping)
+    w1 = g_module.apply(variables, z1, labels, method=Generator.mapping)
+    w2 = g_module.apply(variables, z2, labels, method=Generator.mapping)
     n = g_module.n_latent
     mixed = mix_styles([w1, w2], n, None, k3)
     plain = mix_styles([w1], n)
@@ -115,8 +136,18 @@ def _synth(g_module, g_params, noises, latents, key):
     return g_module.apply({"params": g_params, "noises": noises}, latents, noise, method=Generator.synthesis)
 
 
-def _d_apply(d_module, d_params, x):
-    return d_module.apply({"params": d_params}, x)
+def _d_apply(d_module, d_params, x, labels=None):
+    return d_module.apply({"params": d_params}, x, labels)
+
+
+def _fake_labels(key, prior, batch):
+    """One-hot labels (batch, C) drawn from the class distribution ``prior``."""
+    idx = jax.random.categorical(key, jnp.log(prior), shape=(batch,))
+    return jax.nn.one_hot(idx, prior.shape[0], dtype=jnp.float32)
+
+
+# salt of the fake-label key (folded into the latent key, so the unconditional keys are untouched)
+_LABEL_SALT = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,17 +179,32 @@ def make_steps(g_module, d_module, cfg):
 def _make_steps(g_module, d_module, cfg: StepOptions):
     g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.lr, cfg.d_reg_every)
     augment = (lambda k, x: diff_augment(k, x)) if cfg.augment else (lambda k, x: x)
+    c_dim = g_module.c_dim
+
+    def fake_labels(kz, prior, batch):
+        return _fake_labels(jax.random.fold_in(kz, _LABEL_SALT), prior, batch) if c_dim else None
+
+    def real_labels(y):
+        """Label vectors (N, C) and per-image real-loss weights (N,) or None."""
+        if not c_dim:
+            return None, None
+        return y[:, :c_dim], (y[:, c_dim] if y.shape[1] > c_dim else None)
 
     @jax.jit
-    def d_step(s, real, key):
+    def d_step(s, real, key, y=None, prior=None):
         kz, kn, ka, kb = jax.random.split(key, 4)
-        lat = _latents(g_module, s["g"], s["noises"], kz, real.shape[0], cfg.mixing)
+        fl = fake_labels(kz, prior, real.shape[0])
+        ry, weight = real_labels(y)
+        lat = _latents(g_module, s["g"], s["noises"], kz, real.shape[0], cfg.mixing, fl)
         fake = jax.lax.stop_gradient(_synth(g_module, s["g"], s["noises"], lat, kn))
 
         def loss(dp):
-            fake_pred = _d_apply(d_module, dp, augment(ka, fake))
-            real_pred = _d_apply(d_module, dp, augment(kb, real))
-            l = jnp.mean(jax.nn.softplus(fake_pred)) + jnp.mean(jax.nn.softplus(-real_pred))
+            fake_pred = _d_apply(d_module, dp, augment(ka, fake), fl)
+            real_pred = _d_apply(d_module, dp, augment(kb, real), ry)
+            real_term = jax.nn.softplus(-real_pred)
+            if weight is not None:
+                real_term = real_term * weight[:, None]
+            l = jnp.mean(jax.nn.softplus(fake_pred)) + jnp.mean(real_term)
             return l, (jnp.mean(real_pred), jnp.mean(fake_pred))
 
         (l, (rs, fs)), grads = jax.value_and_grad(loss, has_aux=True)(s["d"])
@@ -167,10 +213,12 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
             {"d_loss": l, "real_score": rs, "fake_score": fs}
 
     @jax.jit
-    def d_reg_step(s, real, key):
+    def d_reg_step(s, real, key, y=None):
+        ry, _ = real_labels(y)
+
         def loss(dp):
             def total(x):
-                return jnp.sum(_d_apply(d_module, dp, augment(key, x)))
+                return jnp.sum(_d_apply(d_module, dp, augment(key, x), ry))
 
             grad = jax.grad(total)(real)
             r1 = jnp.mean(jnp.sum(jnp.square(grad).reshape(grad.shape[0], -1), axis=1))
@@ -181,13 +229,14 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
         return dict(s, d=optax.apply_updates(s["d"], upd), d_opt=d_opt), {"r1": r1}
 
     @functools.partial(jax.jit, static_argnums=2)
-    def g_step(s, key, batch):
+    def g_step(s, key, batch, prior=None):
         kz, kn, ka = jax.random.split(key, 3)
+        fl = fake_labels(kz, prior, batch)
 
         def loss(gp):
-            lat = _latents(g_module, gp, s["noises"], kz, batch, cfg.mixing)
+            lat = _latents(g_module, gp, s["noises"], kz, batch, cfg.mixing, fl)
             fake = _synth(g_module, gp, s["noises"], lat, kn)
-            return jnp.mean(jax.nn.softplus(-_d_apply(d_module, s["d"], augment(ka, fake))))
+            return jnp.mean(jax.nn.softplus(-_d_apply(d_module, s["d"], augment(ka, fake), fl)))
 
         l, grads = jax.value_and_grad(loss)(s["g"])
         upd, g_opt = g_tx.update(grads, s["g_opt"], s["g"])
@@ -196,12 +245,13 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
         return dict(s, g=g, g_opt=g_opt, g_ema=ema), {"g_loss": l}
 
     @functools.partial(jax.jit, static_argnums=2)
-    def g_reg_step(s, key, batch):
+    def g_reg_step(s, key, batch, prior=None):
         kz, kn, ky = jax.random.split(key, 3)
         b = max(1, batch // cfg.path_batch_shrink)
+        fl = fake_labels(kz, prior, b)
 
         def loss(gp):
-            lat = _latents(g_module, gp, s["noises"], kz, b, cfg.mixing)
+            lat = _latents(g_module, gp, s["noises"], kz, b, cfg.mixing, fl)
             img, vjp = jax.vjp(lambda l: _synth(g_module, gp, s["noises"], l, kn), lat)
             y = jax.random.normal(ky, img.shape) / math.sqrt(img.shape[1] * img.shape[2])
             (g_lat,) = vjp(y)
@@ -240,29 +290,40 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
 
     mesh = mesh or parallel.make_mesh()
     key = jax.random.PRNGKey(cfg.seed)
+    extra: dict = {}
+    prior = sample_labels = None
+    g_cfg, d_cfg, c_dim = _conditional_configs(g_cfg, d_cfg, cfg, dataset)
+    if c_dim:
+        dataset, prior, extra = _labelled_dataset(cfg, dataset, workdir, jax.random.fold_in(key, 5), quiet)
+        prior = jnp.asarray(prior)
+        sample_labels = np.arange(cfg.n_sample) % c_dim
     G, D, state = init_state(g_cfg, d_cfg, cfg, key)
     d_step, d_reg_step, g_step, g_reg_step, _, _ = make_steps(G.module, D.module, cfg)
     sample_z = jax.random.normal(jax.random.fold_in(key, 2), (cfg.n_sample, G.style_dim))
     data_key, step_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
 
-    def step_fn(state, real, _labels, step):
+    def step_fn(state, real, labels, step):
         k = jax.random.split(jax.random.fold_in(step_key, step), 4)
         metrics = {}
-        state, m = d_step(state, real, k[0])
+        if c_dim:
+            d_args, r_args, g_args = (labels, prior), (labels,), (prior,)
+        else:
+            d_args = r_args = g_args = ()
+        state, m = d_step(state, real, k[0], *d_args)
         metrics.update(m)
         if step % cfg.d_reg_every == 0:
-            state, m = d_reg_step(state, real, k[1])
+            state, m = d_reg_step(state, real, k[1], *r_args)
             metrics.update(m)
-        state, m = g_step(state, k[2], cfg.batch_size)
+        state, m = g_step(state, k[2], cfg.batch_size, *g_args)
         metrics.update(m)
         if step % cfg.g_reg_every == 0:
-            state, m = g_reg_step(state, k[3], cfg.batch_size)
+            state, m = g_reg_step(state, k[3], cfg.batch_size, *g_args)
             metrics.update(m)
         return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
 
     def after_step(state, done):
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
-            _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"))
+            _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"), sample_labels)
 
     state, _ = run_loop(workdir=workdir, state=state, step_fn=step_fn, dataset=dataset, batch_size=cfg.batch_size,
                         data_key=data_key, mesh=mesh, steps=cfg.steps, log_every=cfg.log_every,
@@ -272,11 +333,60 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
     host = jax.tree_util.tree_map(np.asarray, state)
     G_ema = GeneratorModel(G.config, {"params": host["g_ema"], "noises": host["noises"]})
     D_out = DiscriminatorModel(D.config, {"params": host["d"]})
-    save_model(os.path.join(workdir, "g_ema"), G_ema, overwrite=True, extra={"step": int(host["step"])})
-    save_model(os.path.join(workdir, "d"), D_out, overwrite=True, extra={"step": int(host["step"])})
+    save_model(os.path.join(workdir, "g_ema"), G_ema, overwrite=True, extra={"step": int(host["step"]), **extra})
+    save_model(os.path.join(workdir, "d"), D_out, overwrite=True, extra={"step": int(host["step"]), **extra})
     return G_ema, D_out
 
 
-def _save_samples(G, state, z, path):
+def _conditional_configs(g_cfg, d_cfg, cfg, dataset):
+    """(generator config, discriminator config, c_dim): ``c_dim`` is
+    ``model.generator.c_dim``, or the dataset's class count when ``gan.conditional``
+    is set and c_dim is 0; unconditional configs are returned untouched."""
+    from sage_jax.models import _config_dict
+
+    c_dim = int(g_cfg.get("c_dim", 0) or 0)
+    if not (cfg.get("conditional", False) or c_dim):
+        return g_cfg, d_cfg, 0
+    n_classes = dataset.num_classes
+    c_dim = c_dim or n_classes
+    if c_dim != n_classes:
+        raise ValueError(f"model.generator.c_dim={c_dim} but the training data has {n_classes} classes")
+    return dict(_config_dict(g_cfg), c_dim=c_dim), dict(_config_dict(d_cfg), c_dim=c_dim), c_dim
+
+
+def _labelled_dataset(cfg, dataset, workdir, key, quiet):
+    """The dataset with label vectors (and balance weights) as its labels, the fake-label
+    prior, and what to record with the models. The real labels are computed once and
+    kept in ``workdir/real_labels.npy``, which a resumed run reuses."""
+    import json
+
+    from sage_jax.train import label_augmentation as la
+
+    hard = la.dataset_labels(dataset)
+    c = dataset.num_classes
+    path = os.path.join(workdir, "real_labels.npy")
+    if os.path.exists(path):
+        vectors = la.check_soft_labels(np.load(path), len(dataset), c, what=path)
+        summary = dict(la.soft_label_summary(vectors, hard), kind=cfg.get("labels", "hard"))
+    else:
+        vectors, summary = la.real_label_vectors(cfg, dataset, key)
+        os.makedirs(workdir, exist_ok=True)
+        np.save(path, vectors)
+        with open(os.path.join(workdir, "real_labels.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    if not quiet:
+        print(f"real labels ({summary['kind']}): true-class probability {summary['true_class_prob']:.3f}, "
+              f"max probability {summary['max_prob']:.3f}, entropy {summary['entropy']:.3f} nats")
+    weights = la.class_balanced_weights(hard, c)[hard] if cfg.get("balance", False) else None
+    prior = la.class_prior(hard, c, cfg.get("fake_labels", "uniform"))
+    counts = np.bincount(hard, minlength=c)
+    extra = {"class_names": list(getattr(dataset, "class_names", [str(i) for i in range(c)])),
+             "class_counts": [int(n) for n in counts], "labels": summary["kind"],
+             "label_summary": summary, "balance": bool(cfg.get("balance", False)),
+             "fake_labels": cfg.get("fake_labels", "uniform")}
+    return la.LabelledDataset(dataset, vectors, weights), prior, extra
+
+
+def _save_samples(G, state, z, path, labels=None):
     model = GeneratorModel(G.config, {"params": state["g_ema"], "noises": state["noises"]})
-    save_png(path, make_grid(to_uint8(np.asarray(model(z)))))
+    save_png(path, make_grid(to_uint8(np.asarray(model(z, labels=labels)))))
