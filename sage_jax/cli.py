@@ -733,13 +733,14 @@ def cmd_evaluate(args) -> int:
         raise UsageError("give --generated [LABEL=]DIR (or --conditional LABEL=DIR with --metrics classwise)")
 
     o = EvalOptions(
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), size=args.size, glob=args.glob,
+        metrics=metrics, size=args.size, glob=args.glob,
         setting=args.setting, dataset=args.dataset, inception=args.inception, lpips=args.lpips,
         lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads,
         lpips_size=None if args.lpips_size == "full" else int(args.lpips_size), oracles=args.oracles,
         cache_dir=args.cache_dir, nas_shots=args.nas_shots, nas_generated=args.nas_generated,
         nas_seeds=args.nas_seeds, nas_steps=args.nas_steps, sgia_alpha=args.sgia_alpha, bridging=args.bridging,
-        classifier=args.classifier, flip=args.flip, classifier_size=args.classifier_size, pretrain_steps=args.pretrain_steps,
+        classifier=args.classifier, flip=args.flip, classifier_size=args.classifier_size,
+        pretrain_steps=args.pretrain_steps,
         fewshot_ways=args.ways, fewshot_shots=tuple(args.fewshot_shots), fewshot_queries=args.queries,
         fewshot_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
     try:
