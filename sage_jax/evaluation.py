@@ -608,13 +608,9 @@ def _fewshot(o, seen, real, sets, classes, results, key):
     import jax
 
     from sage_jax.metrics.fewshot import fewshot_classification
-    from sage_jax.train.classifier import pretrain
 
     size = seen.images[seen.classes[0]].shape[1]
-    x = np.concatenate([_at(seen.images[c], size) for c in seen.classes])
-    y = np.concatenate([np.full(len(seen.images[c]), i, np.int32) for i, c in enumerate(seen.classes)])
-    model = classifier_model(o.classifier, len(seen.classes), size, head="cosine")
-    extractor = pretrain(model, x, y, key=jax.random.fold_in(key, 0), steps=o.pretrain_steps or 2000, flip=o.flip)
+    extractor = pretrain_on_seen(o, seen, jax.random.fold_in(key, 0), head="cosine")
     real_x = {c: _at(real.images[c], size) for c in classes}
     results["fewshot_ways"] = o.fewshot_ways
     results["fewshot_protocol"] = {"ways": o.fewshot_ways, "shots": list(o.fewshot_shots),
