@@ -34,6 +34,7 @@ import struct
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sage_jax.errors import RunStopped
@@ -370,6 +371,21 @@ def ordered_batches(dataset, batch_size: int):
 
 
 # ------------------------------------------------------------------ the loop
+@jax.jit
+def first_bad(bad, step, m):
+    """The first step whose metrics are not all finite (-1: none yet), kept on the
+    device so that checking every step costs no host round trip."""
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(m)]))
+    return jnp.where((bad < 0) & ~ok, step, bad)
+
+
+@jax.jit
+def state_finite(state):
+    """Whether every floating-point leaf of ``state`` is finite."""
+    leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
 def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key, mesh, steps: int,
              log_every: int, ckpt_every: int, keep: int, desc: str, quiet: bool = False,
              stop_after: int | None = None, after_step=None, postfix=None):
@@ -384,24 +400,10 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
 
     from tqdm import tqdm
 
-    import jax.numpy as jnp
-
     from sage_jax import parallel
 
     parallel.check_batch_size(batch_size, mesh)
     os.makedirs(workdir, exist_ok=True)
-
-    @jax.jit
-    def first_bad(bad, step, m):
-        """The first step whose metrics are not all finite (-1: none yet), kept on the
-        device so that checking every step costs no host round trip."""
-        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(m)]))
-        return jnp.where((bad < 0) & ~ok, step, bad)
-
-    @jax.jit
-    def state_finite(state):
-        leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
-        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
     def stop_if_not_finite(ckpt, done, saving):
         b = int(bad)
