@@ -23,7 +23,8 @@ balanced sampler and bridging fine-tuning as options; ``fewshot``: nearest-centr
 N-way episodes on features of a cosine classifier trained on the seen classes, with
 and without the generated images in the support set; ``gt``: on the synthetic dataset
 (``--real`` written by ``sage-jax make-synthetic``, so a ``factors.npz`` is beside the
-images) the demo's category retention and diversity measured by the oracles.
+images) the demo's category retention and diversity measured by the oracles, added to
+any ``--metrics`` whenever the data allow it.
 """
 
 from __future__ import annotations
@@ -383,10 +384,12 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
     last) and ``out/tables.md``, and returns the results."""
     import jax
 
-    o = options or EvalOptions()
+    o = dataclasses.replace(options or EvalOptions())
     o.metrics = tuple(dict.fromkeys(o.metrics))
     generated = parse_generated(generated_specs)
     check_inputs(o, real_root, generated, seen_root)
+    if "gt" not in o.metrics and synthetic_ground_truth(real_root, o.oracles) is not None:
+        o.metrics += ("gt",)  # the synthetic dataset: the ground-truth measures come too
     t0 = time.perf_counter()
     size = o.size or _first_image_size(real_root)
     real = read_class_folder(real_root, size, progress=o.progress, what="real images")

@@ -116,6 +116,7 @@ def test_nas_and_fewshot(world):
          "--ways", 3, "--fewshot-shots", 1, 5, "--queries", 5, "--episodes", 200, "--out", out, "--quiet")
     r = json.loads((out / "metrics.json").read_text())
     m, std = r["methods"], r["standard"]
+    assert "gt" in r["metrics"] and m["perfect"]["gt"]["retention"] > 0.9  # synthetic data: added unasked
     assert r["nas_protocol"]["n_shots"] == 10 and r["nas_protocol"]["n_generated"] == 16
     assert r["nas_protocol"]["n_test"] == 4 * 14 and len(std["nas"]["per_seed"]) == 2
     assert set(m["noise"]["nas"]) == {"augmented", "sgia_balanced", "sgia_bridging"}
