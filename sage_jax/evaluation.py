@@ -573,7 +573,7 @@ def pretrain_on_seen(o: EvalOptions, seen: ClassImages, key, head: str = "linear
     x = np.concatenate([_at(seen.images[c], size) for c in seen.classes])
     y = np.concatenate([np.full(len(seen.images[c]), i, np.int32) for i, c in enumerate(seen.classes)])
     model = classifier_model(o.classifier, len(seen.classes), size, head)
-    return pretrain(model, x, y, key=key, steps=o.pretrain_steps or 2000, flip=o.flip)
+    return pretrain(model, x, y, key=key, steps=o.pretrain_steps or 2000, flip=o.flip, progress=o.progress)
 
 
 def _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, key):
@@ -600,7 +600,7 @@ def _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, key
     for i, (label, g) in enumerate(sets.items()):
         cfg.variants = (("standard",) if i == 0 else ()) + ("augmented",) + extra
         r = naive_augmentation_score(clf, shot_x, {c: _at(g.images[c], size) for c in classes}, test_x,
-                                     config=cfg, seeds=seeds)
+                                     config=cfg, seeds=seeds, progress=o.progress)
         if i == 0:
             results["standard"]["nas"] = r.pop("standard")
             results["nas_protocol"] = r["protocol"]

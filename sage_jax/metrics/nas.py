@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from sage_jax.train import classifier as tc
 
@@ -119,7 +120,7 @@ def _take(arrays: dict, classes, n: int, name: str):
 
 def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated, test, *,
                              config: ml_collections.ConfigDict | None = None,
-                             seeds: Sequence[int] = (0, 1, 2), mesh=None) -> dict:
+                             seeds: Sequence[int] = (0, 1, 2), mesh=None, progress: bool = False) -> dict:
     """NAS of one set of generated images (module docstring for the protocol).
 
     ``shots``, ``generated``, ``test``: per-class images, each either a dict
@@ -160,9 +161,11 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
                             np.concatenate([np.zeros(len(xs), bool), np.ones(len(xg), bool)]))
 
     scores = {v: [] for v in variants}
+    bar = tqdm(total=len(seeds) * len(variants), desc="NAS fine-tunings", unit="run", disable=not progress)
     for seed in seeds:
         key = jax.random.PRNGKey(int(seed))
         for v in variants:
+            bar.update(1)
             if v == "standard":
                 clf = tc.finetune(pretrained, (xs, ys), key=key, num_classes=n, steps=f.steps, **kw)
             elif v == "augmented":
@@ -174,6 +177,7 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
                 clf, _ = tc.bridging_finetune(pretrained, (xs, ys), (xg, yg), key=key, alpha=cfg.sgia.alpha,
                                               stage1_steps=s1, stage2_steps=s2, num_classes=n, **kw)
             scores[v].append(clf.accuracy(xt, yt))
+    bar.close()
 
     out = {}
     for v, acc in scores.items():

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from sage_jax import parallel
 
@@ -320,7 +321,7 @@ def _train_step(model, weight_decay, optimizer, flip, pad, frozen):
 
 
 def _fit(model, params, sampler, *, key, steps, batch_size, lr, weight_decay, warmup_steps, optimizer,
-         flip, crop_pad, train_backbone, mesh, on_batch):
+         flip, crop_pad, train_backbone, mesh, on_batch, progress=False, desc="train"):
     mesh = mesh if mesh is not None else parallel.make_mesh()
     parallel.check_batch_size(batch_size, mesh)
     size = sampler.images.shape[1]
@@ -338,7 +339,7 @@ def _fit(model, params, sampler, *, key, steps, batch_size, lr, weight_decay, wa
     params = parallel.replicate(params, mesh)
     opt = parallel.replicate(tx.init(params), mesh)
     losses = []
-    for s in range(steps):
+    for s in tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False):
         idx = plan[s]
         x, y = sampler.images[idx], sampler.labels[idx]
         if on_batch is not None:
@@ -353,7 +354,7 @@ def _fit(model, params, sampler, *, key, steps, batch_size, lr, weight_decay, wa
 def pretrain(model: nn.Module, images, labels, *, key, steps: int = 2000, batch_size: int = 64,
              lr: float = 1e-3, weight_decay: float = 1e-4, warmup_steps: int = 100, optimizer: str = "adamw",
              flip: bool = False, crop_pad: int | None = None, mesh=None,
-             on_batch: Callable | None = None) -> TrainedClassifier:
+             on_batch: Callable | None = None, progress: bool = False) -> TrainedClassifier:
     """Train ``model`` (``nn/classifiers.py``, ``num_classes`` > max label) from
     scratch with cross-entropy on ``images`` (N, S, S, 3) in [-1, 1] and integer
     ``labels`` -- the seen classes. ``crop_pad=None`` shifts by up to S // 8 pixels;
@@ -369,7 +370,7 @@ def pretrain(model: nn.Module, images, labels, *, key, steps: int = 2000, batch_
     params, losses = _fit(model, params, ArraySampler(images, labels), key=jax.random.fold_in(key, 1),
                           steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, optimizer=optimizer, flip=flip, crop_pad=crop_pad,
-                          train_backbone=True, mesh=mesh, on_batch=on_batch)
+                          train_backbone=True, mesh=mesh, on_batch=on_batch, progress=progress, desc="pre-train")
     return TrainedClassifier(model, params, losses)
 
 
@@ -396,7 +397,7 @@ def finetune(pretrained: TrainedClassifier, data, *, key, num_classes: int | Non
              new_head: bool = True, train_backbone: bool = True, steps: int = 500, batch_size: int = 32,
              lr: float = 1e-3, weight_decay: float = 1e-4, warmup_steps: int = 20, optimizer: str = "adamw",
              flip: bool = False, crop_pad: int | None = None, mesh=None,
-             on_batch: Callable | None = None) -> TrainedClassifier:
+             on_batch: Callable | None = None, progress: bool = False) -> TrainedClassifier:
     """Fine-tune on the unseen classes. ``data``: ``(images, labels)`` (labels in
     ``0..num_classes-1``) or a sampler (:class:`ArraySampler`, :class:`BalancedSampler`).
     With ``new_head`` the head is replaced by a fresh ``num_classes`` head
@@ -415,7 +416,7 @@ def finetune(pretrained: TrainedClassifier, data, *, key, num_classes: int | Non
     params, losses = _fit(start.model, start.params, sampler, key=jax.random.fold_in(key, 1), steps=steps,
                           batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                           optimizer=optimizer, flip=flip, crop_pad=crop_pad, train_backbone=train_backbone,
-                          mesh=mesh, on_batch=on_batch)
+                          mesh=mesh, on_batch=on_batch, progress=progress, desc="fine-tune")
     return TrainedClassifier(start.model, params, losses)
 
 
