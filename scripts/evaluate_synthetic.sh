@@ -19,4 +19,4 @@ for mode in sage age; do
 done
 sage-jax evaluate --real "$out/real" --generated sage="$out/gen_sage" --generated age="$out/gen_age" \
     --seen "$out/seen" --metrics fid,kid,nas,fewshot,gt --sgia-alpha 0.5 --bridging \
-    --cache-dir "$out/cache" --out "$out/eval"
+    --dataset synthetic --cache-dir "$out/cache" --out "$out/eval"
