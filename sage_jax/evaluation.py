@@ -555,14 +555,18 @@ def _at(u8: np.ndarray, size: int) -> np.ndarray:
 
 
 def classifier_model(kind: str, num_classes: int, size: int, head: str = "linear"):
-    """The NAS / few-shot classifier: a small ViT (the paper's choice) or ResNet."""
-    from sage_jax.nn.classifiers import ResNet, ViT
+    """The NAS / few-shot classifier: the ViT of ``default_nas_config().model`` (the
+    paper's choice) at ``size`` px with 8 x 8 patches' worth of tokens, or a ResNet."""
+    from sage_jax.metrics.nas import default_nas_config
+    from sage_jax.train.classifier import make_classifier
 
     if kind == "vit":
-        return ViT(num_classes=num_classes, image_size=size, patch=max(size // 8, 1), head_type=head)
-    if kind == "resnet":
-        return ResNet(num_classes=num_classes, head_type=head)
-    raise EvaluationError(f"unknown classifier {kind!r} (vit, resnet)")
+        cfg = dict(default_nas_config().model, image_size=size, patch=max(size // 8, 1), head_type=head)
+    elif kind == "resnet":
+        cfg = {"kind": "resnet", "head_type": head}
+    else:
+        raise EvaluationError(f"unknown classifier {kind!r} (vit, resnet)")
+    return make_classifier(cfg, num_classes)
 
 
 def pretrain_on_seen(o: EvalOptions, seen: ClassImages, key, head: str = "linear"):
