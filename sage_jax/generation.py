@@ -171,16 +171,23 @@ class SageGenerator:
 
     def decode(self, codes, chunk: int | None = None, noise: str = "stored") -> Iterator[np.ndarray]:
         """Images of raw codes (M, L, D), yielded in chunks of ``chunk`` (one compiled
-        shape; the last chunk padded and trimmed)."""
+        shape; the last chunk padded and trimmed). The next chunk is dispatched before
+        the current one is handed over, so the device computes while the caller writes."""
         codes = jnp.asarray(codes)
         G = self.psp.decoder
         chunk = chunk or default_chunk(G)
+        pending = None
         for start in range(0, codes.shape[0], chunk):
             part = codes[start:start + chunk]
             n = part.shape[0]
             if n < chunk:
                 part = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - n, axis=0)])
-            yield np.asarray(G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise))[:n]
+            out = G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise)  # asynchronous
+            if pending is not None:
+                yield np.asarray(pending[0])[:pending[1]]
+            pending = (out, n)
+        if pending is not None:
+            yield np.asarray(pending[0])[:pending[1]]
 
     def generate(self, key, shot_images, n_samples: int, opts: SampleOptions = SampleOptions(),
                  chunk: int | None = None) -> np.ndarray:

@@ -36,6 +36,24 @@ def save_png(path: str, image_u8: np.ndarray) -> None:
     Image.fromarray(image_u8).save(path)
 
 
+def write_images(chunks, out_dir: str, prefix: str, *, start: int = 0, on_chunk=None, digits: int = 4) -> int:
+    """Write image chunks as they come (an iterable of (n, H, W, 3) floats in [-1, 1],
+    e.g. :meth:`SageGenerator.decode`) to ``out_dir/{prefix}_{j:04d}.png``, so memory
+    holds one chunk at a time however many images there are. ``on_chunk(first_index,
+    uint8_chunk)`` is called after each chunk is written. Returns the images written."""
+    os.makedirs(out_dir, exist_ok=True)
+    j = start
+    for chunk in chunks:
+        u8 = to_uint8(chunk)
+        first = j
+        for im in u8:
+            save_png(os.path.join(out_dir, f"{prefix}_{j:0{digits}d}.png"), im)
+            j += 1
+        if on_chunk is not None:
+            on_chunk(first, u8)
+    return j - start
+
+
 class ImageError(Exception):
     """An image file that cannot be read or converted; the message names the file and
     ``kind`` says why in one word (``empty``, ``not an image``, ``truncated``, ``too

@@ -1,19 +1,42 @@
-"""Benchmarks, printed as a table and saved as JSON.
+"""Benchmarks, printed as tables with their targets and saved as JSON.
 
-SAGE generation throughput: images/s for ``--n-images`` images of one unseen class
-(1-shot), our jitted + vmapped sampler with chunked decoding, against a per-sample
-Python loop written to mirror the official ``tools/inference_1_shot.py`` (for every
-image: encode the shot, map its embedding, retrieve the similar classes, compute the
-local statistics in numpy, draw one sample, decode one image), same models, same
-process, after compilation (both paths are warmed up first).
+Sections (``--only`` picks some; all run by default):
+
+  peak      float32 matmul peak of this machine: jnp.dot of two 4096x4096 matrices.
+  generator StyleGAN2 forward at 256 px (config-f widths) from W+ codes, batch 1, 4, 16,
+            64: images/s and achieved GFLOP/s (FLOPs counted from the architecture,
+            :mod:`sage_jax.nn.flops`) as a share of that peak. Target: >= 60% at batch 16.
+  sage      SAGE generation (encode the shot, codes, decode) for ``--n-images`` images of
+            one class, 1-shot: our jitted, vmapped sampler with chunked decoding against
+            the generator's own batched throughput (target >= 0.8x) and against a
+            per-sample Python loop that mirrors the official ``tools/inference_1_shot.py``
+            (for every image: encode the shot, map it, retrieve the similar classes,
+            compute the local statistics in numpy, draw one sample, decode one image):
+            target 2-3x at 256 px on a CPU, >= 20x at the tiny configuration's 32 px.
+  editing   the editing math alone (100 queries -> 10,000 W+ codes, no decoding), at the
+            official sizes (119 seen classes, 18 x 512 codes, 6 edited layers, A of
+            length 100). Target: < 1 s after compilation.
+  memory    generating 10,000 images at 256 px streamed to disk, in a subprocess: peak
+            resident memory (target < 4 GB). ``--quick`` computes all 10,000 codes but
+            decodes and writes only the first ``--memory-decode`` images, and reports
+            how resident memory moved from chunk to chunk.
+  compile   first-call latency of generation (256 px) and of a GAN training step (tiny
+            config), in fresh processes, without and with JAX's persistent compilation
+            cache (the second process reads what the first wrote).
+  training  GAN training steps/s and images/s (tiny and 256 px configs) and the share of
+            step time the loop waited for data (from ``metrics.jsonl``); ``--train-devices
+            8`` repeats it on 8 simulated CPU devices.
+  bf16      bfloat16 compute against float32 at 256 px: mean |difference| of the saved
+            8-bit images (target <= 1 level, i.e. 1/255 of the range) and the speed.
+
+    python scripts/benchmark.py --quick                  # all sections, < 10 min on 2 CPU cores
+    python scripts/benchmark.py                          # full sizes (long on a CPU)
+    python scripts/benchmark.py --only generator sage --json bench.json
+    python scripts/benchmark.py --only training --train tiny 256 --train-devices 8
 
 Models: ``256`` uses the fixture-size networks of ``../shared/fixtures`` (config-f
 StyleGAN2 at 256 px, pSp IR-SE50 encoder, the 40-class editing fixture's dictionary
 and statistics); ``tiny`` the 32 px tiny architecture with the fixture's tiny decoder.
-
-    python scripts/benchmark.py                 # both sizes, 128 images per class
-    python scripts/benchmark.py --quick         # fewer images at 256 px
-    python scripts/benchmark.py --sizes tiny --json bench.json
 """
 
 from __future__ import annotations
@@ -22,7 +45,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -31,14 +56,29 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)
 
 from sage_jax import checkpoints  # noqa: E402
-from sage_jax.generation import EditingState, SampleOptions, SageGenerator, sample_codes  # noqa: E402
+from sage_jax.generation import SampleOptions, SageGenerator  # noqa: E402
 from sage_jax.models import PSPModel, init_encoder  # noqa: E402
+from sage_jax.nn.flops import generator_flops, matmul_flops  # noqa: E402
 from sage_jax.sage import editing as ed  # noqa: E402
 from sage_jax.statistics import ClassStatistics, fingerprint  # noqa: E402
 
+SECTIONS = ("peak", "generator", "sage", "editing", "memory", "compile", "training", "bf16")
 
+
+def _best_time(fn, reps: int) -> float:
+    """Best wall time of ``reps`` calls of ``fn`` (which blocks on its result)."""
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+# ----------------------------------------------------------------------------- models
 def _editing_fixture(style_dim, n_layers_enc):
     """Class embeddings, A and per-class n_hat of the 40-class editing fixture, cut or
     tiled to the encoder's code size."""
@@ -54,12 +94,18 @@ def _editing_fixture(style_dim, n_layers_enc):
     return emb, A, moments, ns
 
 
+def generator_256():
+    from fixture_utils import state_dict_from_manifest
+
+    return checkpoints.load_generator(state_dict_from_manifest("stylegan2_generator_256.json")[0])
+
+
 def build(size: str):
     """(psp model, dictionary A, class statistics, raw per-class n_hat) for a size."""
     from fixture_utils import fixture, state_dict_from_manifest
 
     if size == "256":
-        G = checkpoints.load_generator(state_dict_from_manifest("stylegan2_generator_256.json")[0])
+        G = generator_256()
         E = checkpoints.load_encoder(state_dict_from_manifest("psp_gradual_style_encoder_ir_se50.json")[0])
     else:
         G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt.pt"))
@@ -81,6 +127,54 @@ def dictionary_with(A):
                         jax.random.PRNGKey(0))
     params = dict(d.variables["params"], A=jnp.asarray(A))
     return DictionaryModel(d.config, {"params": params})
+
+
+def _random_wplus(G, batch, seed=0):
+    return jax.random.normal(jax.random.PRNGKey(seed), (batch, G.n_latent, G.style_dim))
+
+
+def _compiled_generator(G, batch):
+    """The generator's forward from W+ (stored noise) compiled ahead of time for
+    ``batch``: (callable, compile seconds)."""
+    from sage_jax.models import _generate
+
+    w = _random_wplus(G, batch)
+    t = time.perf_counter()
+    lowered = _generate.lower(G.module, G.variables, (w,), None, None, jnp.asarray(1.0), None, None, None,
+                              input_is_latent=True, randomize=False, return_latents=False, truncate=False)
+    compiled = lowered.compile()
+    dt = time.perf_counter() - t
+
+    def run(codes=w):
+        return compiled(G.variables, (codes,), None, None, jnp.asarray(1.0), None, None, None)
+
+    return run, dt
+
+
+# ----------------------------------------------------------------------------- sections
+def bench_peak(n: int = 4096, reps: int = 5) -> dict:
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    f = jax.jit(jnp.dot)
+    f(a, b).block_until_ready()
+    t = _best_time(lambda: f(a, b).block_until_ready(), reps)
+    return {"n": n, "seconds": t, "gflops": matmul_flops(n) / t / 1e9}
+
+
+def bench_generator(batches, peak_gflops: float, reps: int = 2) -> dict:
+    G = generator_256()
+    per_image = generator_flops(G.size, G.style_dim, channels=G.config.get("channels")).total
+    rows = []
+    for b in batches:
+        run, compile_s = _compiled_generator(G, b)
+        run().block_until_ready()
+        t = _best_time(lambda: run().block_until_ready(), reps if b <= 16 else 1)
+        gflops = per_image * b / t / 1e9
+        rows.append({"batch": b, "images_per_s": b / t, "gflops": gflops, "share_of_peak": gflops / peak_gflops,
+                     "compile_s": compile_s})
+        print(f"  batch {b:>3}: {b / t:7.2f} img/s  {gflops:7.1f} GFLOP/s  {100 * gflops / peak_gflops:5.1f}% of peak"
+              f"  (compile {compile_s:.1f} s)", flush=True)
+    return {"gflop_per_image": per_image / 1e9, "rows": rows}
 
 
 def ours(psp, A, stats, shot, n, opts, chunk):
@@ -132,118 +226,374 @@ def official_loop(psp, A, stats, ns, shot, n, opts):
 
 
 def generator_throughput(G, batch, reps=2):
-    w = jnp.zeros((batch, G.n_latent, G.style_dim))
-    G(w, input_is_latent=True).block_until_ready()
+    run, _ = _compiled_generator(G, batch)
+    run().block_until_ready()
+    return batch / _best_time(lambda: np.asarray(run()), reps)
+
+
+def bench_sage(sizes, n_images: dict, chunk: int) -> list:
+    rows = []
+    for size in sizes:
+        n = n_images[size]
+        psp, A, stats, ns = build(size)
+        opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
+        shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (psp.encoder.input_size,) * 2 + (3,),
+                                             minval=-1, maxval=1))
+        t_ours, imgs = ours(psp, A, stats, shot, n, opts, chunk)
+        assert imgs.shape[0] == n and np.isfinite(imgs).all()
+        g_only = generator_throughput(psp.decoder, chunk)
+        t_loop = official_loop(psp, A, stats, ns, shot, n, opts)
+        row = {"size": size, "images": n, "chunk": chunk, "ours_images_per_s": n / t_ours,
+               "generator_only_images_per_s": g_only, "ours_over_generator": n / t_ours / g_only,
+               "loop_images_per_s": n / t_loop, "speedup_over_loop": t_loop / t_ours,
+               "ours_seconds": t_ours, "loop_seconds": t_loop}
+        rows.append(row)
+        print(f"  {size:>4}: ours {row['ours_images_per_s']:.2f} img/s, generator alone {g_only:.2f} img/s "
+              f"(x{row['ours_over_generator']:.2f}), per-sample loop {row['loop_images_per_s']:.2f} img/s "
+              f"(ours x{row['speedup_over_loop']:.1f})", flush=True)
+    return rows
+
+
+def editing_problem(S=119, L=18, D=512, E=6, l=100, per_class=32, seed=0):
+    """Random class statistics at the official sizes: (EditingState, shot codes (100, 1, L, D))."""
+    from sage_jax.generation import EditingState
+
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(S, L, D)).astype(np.float32)
+    ns = rng.normal(size=(S * per_class, E, l)).astype(np.float32) * rng.uniform(0.1, 1, (1, E, l)).astype(np.float32)
+    moments = ed.moments_from_codes(jnp.asarray(ns), jnp.asarray(np.repeat(np.arange(S), per_class)), S)
+    A = jnp.asarray(rng.normal(size=(E, D, l)).astype(np.float32) / np.sqrt(l))
+    state = EditingState(jnp.asarray(emb), ed.relevant_basis(jnp.asarray(emb)), moments, A)
+    shots = jnp.asarray(rng.normal(size=(100, 1, L, D)).astype(np.float32))
+    return state, shots
+
+
+def bench_editing(n_queries=100, total=10_000, reps=3) -> dict:
+    from sage_jax.generation import sample_codes
+
+    state, shots = editing_problem()
+    shots = shots[:n_queries]
+    per_query = total // n_queries
+    opts = SampleOptions(t_B=(10,), t_C=30, t_A=50, alpha=1.0)
+    layers = tuple(range(6))
+    key = jax.random.PRNGKey(0)
+
+    def run():
+        return sample_codes(key, state, shots, n_samples=per_query, opts=opts, layers=layers).block_until_ready()
+
+    t0 = time.perf_counter()
+    out = run()
+    first = time.perf_counter() - t0
+    assert out.shape == (n_queries, per_query, 18, 512) and bool(jnp.all(jnp.isfinite(out)))
+    t = _best_time(run, reps)
+    return {"queries": n_queries, "samples": total, "seconds": t, "first_call_s": first}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_probe(n_total: int, n_decode: int, chunk: int, out_dir: str) -> dict:
+    """(runs in a subprocess) codes for ``n_total`` images of one class at 256 px, then
+    the first ``n_decode`` decoded in chunks and written as PNGs as they come."""
+    import resource
+
+    from sage_jax.images import write_images
+
+    psp, A, stats, _ = build("256")
+    gen = SageGenerator(psp, dictionary_with(A), stats, check=False)
+    shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (1, 256, 256, 3), minval=-1, maxval=1))
+    opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
+    codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], n_total, opts)[0]
+    rss = []
     t = time.perf_counter()
-    for _ in range(reps):
-        G(w, input_is_latent=True).block_until_ready()
-    return batch * reps / (time.perf_counter() - t)
+    written = write_images(gen.decode(codes[:n_decode], chunk), out_dir, "sage",
+                           on_chunk=lambda i, u8: rss.append(_rss_mb()))
+    dt = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"codes": n_total, "decoded": written, "chunk": chunk, "peak_rss_mb": peak,
+            "rss_after_each_chunk_mb": rss, "seconds": dt}
 
 
-TRAIN_STEPS = {"tiny": 40, "256": 2}   # timed steps per config (after a compiling warm-up run)
+def bench_memory(n_total: int, n_decode: int, chunk: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        code = ("import json, sys; sys.path.insert(0, %r); from benchmark import memory_probe; "
+                "print(json.dumps(memory_probe(%d, %d, %d, %r)))" % (os.path.dirname(__file__), n_total, n_decode,
+                                                                     chunk, out))
+        r = _subprocess_json(code)
+        r["files_on_disk"] = len([f for f in os.listdir(out) if f.endswith(".png")])
+    return r
 
 
-def training_speed(config_name: str, steps: int, batch: int | None = None) -> dict:
-    """GAN training steps/s and images/s (after compilation) on this process's devices.
-    ``tiny``: synthetic 32 px data; ``256``: the animal-faces config on random images."""
-    import tempfile
+def compile_probe(what: str, cache_dir: str | None) -> dict:
+    """(runs in a fresh subprocess) first-call latency of generation (256 px: encode a
+    shot, sample codes, decode one chunk) or of one tiny GAN training step."""
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    t0 = time.perf_counter()
+    if what == "generation":
+        psp, A, stats, _ = build("256")
+        gen = SageGenerator(psp, dictionary_with(A), stats, check=False)
+        shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (1, 256, 256, 3), minval=-1, maxval=1))
+        opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
+        setup = time.perf_counter() - t0
+        t = time.perf_counter()
+        codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], 16, opts)[0]
+        next(iter(gen.decode(codes, 16)))
+    else:
+        from sage_jax.config import load_config
+        from sage_jax.train.gan import init_state, make_steps
 
+        cfg = load_config(os.path.join(ROOT, "configs", "tiny.py"))
+        G, D, state = init_state(cfg.model.generator, cfg.model.discriminator, cfg.gan, jax.random.PRNGKey(0))
+        d_step, d_reg, g_step, g_reg, _, _ = make_steps(G.module, D.module, cfg.gan)
+        real = jnp.zeros((cfg.gan.batch_size, G.size, G.size, 3))
+        setup = time.perf_counter() - t0
+        t = time.perf_counter()
+        k = jax.random.PRNGKey(1)
+        state, _ = d_step(state, real, k)
+        state, _ = d_reg(state, real, k)
+        state, _ = g_step(state, k, cfg.gan.batch_size)
+        state, m = g_reg(state, k, cfg.gan.batch_size)
+        jax.block_until_ready((state, m))
+    return {"what": what, "first_call_s": time.perf_counter() - t, "setup_s": setup}
+
+
+def _subprocess_json(code: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], env=env or dict(os.environ), capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"benchmark subprocess failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_compile() -> list:
+    rows = []
+    here = os.path.dirname(os.path.abspath(__file__))
+    for what in ("generation", "train_step"):
+        with tempfile.TemporaryDirectory() as cache:
+            row = {"what": what}
+            for label, cache_dir in (("no_cache", None), ("cold_cache", cache), ("warm_cache", cache)):
+                code = ("import json, sys; sys.path.insert(0, %r); from benchmark import compile_probe; "
+                        "print(json.dumps(compile_probe(%r, %r)))" % (here, what, cache_dir))
+                row[label + "_s"] = _subprocess_json(code)["first_call_s"]
+            rows.append(row)
+            print(f"  {what}: first call {row['no_cache_s']:.1f} s without cache, {row['cold_cache_s']:.1f} s "
+                  f"filling the persistent cache, {row['warm_cache_s']:.1f} s reading it", flush=True)
+    return rows
+
+
+TRAIN_STEPS = {"tiny": 40, "256": 4}   # timed steps per config (after the compiling first interval)
+
+
+def training_speed(config_name: str, steps: int | None = None, batch: int | None = None) -> dict:
+    """GAN training speed on this process's devices from the loop's own timing
+    (``metrics.jsonl``: seconds per step and the share spent waiting for data over the
+    last logging interval; the first interval, which compiles, is reported apart).
+    ``tiny``: the synthetic 32 px data; ``256``: the animal-faces config on random
+    images."""
     from sage_jax.config import apply_overrides, load_config
     from sage_jax.train.common import ArrayDataset
     from sage_jax.train.gan import train_gan
 
+    steps = steps or TRAIN_STEPS[config_name]
     cfg = load_config(os.path.join(ROOT, "configs", "tiny.py" if config_name == "tiny" else "animal_faces.py"))
     n_dev = jax.device_count()
-    batch = batch or (cfg.gan.batch_size if config_name == "tiny" else n_dev)
+    batch = batch or (cfg.gan.batch_size if config_name == "tiny" else max(n_dev, 4))
     batch = max(n_dev, batch // n_dev * n_dev)
+    # the first interval holds the compiling step and a full regularisation cycle
+    warm = max(cfg.gan.d_reg_every, cfg.gan.g_reg_every) if config_name == "tiny" else 1
     apply_overrides(cfg, [f"gan.batch_size={batch}", "gan.sample_every=0", "gan.ckpt_every=1000000",
-                          f"gan.log_every={steps}", "data.samples_per_class=8", "gan.augment=false"])
+                          f"gan.log_every={warm}", f"gan.steps={warm + steps}", "data.samples_per_class=8",
+                          "gan.augment=false"])
     size = cfg.model.generator.size
-    rng = np.random.default_rng(0)
     if config_name == "tiny":
         from sage_jax.data.loader import seen_dataset
 
         data = seen_dataset(cfg.data)
     else:
+        rng = np.random.default_rng(0)
         data = ArrayDataset(rng.uniform(-1, 1, (4 * batch, size, size, 3)).astype(np.float32),
                             np.zeros(4 * batch, np.int32))
-    warm = max(cfg.gan.d_reg_every, cfg.gan.g_reg_every) if config_name == "tiny" else 1
     with tempfile.TemporaryDirectory() as work:
-        cfg.gan.steps = warm
         t0 = time.perf_counter()
         train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, work, quiet=True)
-        compile_s = time.perf_counter() - t0
-        cfg.gan.steps = warm + steps
-        t0 = time.perf_counter()
-        train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, work, quiet=True)
-        dt = time.perf_counter() - t0
-    return {"config": config_name, "devices": n_dev, "batch": batch, "steps": steps,
-            "steps_per_s": steps / dt, "images_per_s": steps * batch / dt, "first_run_s": compile_s}
+        total = time.perf_counter() - t0
+        with open(os.path.join(work, "metrics.jsonl")) as f:
+            logs = [json.loads(line) for line in f]
+    timed = [r for r in logs if r["step"] > warm]
+    sec = sum(r["interval_s"] for r in timed)
+    n = sum(r["interval_steps"] for r in timed)
+    wait = sum(r["data_wait_share"] * r["interval_s"] for r in timed) / sec
+    first = logs[0]
+    return {"config": config_name, "devices": n_dev, "batch": batch, "steps": n,
+            "steps_per_s": n / sec, "images_per_s": n * batch / sec, "data_wait_share": wait,
+            "first_interval_s": first["interval_s"], "first_interval_steps": first["interval_steps"],
+            "run_s": total}
 
 
-def _training_table(rows):
-    print(f"{'config':>6} {'devices':>7} {'batch':>5} {'steps/s':>8} {'img/s':>8} {'first run (s)':>13}")
+def bench_training(configs, devices: int) -> list:
+    rows = []
+    for c in configs:
+        rows.append(training_speed(c))
+        _print_training(rows[-1])
+    if devices:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        here = os.path.dirname(os.path.abspath(__file__))
+        for c in configs:
+            code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
+                    "print(json.dumps(training_speed(%r)))" % (here, c))
+            rows.append(_subprocess_json(code, env))
+            _print_training(rows[-1])
+    return rows
+
+
+def _print_training(r):
+    print(f"  {r['config']:>4} on {r['devices']} device(s), batch {r['batch']}: {r['steps_per_s']:.3f} steps/s, "
+          f"{r['images_per_s']:.1f} img/s, waiting for data {100 * r['data_wait_share']:.1f}% "
+          f"(first {r['first_interval_steps']} steps incl. compilation: {r['first_interval_s']:.1f} s)", flush=True)
+
+
+def bench_bf16(batch: int = 4) -> dict:
+    from sage_jax.images import to_uint8
+
+    G = generator_256()
+    w = _random_wplus(G, batch, seed=3)
+    f32 = np.asarray(G(w, input_is_latent=True))
+    Gb = G.astype(jnp.bfloat16)
+    b16 = np.asarray(Gb(w, input_is_latent=True))
+    levels = np.abs(to_uint8(b16).astype(np.int16) - to_uint8(f32).astype(np.int16))
+    t32 = _best_time(lambda: G(w, input_is_latent=True).block_until_ready(), 2)
+    t16 = _best_time(lambda: Gb(w, input_is_latent=True).block_until_ready(), 2)
+    return {"batch": batch, "mean_abs_levels": float(levels.mean()), "max_abs_levels": int(levels.max()),
+            "mean_abs_float": float(np.abs(np.clip(b16, -1, 1) - np.clip(f32, -1, 1)).mean()),
+            "float32_images_per_s": batch / t32, "bfloat16_images_per_s": batch / t16}
+
+
+# ----------------------------------------------------------------------------- report
+def _target_table(results) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target, met) rows for everything that has a target."""
+    rows = []
+    g = results.get("generator")
+    if g:
+        for r in g["rows"]:
+            rows.append((f"generator 256 px, batch {r['batch']}", f"{100 * r['share_of_peak']:.0f}% of peak "
+                         f"({r['gflops']:.0f} GFLOP/s, {r['images_per_s']:.2f} img/s)",
+                         ">= 60% at batch 16" if r["batch"] == 16 else "-",
+                         ("yes" if r["share_of_peak"] >= 0.6 else "NO") if r["batch"] == 16 else "-"))
+    for r in results.get("sage", []):
+        rows.append((f"SAGE generation {r['size']}, vs generator alone", f"x{r['ours_over_generator']:.2f}",
+                     ">= 0.8", "yes" if r["ours_over_generator"] >= 0.8 else "NO"))
+        want = 20 if r["size"] == "tiny" else 2
+        rows.append((f"SAGE generation {r['size']}, vs per-sample loop", f"x{r['speedup_over_loop']:.1f}",
+                     ">= 20x" if r["size"] == "tiny" else "2-3x expected",
+                     "yes" if r["speedup_over_loop"] >= want else "NO"))
+    e = results.get("editing")
+    if e:
+        rows.append((f"editing math, {e['samples']} codes / {e['queries']} queries", f"{e['seconds']:.3f} s",
+                     "< 1 s", "yes" if e["seconds"] < 1 else "NO"))
+    m = results.get("memory")
+    if m:
+        rows.append((f"memory, {m['codes']} codes, {m['decoded']} images decoded at 256 px",
+                     f"{m['peak_rss_mb'] / 1024:.2f} GB peak RSS", "< 4 GB",
+                     "yes" if m["peak_rss_mb"] < 4096 else "NO"))
+    for r in results.get("compile", []):
+        rows.append((f"first call, {r['what']}", f"{r['no_cache_s']:.1f} s; {r['warm_cache_s']:.1f} s from cache",
+                     "report", "-"))
+    for r in results.get("training", []):
+        rows.append((f"training {r['config']}, {r['devices']} device(s)",
+                     f"{r['steps_per_s']:.3f} steps/s, {100 * r['data_wait_share']:.1f}% waiting for data",
+                     "data not the bottleneck", "yes" if r["data_wait_share"] < 0.1 else "NO"))
+    b = results.get("bf16")
+    if b:
+        rows.append(("bfloat16 vs float32 images", f"{b['mean_abs_levels']:.2f} / 255",
+                     "<= 1 / 255", "yes" if b["mean_abs_levels"] <= 1 else "NO"))
+    return rows
+
+
+def print_targets(results):
+    rows = _target_table(results)
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows + [("figure", "measured", "target", "met")]) for i in range(4)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    print("\n" + line(("figure", "measured", "target", "met")))
+    print(line(tuple("-" * w for w in widths)))
     for r in rows:
-        print(f"{r['config']:>6} {r['devices']:>7} {r['batch']:>5} {r['steps_per_s']:>8.3f} "
-              f"{r['images_per_s']:>8.2f} {r['first_run_s']:>13.1f}")
+        print(line(r))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"])
-    p.add_argument("--n-images", type=int, default=128, help="images per class (default 128)")
-    p.add_argument("--quick", action="store_true", help="32 images at 256 px instead of --n-images")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller runs (under 10 min on 2 CPU cores): 32 images at 256 px, batch 64 skipped, "
+                        "64 of the 10,000 images decoded for the memory figure, tiny training only")
+    p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"],
+                   help="SAGE generation sizes")
+    p.add_argument("--n-images", type=int, default=128, help="images per class for SAGE generation (default 128)")
     p.add_argument("--chunk", type=int, default=16, help="generator batch of our path (default 16)")
-    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--memory-decode", type=int, default=None,
+                   help="images decoded for the memory figure (default 10000; 64 with --quick)")
     p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
-                   help="also benchmark GAN training for these configs (tiny: 40 steps, 256: 2 steps)")
+                   help="training configs (default: tiny and 256; tiny with --quick)")
     p.add_argument("--train-devices", type=int, default=0,
-                   help="also run the --train benchmarks on this many simulated CPU devices (subprocess)")
-    p.add_argument("--skip-generation", action="store_true", help="only the training benchmark")
+                   help="also run the training benchmark on this many simulated CPU devices (subprocess)")
+    p.add_argument("--skip-generation", action="store_true", help="only the training benchmark (= --only training)")
+    p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.train is not None and not args.train:
-        args.train = ["tiny", "256"]
+    only = set(args.only or SECTIONS)
+    if args.skip_generation:
+        only = {"training"}
+    train_configs = args.train if args.train else (["tiny"] if args.quick else ["tiny", "256"])
 
     results = {"machine": {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
-                           "cpus": os.cpu_count(), "jax": jax.__version__}, "sage_generation": []}
-    if not args.skip_generation:
-        print(f"{'size':>5} {'images':>6} {'ours img/s':>11} {'loop img/s':>11} {'ratio':>7} {'G-only img/s':>13}")
-    for size in ([] if args.skip_generation else args.sizes):
-        n = 32 if (args.quick and size == "256") else args.n_images
-        psp, A, stats, ns = build(size)
-        opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
-        shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (psp.encoder.input_size,) * 2 + (3,),
-                                             minval=-1, maxval=1))
-        t_ours, imgs = ours(psp, A, stats, shot, n, opts, args.chunk)
-        t_loop = official_loop(psp, A, stats, ns, shot, n, opts)
-        g_only = generator_throughput(psp.decoder, args.chunk)
-        row = {"size": size, "images": n, "ours_images_per_s": n / t_ours, "loop_images_per_s": n / t_loop,
-               "ratio": t_loop / t_ours, "generator_only_images_per_s": g_only,
-               "ours_seconds": t_ours, "loop_seconds": t_loop}
-        results["sage_generation"].append(row)
-        print(f"{size:>5} {n:>6} {row['ours_images_per_s']:>11.2f} {row['loop_images_per_s']:>11.2f} "
-              f"{row['ratio']:>6.1f}x {g_only:>13.2f}")
-        assert imgs.shape[0] == n and np.isfinite(imgs).all()
-    if args.train:
-        rows = []
-        for c in args.train:
-            rows.append(training_speed(c, TRAIN_STEPS[c]))
-            print(json.dumps(rows[-1]), flush=True)
-        if args.train_devices:
-            import subprocess
-
-            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={args.train_devices}")
-            for c in args.train:
-                code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
-                        "print(json.dumps(training_speed(%r, %d)))"
-                        % (os.path.dirname(os.path.abspath(__file__)), c, TRAIN_STEPS[c]))
-                out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-                if out.returncode:
-                    sys.exit(f"the {args.train_devices}-device {c} training benchmark failed:\n{out.stderr[-4000:]}")
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(json.dumps(rows[-1]), flush=True)
-        results["training"] = rows
-        _training_table(rows)
+                           "cpus": os.cpu_count(), "jax": jax.__version__, "quick": args.quick}}
+    t_start = time.perf_counter()
+    peak = None
+    if only & {"peak", "generator"}:
+        results["peak"] = bench_peak()
+        peak = results["peak"]["gflops"]
+        print(f"float32 matmul peak (jnp.dot {results['peak']['n']}^2): {peak:.1f} GFLOP/s", flush=True)
+    if "generator" in only:
+        batches = (1, 4, 16) if args.quick else (1, 4, 16, 64)
+        print(f"StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
+        results["generator"] = bench_generator(batches, peak)
+    if "sage" in only:
+        n_images = {"tiny": args.n_images, "256": 32 if args.quick else args.n_images}
+        print("SAGE generation, 1-shot:", flush=True)
+        results["sage"] = bench_sage(args.sizes, n_images, args.chunk)
+    if "editing" in only:
+        results["editing"] = bench_editing()
+        e = results["editing"]
+        print(f"editing math: {e['samples']} codes over {e['queries']} queries in {e['seconds']:.3f} s "
+              f"(first call {e['first_call_s']:.1f} s)", flush=True)
+    if "memory" in only:
+        n_dec = args.memory_decode or (64 if args.quick else 10_000)
+        results["memory"] = bench_memory(10_000, n_dec, args.chunk)
+        m = results["memory"]
+        rss = m["rss_after_each_chunk_mb"]
+        print(f"memory: {m['codes']} codes, {m['decoded']} images written; peak RSS {m['peak_rss_mb']:.0f} MB; "
+              f"RSS after chunk 1 {rss[0]:.0f} MB, after chunk {len(rss)} {rss[-1]:.0f} MB", flush=True)
+    if "compile" in only:
+        print("compilation (fresh processes):", flush=True)
+        results["compile"] = bench_compile()
+    if "training" in only:
+        print("GAN training:", flush=True)
+        results["training"] = bench_training(train_configs, args.train_devices)
+    if "bf16" in only:
+        results["bf16"] = bench_bf16()
+        b = results["bf16"]
+        print(f"bfloat16: mean |diff| {b['mean_abs_levels']:.2f} of 255 levels (max {b['max_abs_levels']}), "
+              f"{b['bfloat16_images_per_s']:.2f} img/s vs float32 {b['float32_images_per_s']:.2f}", flush=True)
+    results["total_seconds"] = time.perf_counter() - t_start
+    print_targets(results)
+    print(f"\ntotal {results['total_seconds']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -31,20 +31,72 @@ def make_kernel(taps: Sequence[float]) -> np.ndarray:
     return k / k.sum()
 
 
+def _separable_taps(kernel: np.ndarray):
+    """(taps_h, taps_w) with ``kernel == outer(taps_h, taps_w)``, or None."""
+    u, sv, vt = np.linalg.svd(kernel.astype(np.float64))
+    if sv.size > 1 and sv[1] > 1e-7 * sv[0]:
+        return None
+    th, tw = u[:, 0] * np.sqrt(sv[0]), vt[0] * np.sqrt(sv[0])
+    if not np.allclose(np.outer(th, tw), kernel, rtol=1e-6, atol=1e-9):
+        return None
+    return th, tw
+
+
+def _zero_insert(x: jax.Array, up: int, axis: int) -> jax.Array:
+    """``up - 1`` zeros after every element along ``axis`` (the last ones kept, as the
+    reference's reshape-and-pad upsampling does)."""
+    if up == 1:
+        return x
+    zeros = jnp.zeros(x.shape + (up - 1,), x.dtype)
+    y = jnp.concatenate([jnp.expand_dims(x, -1), zeros], axis=-1)  # (..., n, ..., up)
+    y = jnp.moveaxis(y, -1, axis + 1)
+    shape = list(x.shape)
+    shape[axis] *= up
+    return y.reshape(shape)
+
+
+def _fir_1d(x: jax.Array, taps: np.ndarray, axis: int, down: int) -> jax.Array:
+    """Valid correlation of ``x`` with ``taps`` along ``axis``, every ``down``-th output:
+    a short sum of shifted slices, which XLA fuses into one elementwise loop."""
+    n = x.shape[axis]
+    out_len = (n - len(taps)) // down + 1
+    acc = None
+    for t, c in enumerate(taps):
+        if c == 0:
+            continue
+        part = jax.lax.slice_in_dim(x, t, t + (out_len - 1) * down + 1, stride=down, axis=axis)
+        term = part * jnp.asarray(c, x.dtype)
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _pad_axis(x: jax.Array, axis: int, lo: int, hi: int) -> jax.Array:
+    """Pad (positive) or crop (negative) ``axis`` by ``lo`` / ``hi``."""
+    cfg = [(0, 0, 0)] * x.ndim
+    cfg[axis] = (lo, hi, 0)
+    return jax.lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
 def upfirdn2d(x: jax.Array, kernel: np.ndarray, up: int = 1, down: int = 1,
               pad: tuple[int, int] = (0, 0)) -> jax.Array:
     """Upsample by zero insertion, pad, FIR-filter, downsample: ``upfirdn2d`` of the
     reference on NHWC input, the same ``pad`` on both spatial axes (negative crops).
 
-    The filter is applied as a true convolution (kernel flipped), one channel at a time,
-    so an asymmetric kernel behaves as in the reference too.
+    The filter is applied as a true convolution (kernel flipped). A separable kernel
+    (all of StyleGAN2's blur kernels) runs as two 1-D passes of shifted slices, which
+    XLA fuses into elementwise loops; any other kernel as a depthwise convolution.
     """
-    c = x.shape[-1]
     kernel = np.asarray(kernel, dtype=np.float32)
-    kh, kw = kernel.shape
-    w = jnp.asarray(kernel[::-1, ::-1].copy(), dtype=x.dtype)
-    w = jnp.tile(w[:, :, None, None], (1, 1, 1, c))  # HWIO, depthwise
+    flipped = kernel[::-1, ::-1].copy()
+    taps = _separable_taps(flipped)
     p0, p1 = pad
+    if taps is not None:
+        for axis, t in ((1, taps[0]), (2, taps[1])):
+            y = _pad_axis(_zero_insert(x, up, axis), axis, p0, p1)
+            x = _fir_1d(y, np.asarray(t, np.float32), axis, down)
+        return x
+    c = x.shape[-1]
+    w = jnp.tile(jnp.asarray(flipped, dtype=x.dtype)[:, :, None, None], (1, 1, 1, c))  # HWIO, depthwise
     # lhs_dilation leaves (up - 1) fewer zeros at the end than the reference's
     # reshape-and-pad upsampling: add them to the high padding.
     padding = [(p0, p1 + up - 1), (p0, p1 + up - 1)]
@@ -56,6 +108,35 @@ def upfirdn2d(x: jax.Array, kernel: np.ndarray, up: int = 1, down: int = 1,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=c,
     )
+
+
+def conv_transpose_stride2(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``conv_transpose2d(x, w, stride=2, padding=0)`` of the reference (NHWC input,
+    ``w`` HWIO, output ``2H + k - 2`` per side), computed by phase decomposition: output
+    pixel ``(2i + a, 2j + b)`` only sees the taps ``w[a::2, b::2]``, so the four phases
+    are four ordinary convolutions of the undilated input with those sub-kernels
+    (``k * k`` taps in all, no multiplication by inserted zeros), interleaved."""
+    k = w.shape[0]
+    n, h, wd, _ = x.shape
+    out_h, out_w = h + (k + 1) // 2 - 1, wd + (k + 1) // 2 - 1   # phase 0 is the longest
+    phases = []
+    for a in range(2):
+        row = []
+        for b in range(2):
+            sub = w[a::2, b::2][::-1, ::-1]   # correlation taps of this phase
+            th, tw = sub.shape[:2]
+            if th == 0 or tw == 0:            # k = 1: the odd phases get no tap
+                row.append(jnp.zeros((n, out_h, out_w, w.shape[-1]), x.dtype))
+                continue
+            y = jax.lax.conv_general_dilated(
+                x, sub, window_strides=(1, 1), padding=[(th - 1, th - 1), (tw - 1, tw - 1)],
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = jnp.pad(y, ((0, 0), (0, out_h - y.shape[1]), (0, out_w - y.shape[2]), (0, 0)))
+            row.append(y)
+        phases.append(jnp.stack(row, axis=3))    # (N, out_h, out_w, 2[b], C)
+    y = jnp.stack(phases, axis=2)                # (N, out_h, 2[a], out_w, 2[b], C)
+    y = y.reshape(n, 2 * out_h, 2 * out_w, w.shape[-1])
+    return y[:, :2 * h + k - 2, :2 * wd + k - 2]
 
 
 def fused_leaky_relu(x: jax.Array, bias: jax.Array | None = None, negative_slope: float = 0.2,
@@ -155,15 +236,8 @@ class ModulatedConv2d(nn.Module):
         w = weight * (1.0 / math.sqrt(in_ch * k * k))  # (k, k, in, out)
         x = (x * s[:, None, None, :].astype(x.dtype)).astype(self.dtype)
         if self.upsample:
-            # conv_transpose2d(stride 2, padding 0) == dilated input, full padding,
-            # spatially flipped kernel.
-            out = jax.lax.conv_general_dilated(
-                x, w[::-1, ::-1].astype(self.dtype),
-                window_strides=(1, 1),
-                padding=[(k - 1, k - 1)] * 2,
-                lhs_dilation=(2, 2),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
+            # conv_transpose2d(stride 2, padding 0), then the blur
+            out = conv_transpose_stride2(x, w.astype(self.dtype))
             factor = 2
             p = (len(self.blur_kernel) - factor) - (k - 1)
             pad = ((p + 1) // 2 + factor - 1, p // 2 + 1)

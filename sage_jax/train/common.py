@@ -435,8 +435,11 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
 
                 nxt = fetch(start) if start < end else None
                 bar = tqdm(range(start, end), initial=start, total=steps, desc=desc, unit="step", disable=quiet)
+                interval_start, interval_first, waited = time.perf_counter(), start, 0.0
                 for step in bar:
+                    t_wait = time.perf_counter()
                     x, y = nxt.result()
+                    waited += time.perf_counter() - t_wait
                     if step + 1 < end:
                         nxt = fetch(step + 1)
                     x, y = parallel.shard_batch((x, y), mesh)
@@ -448,7 +451,13 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
                     if done % log_every == 0 or done == end or saving:
                         stop_if_not_finite(ckpt, done, saving)
                     if done % log_every == 0 or done == end:
-                        logged = log.write(done, {**metrics, "skipped_images": len(getattr(dataset, "skipped", {}))})
+                        jax.block_until_ready(state)  # the interval's wall time is its steps' real time
+                        now = time.perf_counter()
+                        timing = {"interval_s": now - interval_start, "interval_steps": done - interval_first,
+                                  "data_wait_share": waited / max(now - interval_start, 1e-9)}
+                        logged = log.write(done, {**metrics, **timing,
+                                                  "skipped_images": len(getattr(dataset, "skipped", {}))})
+                        interval_start, interval_first, waited = time.perf_counter(), done, 0.0
                         if postfix:
                             bar.set_postfix(**postfix(logged))
                     if after_step:
