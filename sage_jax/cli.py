@@ -456,12 +456,15 @@ def _read_shots(folder, size, k, report=None):
     return shots, sources
 
 
+CODE_BLOCK = 1024   # W+ codes drawn per call by generate (about 38 MB at 18 x 512)
+
+
 def cmd_generate(args) -> int:
     import jax
     from tqdm import tqdm
 
     from sage_jax.generation import SageGenerator, SampleOptions
-    from sage_jax.images import make_grid, save_png, to_uint8
+    from sage_jax.images import make_grid, save_png, to_uint8, write_images
     from sage_jax.statistics import ClassStatistics
 
     if args.k < 1 or args.n < 1:
@@ -507,14 +510,10 @@ def cmd_generate(args) -> int:
     for qi, name in enumerate(tqdm(names, desc="classes", unit="class", disable=args.quiet)):
         x = shots[name]
         raw = gen.encode(x)
-        codes = gen.codes(jax.random.fold_in(key, qi), raw[None], args.n, opts)[0]
-        all_codes.append(np.asarray(codes))
-        imgs = np.concatenate(list(gen.decode(codes, args.batch_size)))
-        u8 = to_uint8(imgs)
+        qkey = jax.random.fold_in(key, qi)
+        blocks = [] if args.save_codes else None
         cdir = os.path.join(args.out, name)
         os.makedirs(cdir, exist_ok=True)
-        for j, im in enumerate(u8):
-            save_png(os.path.join(cdir, f"{opts.mode}_{j:04d}.png"), im)
         shots_u8 = to_uint8(x)
         if shots_u8.shape[1] != G.size:
             from PIL import Image
@@ -522,15 +521,33 @@ def cmd_generate(args) -> int:
             shots_u8 = np.stack([np.asarray(Image.fromarray(s).resize((G.size, G.size), Image.BILINEAR))
                                  for s in shots_u8])
         save_png(os.path.join(cdir, "shots.png"), make_grid(shots_u8, ncols=len(shots_u8)))
-        save_png(os.path.join(cdir, f"grid_{opts.mode}.png"), make_grid(u8[:64]))
-        if args.fusion != "none":
-            from sage_jax.sage.fusion import fuse
+        inv = to_uint8(G(psp.absolute_codes(raw), input_is_latent=True)) if args.fusion != "none" else None
+        grid: list[np.ndarray] = []
 
-            inv = to_uint8(G(psp.absolute_codes(raw), input_is_latent=True))
-            idx = np.arange(args.n) % len(x)
-            fused = np.asarray(fuse(shots_u8[idx], inv[idx], u8, args.fusion))
-            for j, im in enumerate(fused):
-                save_png(os.path.join(cdir, f"{opts.mode}_fused_{args.fusion}_{j:04d}.png"), im)
+        def after_chunk(first, u8, cdir=cdir, shots_u8=shots_u8, inv=inv, grid=grid):
+            """The grid's first 64 images, and the fused images of this chunk."""
+            grid.extend(u8[: max(0, 64 - len(grid))])
+            if inv is not None:
+                from sage_jax.sage.fusion import fuse
+
+                idx = (first + np.arange(len(u8))) % len(shots_u8)
+                fused = np.asarray(fuse(shots_u8[idx], inv[idx], u8, args.fusion))
+                for j, im in enumerate(fused):
+                    save_png(os.path.join(cdir, f"{opts.mode}_fused_{args.fusion}_{first + j:04d}.png"), im)
+
+        def image_chunks():
+            """Codes a block at a time, decoded a chunk at a time: memory stays bounded
+            however large --n is (the codes are those of a single call)."""
+            for block in gen.code_blocks(qkey, raw[None], args.n, opts, block=CODE_BLOCK):
+                block = block[0]
+                if blocks is not None:
+                    blocks.append(np.asarray(block))
+                yield from gen.decode(block, args.batch_size)
+
+        write_images(image_chunks(), cdir, opts.mode, on_chunk=after_chunk)
+        if blocks is not None:
+            all_codes.append(np.concatenate(blocks))
+        save_png(os.path.join(cdir, f"grid_{opts.mode}.png"), make_grid(np.stack(grid)))
     if args.save_codes:
         np.save(os.path.join(args.out, "codes.npy"), np.stack(all_codes))
     with open(os.path.join(args.out, "generation.json"), "w") as f:
@@ -1024,6 +1041,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides and args.command not in ("train", "train-gan", "train-encoder", "make-synthetic"):
         parser.error(f"--config.* overrides apply to train, train-gan, train-encoder and make-synthetic, "
                      f"not {args.command}")
+    from sage_jax.parallel import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         return args.func(args)
     except (UsageError, CheckpointError, RunStopped, FileExistsError, FileNotFoundError, ValueError) as e:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import flax.struct
 import jax
@@ -87,20 +87,30 @@ def check_options(opts: SampleOptions, state: EditingState, n_shots: int) -> Non
 
 @functools.partial(jax.jit, static_argnames=("n_samples", "opts", "layers"))
 def sample_codes(key: jax.Array, state: EditingState, shots: jax.Array, *, n_samples: int,
-                 opts: SampleOptions, layers: tuple[int, ...]) -> jax.Array:
+                 opts: SampleOptions, layers: tuple[int, ...], first_sample=0) -> jax.Array:
     """Edited raw W+ codes (Q, n_samples, L, D) for ``shots`` (Q, K, L, D), raw codes of
-    K shots of each of Q unseen classes (Eq. 16-20)."""
+    K shots of each of Q unseen classes (Eq. 16-20): samples ``first_sample`` to
+    ``first_sample + n_samples - 1`` (so a long run can be drawn block by block, with
+    the same codes as in one call).
+
+    Per query (vmapped): the mapped embeddings, the retrieved classes, their pooled
+    Gaussian and the direction mask; then for all (query, sample) pairs at once: the
+    normal draws (sample ``j`` of query ``q`` from ``fold_in(fold_in(key, q), j)``),
+    ``n = mean + F z``, ``dw = A (mask * n)`` as one batched matrix product per edited
+    layer, and the codes, written in a single pass."""
     mode = ed.get_mode(opts.mode)
     S = state.embeddings.shape[0]
-    K = shots.shape[1]
+    Q, K, L, D = shots.shape
+    J = n_samples
+    E, _, l = state.A.shape
 
-    def per_query(qkey, w):  # w: (K, L, D)
+    def per_query(w):  # w: (K, L, D)
         query = jnp.mean(w, axis=0)
         if mode.mapping:
             bases = jnp.stack([ed.map_embedding(w, state.basis, t) for t in opts.t_B])
             probe = ed.map_embedding(w, state.basis, opts.retrieval_t_B)
         else:
-            bases, probe = None, query
+            bases, probe = query[None], query
         if mode.adaptive:
             idx = ed.similar_classes(probe, state.embeddings, opts.t_C)
             weights = jnp.zeros((S,), jnp.float32).at[idx].set(1.0)
@@ -108,22 +118,32 @@ def sample_codes(key: jax.Array, state: EditingState, shots: jax.Array, *, n_sam
             weights = jnp.ones((S,), jnp.float32)
         mean, mean_abs, cov = ed.pooled_statistics(state.moments, weights)
         mask = ed.direction_mask(mean_abs, opts.t_A) if mode.adaptive else jnp.ones_like(mean_abs)
-        factor = ed.gaussian_factor(cov)
+        return bases, mean, mask, cov
 
-        def one(j):
-            n = ed.draw_codes(jax.random.fold_in(qkey, j), mean, factor)
-            if mode.mapping:
-                base = bases[j % len(opts.t_B)]
-            elif mode.name == "age":
-                base = w[j % K]          # AGE edits each shot's own code
-            else:
-                base = query             # SAGE-I: the (mean) query code, unmapped
-            return ed.apply_edit(base, n, mask, state.A, layers, opts.alpha)
-
-        return jax.vmap(one)(jnp.arange(n_samples))
-
-    qkeys = jax.vmap(lambda q: jax.random.fold_in(key, q))(jnp.arange(shots.shape[0]))
-    return jax.vmap(per_query)(qkeys, shots)
+    bases, mean, mask, cov = jax.vmap(per_query)(shots)            # (Q, B, L, D), (Q, E, l) x2, (Q, E, l, l)
+    factor = ed.gaussian_factors(cov)                               # (Q, E, l, l)
+    qkeys = jax.vmap(lambda q: jax.random.fold_in(key, q))(jnp.arange(Q))
+    sample_ids = first_sample + jnp.arange(J)
+    z = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(k, j), (E, l)))(
+        sample_ids))(qkeys)                                         # (Q, J, E, l)
+    n = mean[:, None] + jnp.einsum("qelk,qjek->qjel", factor, z)
+    n = n * mask[:, None]
+    # one (QJ, l) @ (l, D) product per edited layer
+    dw = jnp.einsum("eqk,edk->eqd", jnp.transpose(n, (2, 0, 1, 3)).reshape(E, Q * J, l), state.A)
+    dw = (opts.alpha * dw).reshape(E, Q, J, D)
+    # the base code of every sample: a mapped embedding (t_B[j % len(t_B)]), the shot's
+    # own code (AGE: shot j % K) or the unmapped query (SAGE-I)
+    if mode.mapping:
+        base = bases[:, sample_ids % bases.shape[1]]                # (Q, J, L, D)
+    elif mode.name == "age":
+        base = shots[:, sample_ids % K]
+    else:
+        base = jnp.broadcast_to(bases, (Q, J, L, D))
+    edited = {}
+    for e, layer in enumerate(layers):
+        edited.setdefault(layer, []).append(e)
+    rows = [base[:, :, i] + sum(dw[e] for e in edited[i]) if i in edited else base[:, :, i] for i in range(L)]
+    return jnp.stack(rows, axis=2)
 
 
 def default_chunk(generator, memory_budget_mb: float = 1024.0) -> int:
@@ -161,33 +181,37 @@ class SageGenerator:
         """Raw codes (N, n_styles, D) of images (N, S, S, 3)."""
         return self.psp.encoder(images)
 
-    def codes(self, key, shot_codes, n_samples: int, opts: SampleOptions = SampleOptions()) -> jax.Array:
-        """Edited raw codes (Q, n, L, D) from shot codes (Q, K, L, D) or (K, L, D)."""
+    def codes(self, key, shot_codes, n_samples: int, opts: SampleOptions = SampleOptions(),
+              first_sample: int = 0) -> jax.Array:
+        """Edited raw codes (Q, n, L, D) from shot codes (Q, K, L, D) or (K, L, D):
+        samples ``first_sample`` .. ``first_sample + n - 1`` of each query."""
         shot_codes = jnp.asarray(shot_codes, jnp.float32)
         if shot_codes.ndim == 3:
             shot_codes = shot_codes[None]
         check_options(opts, self.state, shot_codes.shape[1])
-        return sample_codes(key, self.state, shot_codes, n_samples=int(n_samples), opts=opts, layers=self.layers)
+        return sample_codes(key, self.state, shot_codes, n_samples=int(n_samples), opts=opts, layers=self.layers,
+                            first_sample=jnp.asarray(first_sample, jnp.int32))
+
+    def code_blocks(self, key, shot_codes, n_samples: int, opts: SampleOptions = SampleOptions(),
+                    block: int = 1024) -> Iterator[jax.Array]:
+        """The codes of :meth:`codes`, yielded ``block`` samples at a time (the last
+        block shorter): the same codes, with memory bounded by the block."""
+        for start in range(0, n_samples, block):
+            yield self.codes(key, shot_codes, min(block, n_samples - start), opts, first_sample=start)
 
     def decode(self, codes, chunk: int | None = None, noise: str = "stored") -> Iterator[np.ndarray]:
         """Images of raw codes (M, L, D), yielded in chunks of ``chunk`` (one compiled
-        shape; the last chunk padded and trimmed). The next chunk is dispatched before
-        the current one is handed over, so the device computes while the caller writes."""
+        shape; the last chunk padded and trimmed). One chunk is in flight at a time, so
+        memory holds one chunk's activations however many images there are."""
         codes = jnp.asarray(codes)
         G = self.psp.decoder
         chunk = chunk or default_chunk(G)
-        pending = None
         for start in range(0, codes.shape[0], chunk):
             part = codes[start:start + chunk]
             n = part.shape[0]
             if n < chunk:
                 part = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - n, axis=0)])
-            out = G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise)  # asynchronous
-            if pending is not None:
-                yield np.asarray(pending[0])[:pending[1]]
-            pending = (out, n)
-        if pending is not None:
-            yield np.asarray(pending[0])[:pending[1]]
+            yield np.asarray(G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise))[:n]
 
     def generate(self, key, shot_images, n_samples: int, opts: SampleOptions = SampleOptions(),
                  chunk: int | None = None) -> np.ndarray:

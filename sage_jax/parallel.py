@@ -18,6 +18,35 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA = "data"
 
 
+CACHE_ENV = "SAGE_JAX_COMPILATION_CACHE"
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache, so a second run of the same command
+    loads its compiled executables instead of compiling them again.
+
+    The directory is ``path``, else ``$SAGE_JAX_COMPILATION_CACHE``, else
+    ``$JAX_COMPILATION_CACHE_DIR`` (JAX's own setting, left as it is), else
+    ``$XDG_CACHE_HOME/sage-jax/xla`` (``~/.cache/sage-jax/xla``).
+    ``SAGE_JAX_COMPILATION_CACHE=off`` disables it. Returns the directory used, or None.
+    Executables that compile in under half a second are not stored."""
+    setting = path or os.environ.get(CACHE_ENV, "")
+    if setting.lower() in ("0", "off", "no", "false", "none"):
+        return None
+    if not setting and os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    if not setting:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        setting = os.path.join(base, "sage-jax", "xla")
+    try:
+        os.makedirs(setting, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache is no reason to fail: compile as usual
+    jax.config.update("jax_compilation_cache_dir", setting)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return setting
+
+
 def initialize() -> None:
     """``jax.distributed.initialize()`` when launched as one of several processes
     (``JAX_COORDINATOR_ADDRESS`` or a cluster environment); a no-op otherwise."""

@@ -16,16 +16,15 @@ Sections (``--only`` picks some; all run by default):
   editing   the editing math alone (100 queries -> 10,000 W+ codes, no decoding), at the
             official sizes (119 seen classes, 18 x 512 codes, 6 edited layers, A of
             length 100). Target: < 1 s after compilation.
-  memory    generating 10,000 images at 256 px streamed to disk, in a subprocess: peak
-            resident memory (target < 4 GB). ``--quick`` computes all 10,000 codes but
-            decodes and writes only the first ``--memory-decode`` images, and reports
-            how resident memory moved from chunk to chunk.
-  compile   first-call latency of generation (256 px) and of a GAN training step (tiny
-            config), in fresh processes, without and with JAX's persistent compilation
-            cache (the second process reads what the first wrote).
+  memory    ``sage-jax generate --n 10000`` at 256 px (images streamed to disk chunk by
+            chunk), in a subprocess, on model files written first: its peak resident
+            memory (target < 4 GB). ``--quick`` asks for 48 images (``--memory-images``).
+  compile   first-call latency of generation (256 px) in fresh processes, with JAX's
+            persistent compilation cache empty and then filled by the first process.
   training  GAN training steps/s and images/s (tiny and 256 px configs) and the share of
-            step time the loop waited for data (from ``metrics.jsonl``); ``--train-devices
-            8`` repeats it on 8 simulated CPU devices.
+            step time the loop waited for data (from ``metrics.jsonl``), and the time the
+            first steps took to compile, cold and from the persistent cache (two fresh
+            processes); ``--train-devices 8`` repeats it on 8 simulated CPU devices.
   bf16      bfloat16 compute against float32 at 256 px: mean |difference| of the saved
             8-bit images (target <= 1 level, i.e. 1/255 of the range) and the speed.
 
@@ -231,7 +230,7 @@ def generator_throughput(G, batch, reps=2):
     return batch / _best_time(lambda: np.asarray(run()), reps)
 
 
-def bench_sage(sizes, n_images: dict, chunk: int) -> list:
+def bench_sage(sizes, n_images: dict, chunk: int, loop_images: dict | None = None) -> list:
     rows = []
     for size in sizes:
         n = n_images[size]
@@ -242,10 +241,12 @@ def bench_sage(sizes, n_images: dict, chunk: int) -> list:
         t_ours, imgs = ours(psp, A, stats, shot, n, opts, chunk)
         assert imgs.shape[0] == n and np.isfinite(imgs).all()
         g_only = generator_throughput(psp.decoder, chunk)
-        t_loop = official_loop(psp, A, stats, ns, shot, n, opts)
+        n_loop = (loop_images or {}).get(size, n)  # the loop's rate is steady: fewer images suffice
+        t_loop = official_loop(psp, A, stats, ns, shot, n_loop, opts)
         row = {"size": size, "images": n, "chunk": chunk, "ours_images_per_s": n / t_ours,
                "generator_only_images_per_s": g_only, "ours_over_generator": n / t_ours / g_only,
-               "loop_images_per_s": n / t_loop, "speedup_over_loop": t_loop / t_ours,
+               "loop_images": n_loop, "loop_images_per_s": n_loop / t_loop,
+               "speedup_over_loop": (n_loop / t_loop) ** -1 * (n / t_ours),
                "ours_seconds": t_ours, "loop_seconds": t_loop}
         rows.append(row)
         print(f"  {size:>4}: ours {row['ours_images_per_s']:.2f} img/s, generator alone {g_only:.2f} img/s "
@@ -297,41 +298,68 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def memory_probe(n_total: int, n_decode: int, chunk: int, out_dir: str) -> dict:
-    """(runs in a subprocess) codes for ``n_total`` images of one class at 256 px, then
-    the first ``n_decode`` decoded in chunks and written as PNGs as they come."""
-    import resource
-
-    from sage_jax.images import write_images
+def write_generation_inputs(root: str) -> dict:
+    """The 256 px pSp model, dictionary, class statistics (with the fingerprints
+    ``sage-jax generate`` checks) and one shot image, written as a user would have them."""
+    from sage_jax.images import save_png, to_uint8
 
     psp, A, stats, _ = build("256")
-    gen = SageGenerator(psp, dictionary_with(A), stats, check=False)
-    shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (1, 256, 256, 3), minval=-1, maxval=1))
-    opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
-    codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], n_total, opts)[0]
-    rss = []
-    t = time.perf_counter()
-    written = write_images(gen.decode(codes[:n_decode], chunk), out_dir, "sage",
-                           on_chunk=lambda i, u8: rss.append(_rss_mb()))
-    dt = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"codes": n_total, "decoded": written, "chunk": chunk, "peak_rss_mb": peak,
-            "rss_after_each_chunk_mb": rss, "seconds": dt}
+    d = dictionary_with(A)
+    checkpoints.save_psp(os.path.join(root, "psp"), psp, overwrite=True)
+    checkpoints.save_model(os.path.join(root, "dictionary"), d, overwrite=True)
+    stats.dictionary_fingerprint = fingerprint(d.variables)
+    stats.save(os.path.join(root, "stats.npz"))
+    shot = jax.random.uniform(jax.random.PRNGKey(1), (256, 256, 3), minval=-1, maxval=1)
+    save_png(os.path.join(root, "shots", "cls", "shot.png"), to_uint8(shot))
+    return {"checkpoint": os.path.join(root, "psp"), "dictionary": os.path.join(root, "dictionary"),
+            "stats": os.path.join(root, "stats.npz"), "shots": os.path.join(root, "shots")}
 
 
-def bench_memory(n_total: int, n_decode: int, chunk: int) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        code = ("import json, sys; sys.path.insert(0, %r); from benchmark import memory_probe; "
-                "print(json.dumps(memory_probe(%d, %d, %d, %r)))" % (os.path.dirname(__file__), n_total, n_decode,
-                                                                     chunk, out))
-        r = _subprocess_json(code)
-        r["files_on_disk"] = len([f for f in os.listdir(out) if f.endswith(".png")])
-    return r
+_PEAK_RSS = """
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if r.returncode:
+    sys.exit(r.stderr[-4000:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def tiny_generation_inputs(root: str) -> dict:
+    """The shipped tiny model's files and one 32 px shot."""
+    from sage_jax.demo import ASSET_DIR
+    from sage_jax.images import save_png, to_uint8
+
+    shot = jax.random.uniform(jax.random.PRNGKey(1), (32, 32, 3), minval=-1, maxval=1)
+    save_png(os.path.join(root, "shots", "cls", "shot.png"), to_uint8(shot))
+    return {"checkpoint": os.path.join(ASSET_DIR, "psp"), "dictionary": os.path.join(ASSET_DIR, "dictionary"),
+            "stats": os.path.join(ASSET_DIR, "class_stats.npz"), "shots": os.path.join(root, "shots")}
+
+
+def bench_memory(n_images: int, size: str = "256") -> dict:
+    """Peak resident memory of ``sage-jax generate --n N`` (default chunking), measured
+    by a wrapper process whose only child is the command."""
+    with tempfile.TemporaryDirectory() as root:
+        files = write_generation_inputs(root) if size == "256" else tiny_generation_inputs(root)
+        out = os.path.join(root, "out")
+        cmd = [sys.executable, "-m", "sage_jax.cli", "generate", "--checkpoint", files["checkpoint"],
+               "--dictionary", files["dictionary"], "--stats", files["stats"], "--shots", files["shots"],
+               "--k", "1", "--n", str(n_images), "--t-c", "8", "--t-a", "8" if size == "tiny" else "20",
+               "--out", out, "--quiet"]
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", _PEAK_RSS, *cmd], capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, SAGE_JAX_COMPILATION_CACHE="off"))
+        dt = time.perf_counter() - t
+        if r.returncode:
+            sys.exit(f"the memory benchmark's generate run failed:\n{r.stderr[-4000:]}")
+        written = len([f for f in os.listdir(os.path.join(out, "cls")) if f.startswith("sage_")])
+    return {"size": size, "images": n_images, "written": written,
+            "peak_rss_mb": int(r.stdout.split()[-1]) / 1024, "seconds": dt}
 
 
 def compile_probe(what: str, cache_dir: str | None) -> dict:
     """(runs in a fresh subprocess) first-call latency of generation (256 px: encode a
-    shot, sample codes, decode one chunk) or of one tiny GAN training step."""
+    shot, sample codes, decode one chunk of 16), and the same call once compiled.
+    (Training steps: see :func:`bench_training`.)"""
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -343,26 +371,16 @@ def compile_probe(what: str, cache_dir: str | None) -> dict:
         shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (1, 256, 256, 3), minval=-1, maxval=1))
         opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
         setup = time.perf_counter() - t0
-        t = time.perf_counter()
-        codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], 16, opts)[0]
-        next(iter(gen.decode(codes, 16)))
-    else:
-        from sage_jax.config import load_config
-        from sage_jax.train.gan import init_state, make_steps
 
-        cfg = load_config(os.path.join(ROOT, "configs", "tiny.py"))
-        G, D, state = init_state(cfg.model.generator, cfg.model.discriminator, cfg.gan, jax.random.PRNGKey(0))
-        d_step, d_reg, g_step, g_reg, _, _ = make_steps(G.module, D.module, cfg.gan)
-        real = jnp.zeros((cfg.gan.batch_size, G.size, G.size, 3))
-        setup = time.perf_counter() - t0
-        t = time.perf_counter()
-        k = jax.random.PRNGKey(1)
-        state, _ = d_step(state, real, k)
-        state, _ = d_reg(state, real, k)
-        state, _ = g_step(state, k, cfg.gan.batch_size)
-        state, m = g_reg(state, k, cfg.gan.batch_size)
-        jax.block_until_ready((state, m))
-    return {"what": what, "first_call_s": time.perf_counter() - t, "setup_s": setup}
+        def call():
+            codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], 16, opts)[0]
+            next(iter(gen.decode(codes, 16)))
+    t = time.perf_counter()
+    call()
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    call()
+    return {"what": what, "first_call_s": first, "second_call_s": time.perf_counter() - t, "setup_s": setup}
 
 
 def _subprocess_json(code: str, env: dict | None = None) -> dict:
@@ -375,16 +393,19 @@ def _subprocess_json(code: str, env: dict | None = None) -> dict:
 def bench_compile() -> list:
     rows = []
     here = os.path.dirname(os.path.abspath(__file__))
-    for what in ("generation", "train_step"):
+    for what in ("generation",):
         with tempfile.TemporaryDirectory() as cache:
             row = {"what": what}
-            for label, cache_dir in (("no_cache", None), ("cold_cache", cache), ("warm_cache", cache)):
+            for label in ("cold_cache", "warm_cache"):
                 code = ("import json, sys; sys.path.insert(0, %r); from benchmark import compile_probe; "
-                        "print(json.dumps(compile_probe(%r, %r)))" % (here, what, cache_dir))
-                row[label + "_s"] = _subprocess_json(code)["first_call_s"]
+                        "print(json.dumps(compile_probe(%r, %r)))" % (here, what, cache))
+                r = _subprocess_json(code)
+                row[label + "_s"] = r["first_call_s"]
+                row["call_s"] = r["second_call_s"]   # the same call once compiled: no compilation in it
             rows.append(row)
-            print(f"  {what}: first call {row['no_cache_s']:.1f} s without cache, {row['cold_cache_s']:.1f} s "
-                  f"filling the persistent cache, {row['warm_cache_s']:.1f} s reading it", flush=True)
+            print(f"  {what}: first call {row['cold_cache_s']:.1f} s in a fresh process (compiles; fills the "
+                  f"persistent cache), {row['warm_cache_s']:.1f} s in the next one (reads it); "
+                  f"{row['call_s']:.1f} s once compiled", flush=True)
     return rows
 
 
@@ -438,25 +459,38 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
 
 
 def bench_training(configs, devices: int) -> list:
+    """Each config in two fresh processes sharing a new persistent compilation cache:
+    the first compiles (and fills the cache), the second reads it; speeds are the
+    second's. ``devices``: the same again on that many simulated CPU devices."""
+    here = os.path.dirname(os.path.abspath(__file__))
     rows = []
-    for c in configs:
-        rows.append(training_speed(c))
-        _print_training(rows[-1])
-    if devices:
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        here = os.path.dirname(os.path.abspath(__file__))
+    for n_dev in [1] + ([devices] if devices else []):
+        env = dict(os.environ)
+        if n_dev > 1:
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_dev}"
         for c in configs:
-            code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
-                    "print(json.dumps(training_speed(%r)))" % (here, c))
-            rows.append(_subprocess_json(code, env))
-            _print_training(rows[-1])
+            with tempfile.TemporaryDirectory() as cache:
+                env["SAGE_JAX_COMPILATION_CACHE"] = cache
+                code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
+                        "from sage_jax.parallel import enable_compilation_cache; enable_compilation_cache(); "
+                        "print(json.dumps(training_speed(%r)))" % (here, c))
+                cold = _subprocess_json(code, env)
+                row = _subprocess_json(code, env)
+            row["first_interval_cold_s"] = cold["first_interval_s"]
+            row["first_interval_warm_s"] = row["first_interval_s"]
+            own = row["first_interval_steps"] / row["steps_per_s"]
+            row["compile_cold_s"] = max(0.0, cold["first_interval_s"] - own)
+            row["compile_warm_s"] = max(0.0, row["first_interval_s"] - own)
+            rows.append(row)
+            _print_training(row)
     return rows
 
 
 def _print_training(r):
     print(f"  {r['config']:>4} on {r['devices']} device(s), batch {r['batch']}: {r['steps_per_s']:.3f} steps/s, "
-          f"{r['images_per_s']:.1f} img/s, waiting for data {100 * r['data_wait_share']:.1f}% "
-          f"(first {r['first_interval_steps']} steps incl. compilation: {r['first_interval_s']:.1f} s)", flush=True)
+          f"{r['images_per_s']:.1f} img/s, waiting for data {100 * r['data_wait_share']:.1f}%; compiling the "
+          f"steps took {r['compile_cold_s']:.1f} s, {r['compile_warm_s']:.1f} s from the persistent cache",
+          flush=True)
 
 
 def bench_bf16(batch: int = 4) -> dict:
@@ -497,15 +531,16 @@ def _target_table(results) -> list[tuple[str, str, str, str]]:
     if e:
         rows.append((f"editing math, {e['samples']} codes / {e['queries']} queries", f"{e['seconds']:.3f} s",
                      "< 1 s", "yes" if e["seconds"] < 1 else "NO"))
-    m = results.get("memory")
-    if m:
-        rows.append((f"memory, {m['codes']} codes, {m['decoded']} images decoded at 256 px",
+    for m in results.get("memory", []):
+        rows.append((f"memory, sage-jax generate --n {m['images']} at {m['size']} px",
                      f"{m['peak_rss_mb'] / 1024:.2f} GB peak RSS", "< 4 GB",
                      "yes" if m["peak_rss_mb"] < 4096 else "NO"))
     for r in results.get("compile", []):
-        rows.append((f"first call, {r['what']}", f"{r['no_cache_s']:.1f} s; {r['warm_cache_s']:.1f} s from cache",
-                     "report", "-"))
+        rows.append((f"first call, {r['what']}", f"{r['cold_cache_s']:.1f} s; {r['warm_cache_s']:.1f} s from cache "
+                     f"({r['call_s']:.1f} s compiled)", "report", "-"))
     for r in results.get("training", []):
+        rows.append((f"first training step, {r['config']}, {r['devices']} device(s)",
+                     f"{r['compile_cold_s']:.1f} s; {r['compile_warm_s']:.1f} s from cache", "report", "-"))
         rows.append((f"training {r['config']}, {r['devices']} device(s)",
                      f"{r['steps_per_s']:.3f} steps/s, {100 * r['data_wait_share']:.1f}% waiting for data",
                      "data not the bottleneck", "yes" if r["data_wait_share"] < 0.1 else "NO"))
@@ -532,14 +567,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
     p.add_argument("--quick", action="store_true",
-                   help="smaller runs (under 10 min on 2 CPU cores): 32 images at 256 px, batch 64 skipped, "
-                        "64 of the 10,000 images decoded for the memory figure, tiny training only")
+                   help="smaller runs (under 10 min on 2 CPU cores): 32 images at 256 px (16 for the loop), no batch 64, "
+                        "48 images for the memory figure, tiny training only")
     p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"],
                    help="SAGE generation sizes")
     p.add_argument("--n-images", type=int, default=128, help="images per class for SAGE generation (default 128)")
     p.add_argument("--chunk", type=int, default=16, help="generator batch of our path (default 16)")
-    p.add_argument("--memory-decode", type=int, default=None,
-                   help="images decoded for the memory figure (default 10000; 64 with --quick)")
+    p.add_argument("--memory-images", type=int, default=None,
+                   help="images that sage-jax generate writes for the memory figure (default 10000; 48 with --quick)")
     p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
                    help="training configs (default: tiny and 256; tiny with --quick)")
     p.add_argument("--train-devices", type=int, default=0,
@@ -562,24 +597,23 @@ def main(argv=None):
         print(f"float32 matmul peak (jnp.dot {results['peak']['n']}^2): {peak:.1f} GFLOP/s", flush=True)
     if "generator" in only:
         batches = (1, 4, 16) if args.quick else (1, 4, 16, 64)
-        print(f"StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
+        print("StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
         results["generator"] = bench_generator(batches, peak)
     if "sage" in only:
         n_images = {"tiny": args.n_images, "256": 32 if args.quick else args.n_images}
         print("SAGE generation, 1-shot:", flush=True)
-        results["sage"] = bench_sage(args.sizes, n_images, args.chunk)
+        results["sage"] = bench_sage(args.sizes, n_images, args.chunk, {"256": 16} if args.quick else None)
     if "editing" in only:
         results["editing"] = bench_editing()
         e = results["editing"]
         print(f"editing math: {e['samples']} codes over {e['queries']} queries in {e['seconds']:.3f} s "
               f"(first call {e['first_call_s']:.1f} s)", flush=True)
     if "memory" in only:
-        n_dec = args.memory_decode or (64 if args.quick else 10_000)
-        results["memory"] = bench_memory(10_000, n_dec, args.chunk)
-        m = results["memory"]
-        rss = m["rss_after_each_chunk_mb"]
-        print(f"memory: {m['codes']} codes, {m['decoded']} images written; peak RSS {m['peak_rss_mb']:.0f} MB; "
-              f"RSS after chunk 1 {rss[0]:.0f} MB, after chunk {len(rss)} {rss[-1]:.0f} MB", flush=True)
+        n_mem = args.memory_images or (48 if args.quick else 10_000)
+        results["memory"] = [bench_memory(n_mem, "256"), bench_memory(10_000, "tiny")]
+        for m in results["memory"]:
+            print(f"memory: sage-jax generate wrote {m['written']} images at {m['size']} px in {m['seconds']:.0f} s; "
+                  f"peak RSS {m['peak_rss_mb']:.0f} MB", flush=True)
     if "compile" in only:
         print("compilation (fresh processes):", flush=True)
         results["compile"] = bench_compile()

@@ -5,4 +5,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # numpy's BLAS threads fight XLA's for the cores (2048-d covariance maths in the FID tests
 # ran 8x slower with them on a 2-core machine)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# one persistent compilation cache for the whole run (and its subprocesses): the many
+# tests that compile the same tiny networks compile them once; never the user's ~/.cache
+if "SAGE_JAX_COMPILATION_CACHE" not in os.environ:
+    import tempfile
+
+    _cache = os.path.join(tempfile.gettempdir(), f"sage-jax-test-xla-cache-{os.getuid()}")
+    os.environ["SAGE_JAX_COMPILATION_CACHE"] = _cache
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

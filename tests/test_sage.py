@@ -289,3 +289,22 @@ def test_generate_errors(tiny_setup, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "other.pt"), "--stats", str(root / "stats.npz"),
                  "--shots", str(root / "unseen"), "--out", str(tmp_path / "o")]) == 2
     assert "different encoder" in capsys.readouterr().err
+
+
+def test_gaussian_factors_cholesky_or_eigh():
+    """Positive definite covariances take Cholesky; a batch with a singular one falls
+    back to the eigendecomposition; either way F F^T = cov, and draws from a shared
+    factor have the covariance."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 200, 5)).astype(np.float32)
+    pd = jnp.asarray(np.einsum("bni,bnj->bij", x, x) / 200)
+    F = ed.gaussian_factors(pd)
+    np.testing.assert_allclose(np.asarray(F), np.asarray(jnp.linalg.cholesky(pd)), rtol=1e-6)  # the Cholesky path
+    low = x[:, :3]                                   # 3 samples in 5 dimensions: rank 3
+    singular = jnp.asarray(np.einsum("bni,bnj->bij", low, low) / 3)
+    G = ed.gaussian_factors(singular)
+    assert np.isfinite(np.asarray(G)).all()
+    np.testing.assert_allclose(np.asarray(G @ jnp.swapaxes(G, -1, -2)), np.asarray(singular), atol=1e-4)
+    draws = jax.vmap(lambda k: ed.draw_codes(k, jnp.zeros((3, 5)), F))(jax.random.split(jax.random.PRNGKey(0), 20000))
+    emp = np.einsum("nbi,nbj->bij", np.asarray(draws), np.asarray(draws)) / 20000
+    np.testing.assert_allclose(emp, np.asarray(pd), atol=0.06)

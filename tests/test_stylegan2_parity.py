@@ -145,3 +145,23 @@ def test_bfloat16_compute_stays_close_to_float32(g256):
     diff = np.abs(np.clip(np.asarray(bf16), -1, 1) - np.clip(np.asarray(f32), -1, 1))
     assert np.isfinite(diff).all()
     assert diff.mean() < 2.0 / 255.0, diff.mean()
+
+
+def test_flop_count_matches_what_xla_executes():
+    """The architecture's FLOP count (benchmark denominator) against XLA's own count of
+    the compiled 64 px generator: the convolutions and products XLA runs are the ones
+    counted (the transposed convolutions run without products by inserted zeros), plus
+    a few percent of elementwise work."""
+    from sage_jax.models import _generate, init_generator
+    from sage_jax.nn.flops import generator_flops
+
+    cfg = {"size": 64, "style_dim": 64, "n_mlp": 2, "channels": [[4, 64], [8, 64], [16, 32], [32, 32], [64, 16]]}
+    G = init_generator(cfg, jax.random.PRNGKey(0))
+    w = jnp.zeros((2, G.n_latent, G.style_dim))
+    compiled = _generate.lower(G.module, G.variables, (w,), None, None, jnp.asarray(1.0), None, None, None,
+                               input_is_latent=True, randomize=False, return_latents=False,
+                               truncate=False).compile()
+    analysis = compiled.cost_analysis()
+    xla = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+    ours = 2 * generator_flops(64, 64, 2, cfg["channels"]).total
+    assert ours <= xla < 1.15 * ours, (xla, ours)

@@ -145,6 +145,16 @@ def gaussian_factor(cov: jax.Array) -> jax.Array:
     return evecs * jnp.sqrt(jnp.clip(evals, 0.0))[..., None, :]
 
 
+def gaussian_factors(cov: jax.Array) -> jax.Array:
+    """Square roots F (cov = F F^T) of a batch of covariances (..., l, l): their Cholesky
+    factors when every one is positive definite (the usual case: many more samples than
+    directions), else :func:`gaussian_factor` (eigendecomposition, exact for singular
+    covariances) for the whole batch. Both give the same Gaussian; Cholesky costs about
+    a twentieth on a CPU."""
+    chol = jnp.linalg.cholesky(cov)
+    return jax.lax.cond(jnp.all(jnp.isfinite(chol)), lambda c: chol, gaussian_factor, cov)
+
+
 def draw_codes(key: jax.Array, mean: jax.Array, factor: jax.Array) -> jax.Array:
     """n ~ N(mean, F F^T) for every layer: (E, l)."""
     z = jax.random.normal(key, mean.shape, mean.dtype)
