@@ -146,6 +146,39 @@ def sample_codes(key: jax.Array, state: EditingState, shots: jax.Array, *, n_sam
     return jnp.stack(rows, axis=2)
 
 
+@functools.partial(jax.jit, static_argnames=("module", "n_latent"))
+def _decode_chunk(module, variables, raw, avg, *, n_latent: int):
+    """Raw codes (N, >= n_latent, D) -> images, with the stored noise: the code offset
+    and the synthesis in one compiled call (no per-chunk eager work)."""
+    w = raw[:, :n_latent] + avg
+    return module.apply(variables, [w], input_is_latent=True, noise=None, randomize_noise=False)
+
+
+@functools.partial(jax.jit, static_argnames=("encoder", "decoder", "n_samples", "opts", "layers", "chunk",
+                                             "n_latent"))
+def _generate_images(encoder, enc_vars, decoder, dec_vars, avg, state, key, images, *, n_samples: int,
+                     opts: SampleOptions, layers: tuple[int, ...], chunk: int, n_latent: int):
+    """Shot images (Q, K, S, S, 3) -> images (Q, n, H, W, 3) in one compiled call:
+    encode, sample the codes, decode them ``chunk`` at a time (``lax.map``, so the
+    activations of one chunk are alive at once)."""
+    Q, K = images.shape[:2]
+    raw = encoder.apply(enc_vars, images.reshape(Q * K, *images.shape[2:]))
+    codes = sample_codes(key, state, raw.reshape(Q, K, *raw.shape[1:]), n_samples=n_samples, opts=opts,
+                         layers=layers)
+    flat = codes.reshape(Q * n_samples, *codes.shape[2:])
+    m = flat.shape[0]
+    padded = -(-m // chunk) * chunk
+    flat = jnp.concatenate([flat, jnp.repeat(flat[-1:], padded - m, axis=0)]) if padded > m else flat
+
+    def one(part):
+        w = part[:, :n_latent] + avg
+        return decoder.apply(dec_vars, [w], input_is_latent=True, noise=None, randomize_noise=False)
+
+    out = jax.lax.map(one, flat.reshape(padded // chunk, chunk, *flat.shape[1:]))
+    out = out.reshape(padded, *out.shape[2:])[:m]
+    return out.reshape(Q, n_samples, *out.shape[1:])
+
+
 def default_chunk(generator, memory_budget_mb: float = 1024.0) -> int:
     """Images per generator call that keep activations within about the budget
     (a rough count: the largest few feature maps of one image, float32, x3)."""
@@ -203,23 +236,37 @@ class SageGenerator:
         """Images of raw codes (M, L, D), yielded in chunks of ``chunk`` (one compiled
         shape; the last chunk padded and trimmed). One chunk is in flight at a time, so
         memory holds one chunk's activations however many images there are."""
-        codes = jnp.asarray(codes)
+        codes = jnp.asarray(codes, jnp.float32)
         G = self.psp.decoder
         chunk = chunk or default_chunk(G)
+        if codes.ndim != 3 or codes.shape[1] < G.n_latent:
+            raise ValueError(f"raw codes must be (M, >={G.n_latent}, D), got {codes.shape}")
+        avg = self.psp.absolute_codes(jnp.zeros((1, G.n_latent, G.style_dim)))  # what is added to raw codes
         for start in range(0, codes.shape[0], chunk):
             part = codes[start:start + chunk]
             n = part.shape[0]
             if n < chunk:
                 part = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - n, axis=0)])
-            yield np.asarray(G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise))[:n]
+            if noise == "stored":
+                out = _decode_chunk(G.module, G.variables, part, avg, n_latent=G.n_latent)
+            else:
+                out = G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise)
+            yield np.asarray(out)[:n]
 
     def generate(self, key, shot_images, n_samples: int, opts: SampleOptions = SampleOptions(),
                  chunk: int | None = None) -> np.ndarray:
-        """Images (Q, n, H, W, 3) from shot images (Q, K, S, S, 3) in [-1, 1]."""
-        shot_images = np.asarray(shot_images, np.float32)
-        q, k = shot_images.shape[:2]
-        raw = self.encode(shot_images.reshape(q * k, *shot_images.shape[2:]))
-        codes = self.codes(key, raw.reshape(q, k, *raw.shape[1:]), n_samples, opts)
-        flat = codes.reshape(q * n_samples, *codes.shape[2:])
-        imgs = np.concatenate(list(self.decode(flat, chunk)))
-        return imgs.reshape(q, n_samples, *imgs.shape[1:])
+        """Images (Q, n, H, W, 3) from shot images (Q, K, S, S, 3) in [-1, 1]: encoding,
+        sampling and chunked decoding in one compiled call (all images are returned:
+        for very many, use :meth:`code_blocks` and :meth:`decode`, which stream)."""
+        shot_images = jnp.asarray(shot_images, jnp.float32)
+        E, G = self.psp.encoder, self.psp.decoder
+        s = E.input_size
+        if shot_images.ndim != 5 or shot_images.shape[2:] != (s, s, 3):
+            raise ValueError(f"shot images must be (Q, K, {s}, {s}, 3) in [-1, 1], got {shot_images.shape}")
+        check_options(opts, self.state, shot_images.shape[1])
+        chunk = int(chunk or default_chunk(G))
+        avg = self.psp.absolute_codes(jnp.zeros((1, G.n_latent, G.style_dim)))
+        return np.asarray(_generate_images(E.module, E.variables, G.module, G.variables, avg, self.state, key,
+                                           shot_images, n_samples=int(n_samples), opts=opts, layers=self.layers,
+                                           chunk=min(chunk, shot_images.shape[0] * int(n_samples)),
+                                           n_latent=G.n_latent))

@@ -18,7 +18,8 @@ Sections (``--only`` picks some; all run by default):
             length 100). Target: < 1 s after compilation.
   memory    ``sage-jax generate --n 10000`` at 256 px (images streamed to disk chunk by
             chunk), in a subprocess, on model files written first: its peak resident
-            memory (target < 4 GB). ``--quick`` asks for 48 images (``--memory-images``).
+            memory (target < 4 GB). ``--quick`` asks for 32 images (``--memory-images``); 10,000
+            images at 32 px with the shipped tiny model either way.
   compile   first-call latency of generation (256 px) in fresh processes, with JAX's
             persistent compilation cache empty and then filled by the first process.
   training  GAN training steps/s and images/s (tiny and 256 px configs) and the share of
@@ -41,6 +42,7 @@ and statistics); ``tiny`` the 32 px tiny architecture with the fixture's tiny de
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -93,12 +95,14 @@ def _editing_fixture(style_dim, n_layers_enc):
     return emb, A, moments, ns
 
 
+@functools.lru_cache(maxsize=None)
 def generator_256():
     from fixture_utils import state_dict_from_manifest
 
     return checkpoints.load_generator(state_dict_from_manifest("stylegan2_generator_256.json")[0])
 
 
+@functools.lru_cache(maxsize=None)
 def build(size: str):
     """(psp model, dictionary A, class statistics, raw per-class n_hat) for a size."""
     from fixture_utils import fixture, state_dict_from_manifest
@@ -167,7 +171,7 @@ def bench_generator(batches, peak_gflops: float, reps: int = 2) -> dict:
     for b in batches:
         run, compile_s = _compiled_generator(G, b)
         run().block_until_ready()
-        t = _best_time(lambda: run().block_until_ready(), reps if b <= 16 else 1)
+        t = _best_time(lambda: run().block_until_ready(), reps if b < 16 else 1)
         gflops = per_image * b / t / 1e9
         rows.append({"batch": b, "images_per_s": b / t, "gflops": gflops, "share_of_peak": gflops / peak_gflops,
                      "compile_s": compile_s})
@@ -176,18 +180,14 @@ def bench_generator(batches, peak_gflops: float, reps: int = 2) -> dict:
     return {"gflop_per_image": per_image / 1e9, "rows": rows}
 
 
-def ours(psp, A, stats, shot, n, opts, chunk):
+def ours(psp, A, stats, shot, n, opts, chunk, reps=1):
     gen = SageGenerator(psp, dictionary_with(A), stats, check=False)
 
     def run():
-        raw = gen.encode(shot[None])
-        codes = gen.codes(jax.random.PRNGKey(0), raw[None], n, opts)[0]
-        return np.concatenate(list(gen.decode(codes, chunk)))
+        return gen.generate(jax.random.PRNGKey(0), shot[None, None], n, opts, chunk)[0]
 
-    run()  # compile
-    t = time.perf_counter()
-    imgs = run()
-    return time.perf_counter() - t, imgs
+    imgs = run()  # compile
+    return _best_time(run, reps), imgs
 
 
 def official_loop(psp, A, stats, ns, shot, n, opts):
@@ -225,6 +225,7 @@ def official_loop(psp, A, stats, ns, shot, n, opts):
 
 
 def generator_throughput(G, batch, reps=2):
+    """Images/s of the generator alone, batched, images copied to the host as ours are."""
     run, _ = _compiled_generator(G, batch)
     run().block_until_ready()
     return batch / _best_time(lambda: np.asarray(run()), reps)
@@ -238,9 +239,10 @@ def bench_sage(sizes, n_images: dict, chunk: int, loop_images: dict | None = Non
         opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
         shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (psp.encoder.input_size,) * 2 + (3,),
                                              minval=-1, maxval=1))
-        t_ours, imgs = ours(psp, A, stats, shot, n, opts, chunk)
+        fast = size == "tiny"  # a fraction of a second: best of several runs
+        t_ours, imgs = ours(psp, A, stats, shot, n, opts, chunk, reps=5 if fast else 1)
         assert imgs.shape[0] == n and np.isfinite(imgs).all()
-        g_only = generator_throughput(psp.decoder, chunk)
+        g_only = generator_throughput(psp.decoder, chunk, reps=20 if fast else 1)
         n_loop = (loop_images or {}).get(size, n)  # the loop's rate is steady: fewer images suffice
         t_loop = official_loop(psp, A, stats, ns, shot, n_loop, opts)
         row = {"size": size, "images": n, "chunk": chunk, "ours_images_per_s": n / t_ours,
@@ -358,7 +360,7 @@ def bench_memory(n_images: int, size: str = "256") -> dict:
 
 def compile_probe(what: str, cache_dir: str | None) -> dict:
     """(runs in a fresh subprocess) first-call latency of generation (256 px: encode a
-    shot, sample codes, decode one chunk of 16), and the same call once compiled.
+    shot, sample 4 codes, decode them), and the same call once compiled.
     (Training steps: see :func:`bench_training`.)"""
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
@@ -373,8 +375,8 @@ def compile_probe(what: str, cache_dir: str | None) -> dict:
         setup = time.perf_counter() - t0
 
         def call():
-            codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], 16, opts)[0]
-            next(iter(gen.decode(codes, 16)))
+            codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], 4, opts)[0]
+            next(iter(gen.decode(codes, 4)))
     t = time.perf_counter()
     call()
     first = time.perf_counter() - t
@@ -493,7 +495,7 @@ def _print_training(r):
           flush=True)
 
 
-def bench_bf16(batch: int = 4) -> dict:
+def bench_bf16(batch: int = 2) -> dict:
     from sage_jax.images import to_uint8
 
     G = generator_256()
@@ -567,14 +569,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
     p.add_argument("--quick", action="store_true",
-                   help="smaller runs (under 10 min on 2 CPU cores): 32 images at 256 px (16 for the loop), no batch 64, "
-                        "48 images for the memory figure, tiny training only")
+                   help="smaller runs (under 10 min on 2 CPU cores): 16 images at 256 px (8 for the loop), no batch 64, "
+                        "32 images for the 256 px memory figure, tiny training only")
     p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"],
                    help="SAGE generation sizes")
     p.add_argument("--n-images", type=int, default=128, help="images per class for SAGE generation (default 128)")
     p.add_argument("--chunk", type=int, default=16, help="generator batch of our path (default 16)")
     p.add_argument("--memory-images", type=int, default=None,
-                   help="images that sage-jax generate writes for the memory figure (default 10000; 48 with --quick)")
+                   help="images that sage-jax generate writes for the memory figure (default 10000; 32 with --quick)")
     p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
                    help="training configs (default: tiny and 256; tiny with --quick)")
     p.add_argument("--train-devices", type=int, default=0,
@@ -600,16 +602,16 @@ def main(argv=None):
         print("StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
         results["generator"] = bench_generator(batches, peak)
     if "sage" in only:
-        n_images = {"tiny": args.n_images, "256": 32 if args.quick else args.n_images}
+        n_images = {"tiny": args.n_images, "256": 16 if args.quick else args.n_images}
         print("SAGE generation, 1-shot:", flush=True)
-        results["sage"] = bench_sage(args.sizes, n_images, args.chunk, {"256": 16} if args.quick else None)
+        results["sage"] = bench_sage(args.sizes, n_images, args.chunk, {"256": 8} if args.quick else None)
     if "editing" in only:
         results["editing"] = bench_editing()
         e = results["editing"]
         print(f"editing math: {e['samples']} codes over {e['queries']} queries in {e['seconds']:.3f} s "
               f"(first call {e['first_call_s']:.1f} s)", flush=True)
     if "memory" in only:
-        n_mem = args.memory_images or (48 if args.quick else 10_000)
+        n_mem = args.memory_images or (32 if args.quick else 10_000)
         results["memory"] = [bench_memory(n_mem, "256"), bench_memory(10_000, "tiny")]
         for m in results["memory"]:
             print(f"memory: sage-jax generate wrote {m['written']} images at {m['size']} px in {m['seconds']:.0f} s; "

@@ -292,9 +292,9 @@ def test_generate_errors(tiny_setup, tmp_path, capsys):
 
 
 def test_gaussian_factors_cholesky_or_eigh():
-    """Positive definite covariances take Cholesky; a batch with a singular one falls
-    back to the eigendecomposition; either way F F^T = cov, and draws from a shared
-    factor have the covariance."""
+    """Positive definite covariances take Cholesky as they are; singular ones a
+    slightly jittered Cholesky (the eigendecomposition remains the exact fallback);
+    either way F F^T = cov, and draws from the factor have the covariance."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 200, 5)).astype(np.float32)
     pd = jnp.asarray(np.einsum("bni,bnj->bij", x, x) / 200)
@@ -302,9 +302,46 @@ def test_gaussian_factors_cholesky_or_eigh():
     np.testing.assert_allclose(np.asarray(F), np.asarray(jnp.linalg.cholesky(pd)), rtol=1e-6)  # the Cholesky path
     low = x[:, :3]                                   # 3 samples in 5 dimensions: rank 3
     singular = jnp.asarray(np.einsum("bni,bnj->bij", low, low) / 3)
-    G = ed.gaussian_factors(singular)
+    G = ed.gaussian_factors(singular)               # jittered Cholesky: F F^T = cov + 1e-5 * mean variance
     assert np.isfinite(np.asarray(G)).all()
     np.testing.assert_allclose(np.asarray(G @ jnp.swapaxes(G, -1, -2)), np.asarray(singular), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(ed.gaussian_factor(singular) @ jnp.swapaxes(ed.gaussian_factor(singular), -1, -2)),
+                               np.asarray(singular), atol=1e-4)
     draws = jax.vmap(lambda k: ed.draw_codes(k, jnp.zeros((3, 5)), F))(jax.random.split(jax.random.PRNGKey(0), 20000))
     emp = np.einsum("nbi,nbj->bij", np.asarray(draws), np.asarray(draws)) / 20000
     np.testing.assert_allclose(emp, np.asarray(pd), atol=0.06)
+
+
+def test_generate_in_one_call_equals_the_streamed_path(tmp_path):
+    """SageGenerator.generate (encode, sample, decode in one compiled call) gives the
+    images of encode -> code_blocks -> decode (the streaming path generate uses)."""
+    from sage_jax.generation import SageGenerator
+    from sage_jax.models import DictionaryModel, PSPModel, init_dictionary, init_encoder, init_generator
+    from sage_jax.statistics import ClassStatistics, fingerprint
+
+    G = init_generator({"size": 16, "style_dim": 64, "n_mlp": 2, "channels": [[4, 16], [8, 8], [16, 8]]},
+                       jax.random.PRNGKey(0))
+    E = init_encoder(dict(input_size=32, n_styles=18, style_dim=64, widths=(16, 16, 32, 64)), jax.random.PRNGKey(1))
+    psp = PSPModel(E, G, np.full((G.n_latent, 64), 0.1, np.float32), {"start_from_latent_avg": True,
+                                                                       "output_size": 16})
+    d = init_dictionary({"groups": ((0, 1, 2), (3, 4, 5)), "style_dim": 64, "a_length": 4}, jax.random.PRNGKey(2))
+    rng = np.random.default_rng(0)
+    ns = rng.normal(size=(5 * 7, 6, 4)).astype(np.float32)
+    moments = ed.moments_from_codes(jnp.asarray(ns), jnp.asarray(np.repeat(np.arange(5), 7)), 5)
+    stats = ClassStatistics([f"c{i}" for i in range(5)], np.full(5, 7), rng.normal(size=(5, 18, 64)).astype(np.float32),
+                            fingerprint(E.variables), jax.tree_util.tree_map(np.asarray, moments),
+                            fingerprint(d.variables))
+    gen = SageGenerator(psp, d, stats)
+    shots = jnp.asarray(rng.uniform(-1, 1, (2, 1, 32, 32, 3)).astype(np.float32))
+    opts = SampleOptions(t_B=(3,), retrieval_t_B=3, t_C=3, t_A=2)
+    key = jax.random.PRNGKey(3)
+    fused = gen.generate(key, shots, 7, opts, chunk=4)
+    assert fused.shape == (2, 7, 16, 16, 3)
+    raw = gen.encode(shots.reshape(2, 32, 32, 3)).reshape(2, 1, 18, 64)
+    blocks = list(gen.code_blocks(key, raw, 7, opts, block=3))
+    assert [b.shape[1] for b in blocks] == [3, 3, 1]
+    codes = jnp.concatenate(blocks, axis=1)
+    np.testing.assert_allclose(np.asarray(codes), np.asarray(gen.codes(key, raw, 7, opts)), rtol=1e-6, atol=1e-6)
+    streamed = np.concatenate(list(gen.decode(codes.reshape(14, 18, 64), 4))).reshape(2, 7, 16, 16, 3)
+    np.testing.assert_allclose(fused, streamed, atol=2e-5)
+    assert float(np.abs(fused[0, 0] - fused[0, 1]).max()) > 1e-4   # the samples differ

@@ -145,13 +145,23 @@ def gaussian_factor(cov: jax.Array) -> jax.Array:
     return evecs * jnp.sqrt(jnp.clip(evals, 0.0))[..., None, :]
 
 
+JITTER = 1e-5  # relative to the mean variance: added to a singular covariance's diagonal
+
+
 def gaussian_factors(cov: jax.Array) -> jax.Array:
-    """Square roots F (cov = F F^T) of a batch of covariances (..., l, l): their Cholesky
-    factors when every one is positive definite (the usual case: many more samples than
-    directions), else :func:`gaussian_factor` (eigendecomposition, exact for singular
-    covariances) for the whole batch. Both give the same Gaussian; Cholesky costs about
-    a twentieth on a CPU."""
+    """Square roots F (F F^T = cov, up to float32 rounding) of a batch of covariances
+    (..., l, l), by Cholesky: about twenty times cheaper than an eigendecomposition on a
+    CPU. A singular covariance (fewer pooled samples than directions) first gets
+    ``JITTER`` x its mean variance on the diagonal (a standard deviation of 0.3% of the
+    typical one in every direction); should a factor still fail, the whole batch takes
+    :func:`gaussian_factor` (eigendecomposition, exact for singular covariances)."""
+    l = cov.shape[-1]
+    eye = jnp.eye(l, dtype=cov.dtype)
     chol = jnp.linalg.cholesky(cov)
+    scale = jnp.maximum(jnp.trace(cov, axis1=-2, axis2=-1) / l, jnp.finfo(cov.dtype).tiny)
+    jittered = jnp.linalg.cholesky(cov + (JITTER * scale)[..., None, None] * eye)
+    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1), keepdims=True)
+    chol = jnp.where(ok, chol, jittered)
     return jax.lax.cond(jnp.all(jnp.isfinite(chol)), lambda c: chol, gaussian_factor, cov)
 
 
