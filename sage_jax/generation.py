@@ -154,17 +154,14 @@ def _decode_chunk(module, variables, raw, avg, *, n_latent: int):
     return module.apply(variables, [w], input_is_latent=True, noise=None, randomize_noise=False)
 
 
-@functools.partial(jax.jit, static_argnames=("encoder", "decoder", "n_samples", "opts", "layers", "chunk",
-                                             "n_latent"))
-def _generate_images(encoder, enc_vars, decoder, dec_vars, avg, state, key, images, *, n_samples: int,
-                     opts: SampleOptions, layers: tuple[int, ...], chunk: int, n_latent: int):
-    """Shot images (Q, K, S, S, 3) -> images (Q, n, H, W, 3) in one compiled call:
-    encode, sample the codes, decode them ``chunk`` at a time (``lax.map``, so the
-    activations of one chunk are alive at once)."""
-    Q, K = images.shape[:2]
-    raw = encoder.apply(enc_vars, images.reshape(Q * K, *images.shape[2:]))
-    codes = sample_codes(key, state, raw.reshape(Q, K, *raw.shape[1:]), n_samples=n_samples, opts=opts,
-                         layers=layers)
+@functools.partial(jax.jit, static_argnames=("decoder", "n_samples", "opts", "layers", "chunk", "n_latent"))
+def _images_from_codes(decoder, dec_vars, avg, state, key, shot_codes, *, n_samples: int, opts: SampleOptions,
+                       layers: tuple[int, ...], chunk: int, n_latent: int):
+    """Shot codes (Q, K, L, D) -> images (Q, n, H, W, 3) in one compiled call: sample
+    the codes, decode them ``chunk`` at a time (``lax.map``, so the activations of one
+    chunk are alive at once)."""
+    Q = shot_codes.shape[0]
+    codes = sample_codes(key, state, shot_codes, n_samples=n_samples, opts=opts, layers=layers)
     flat = codes.reshape(Q * n_samples, *codes.shape[2:])
     m = flat.shape[0]
     padded = -(-m // chunk) * chunk
@@ -253,20 +250,31 @@ class SageGenerator:
                 out = G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise)
             yield np.asarray(out)[:n]
 
-    def generate(self, key, shot_images, n_samples: int, opts: SampleOptions = SampleOptions(),
-                 chunk: int | None = None) -> np.ndarray:
-        """Images (Q, n, H, W, 3) from shot images (Q, K, S, S, 3) in [-1, 1]: encoding,
-        sampling and chunked decoding in one compiled call (all images are returned:
-        for very many, use :meth:`code_blocks` and :meth:`decode`, which stream)."""
-        shot_images = jnp.asarray(shot_images, jnp.float32)
-        E, G = self.psp.encoder, self.psp.decoder
-        s = E.input_size
-        if shot_images.ndim != 5 or shot_images.shape[2:] != (s, s, 3):
-            raise ValueError(f"shot images must be (Q, K, {s}, {s}, 3) in [-1, 1], got {shot_images.shape}")
-        check_options(opts, self.state, shot_images.shape[1])
+    def images_from_codes(self, key, shot_codes, n_samples: int, opts: SampleOptions = SampleOptions(),
+                          chunk: int | None = None) -> np.ndarray:
+        """Images (Q, n, H, W, 3) from shot codes (Q, K, L, D) or (K, L, D): sampling
+        and chunked decoding in one compiled call (all images are returned: for very
+        many, :meth:`code_blocks` and :meth:`decode` stream)."""
+        shot_codes = jnp.asarray(shot_codes, jnp.float32)
+        if shot_codes.ndim == 3:
+            shot_codes = shot_codes[None]
+        check_options(opts, self.state, shot_codes.shape[1])
+        G = self.psp.decoder
         chunk = int(chunk or default_chunk(G))
         avg = self.psp.absolute_codes(jnp.zeros((1, G.n_latent, G.style_dim)))
-        return np.asarray(_generate_images(E.module, E.variables, G.module, G.variables, avg, self.state, key,
-                                           shot_images, n_samples=int(n_samples), opts=opts, layers=self.layers,
-                                           chunk=min(chunk, shot_images.shape[0] * int(n_samples)),
-                                           n_latent=G.n_latent))
+        return np.asarray(_images_from_codes(G.module, G.variables, avg, self.state, key, shot_codes,
+                                             n_samples=int(n_samples), opts=opts, layers=self.layers,
+                                             chunk=min(chunk, shot_codes.shape[0] * int(n_samples)),
+                                             n_latent=G.n_latent))
+
+    def generate(self, key, shot_images, n_samples: int, opts: SampleOptions = SampleOptions(),
+                 chunk: int | None = None) -> np.ndarray:
+        """Images (Q, n, H, W, 3) from shot images (Q, K, S, S, 3) in [-1, 1]: the shots
+        encoded, then :meth:`images_from_codes`."""
+        shot_images = jnp.asarray(shot_images, jnp.float32)
+        s = self.psp.encoder.input_size
+        if shot_images.ndim != 5 or shot_images.shape[2:] != (s, s, 3):
+            raise ValueError(f"shot images must be (Q, K, {s}, {s}, 3) in [-1, 1], got {shot_images.shape}")
+        q, k = shot_images.shape[:2]
+        raw = self.encode(shot_images.reshape(q * k, s, s, 3))
+        return self.images_from_codes(key, raw.reshape(q, k, *raw.shape[1:]), n_samples, opts, chunk)
