@@ -258,6 +258,17 @@ def test_embed_train_generate_end_to_end(tiny_setup, tmp_path):
                  "--k", "2", "--n", "5", "--t-c", "3", "--t-a", "4", "--save-codes", "--out", str(out / "again"),
                  "--quiet"]) == 0
     np.testing.assert_array_equal(np.load(out / "again" / "codes.npy"), np.load(out / "sage" / "codes.npy"))
+    # the bfloat16 generator: the same codes, images within an 8-bit level on average
+    assert main(["generate", "--checkpoint", str(root / "psp.pt"), "--stats", str(stats),
+                 "--dictionary", str(tmp_path / "w" / "dictionary"), "--shots", str(root / "unseen"),
+                 "--k", "2", "--n", "5", "--t-c", "3", "--t-a", "4", "--dtype", "bfloat16", "--save-codes",
+                 "--out", str(out / "bf16"), "--quiet"]) == 0
+    np.testing.assert_array_equal(np.load(out / "bf16" / "codes.npy"), np.load(out / "sage" / "codes.npy"))
+    from PIL import Image
+
+    a = np.stack([np.asarray(Image.open(out / "sage" / "class00" / f"sage_{j:04d}.png")) for j in range(5)])
+    b = np.stack([np.asarray(Image.open(out / "bf16" / "class00" / f"sage_{j:04d}.png")) for j in range(5)])
+    assert np.abs(a.astype(int) - b.astype(int)).mean() <= 1.0
 
 
 def test_generate_errors(tiny_setup, tmp_path, capsys):

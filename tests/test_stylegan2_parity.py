@@ -141,10 +141,12 @@ def test_bfloat16_compute_stays_close_to_float32(g256):
     bf16 = G.astype(jnp.bfloat16)(ref["wplus"], input_is_latent=True)
     assert bf16.dtype == jnp.float32  # outputs are returned in float32
     assert jax.tree_util.tree_leaves(G.astype(jnp.bfloat16).variables)[0].dtype == jnp.float32
-    # images live in [-1, 1] after clipping; compare at display precision
-    diff = np.abs(np.clip(np.asarray(bf16), -1, 1) - np.clip(np.asarray(f32), -1, 1))
-    assert np.isfinite(diff).all()
-    assert diff.mean() < 2.0 / 255.0, diff.mean()
+    # the saved 8-bit images differ by under one level on average (1/255 of the range)
+    from sage_jax.images import to_uint8
+
+    assert np.isfinite(np.asarray(bf16)).all()
+    levels = np.abs(to_uint8(bf16).astype(np.int16) - to_uint8(f32).astype(np.int16))
+    assert levels.mean() <= 1.0, levels.mean()
 
 
 def test_flop_count_matches_what_xla_executes():
