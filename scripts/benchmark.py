@@ -342,11 +342,12 @@ def tiny_generation_inputs(root: str) -> dict:
             "stats": os.path.join(ASSET_DIR, "class_stats.npz"), "shots": os.path.join(root, "shots")}
 
 
-def bench_memory(n_images: int, size: str = "256") -> dict:
+def bench_memory(n_images: int, size: str = "256", files: dict | None = None) -> dict:
     """Peak resident memory of ``sage-jax generate --n N`` (default chunking), measured
     by a wrapper process whose only child is the command."""
     with tempfile.TemporaryDirectory() as root:
-        files = write_generation_inputs(root) if size == "256" else tiny_generation_inputs(root)
+        if files is None:
+            files = write_generation_inputs(root) if size == "256" else tiny_generation_inputs(root)
         out = os.path.join(root, "out")
         cmd = [sys.executable, "-m", "sage_jax.cli", "generate", "--checkpoint", files["checkpoint"],
                "--dictionary", files["dictionary"], "--stats", files["stats"], "--shots", files["shots"],
@@ -363,31 +364,32 @@ def bench_memory(n_images: int, size: str = "256") -> dict:
             "peak_rss_mb": int(r.stdout.split()[-1]) / 1024, "seconds": dt}
 
 
-def compile_probe(what: str, cache_dir: str | None) -> dict:
-    """(runs in a fresh subprocess) first-call latency of generation (256 px: encode a
-    shot, sample 4 codes, decode them), and the same call once compiled.
-    (Training steps: see :func:`bench_training`.)"""
+def compile_probe(files: dict, cache_dir: str | None) -> dict:
+    """(runs in a fresh subprocess) first-call latency of generation at 256 px from the
+    model files a user has (encode a shot, sample 4 codes, decode them), and the same
+    call once compiled."""
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    t0 = time.perf_counter()
-    if what == "generation":
-        psp, A, stats, _ = build("256")
-        gen = SageGenerator(psp, dictionary_with(A), stats, check=False)
-        shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (1, 256, 256, 3), minval=-1, maxval=1))
-        opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
-        setup = time.perf_counter() - t0
+    from sage_jax.images import load_image
 
-        def call():
-            codes = gen.codes(jax.random.PRNGKey(0), gen.encode(shot)[None], 4, opts)[0]
-            next(iter(gen.decode(codes, 4)))
+    t0 = time.perf_counter()
+    psp = checkpoints.load_psp(files["checkpoint"])
+    gen = SageGenerator(psp, checkpoints.load_dictionary(files["dictionary"]), ClassStatistics.load(files["stats"]))
+    shot = load_image(os.path.join(files["shots"], "cls", "shot.png"), psp.encoder.input_size)
+    opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
+    setup = time.perf_counter() - t0
+
+    def call():
+        gen.generate(jax.random.PRNGKey(0), shot[None, None], 4, opts, 4)
+
     t = time.perf_counter()
     call()
     first = time.perf_counter() - t
     t = time.perf_counter()
     call()
-    return {"what": what, "first_call_s": first, "second_call_s": time.perf_counter() - t, "setup_s": setup}
+    return {"first_call_s": first, "second_call_s": time.perf_counter() - t, "setup_s": setup}
 
 
 def _subprocess_json(code: str, env: dict | None = None) -> dict:
@@ -397,23 +399,20 @@ def _subprocess_json(code: str, env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_compile() -> list:
-    rows = []
+def bench_compile(files: dict) -> list:
     here = os.path.dirname(os.path.abspath(__file__))
-    for what in ("generation",):
-        with tempfile.TemporaryDirectory() as cache:
-            row = {"what": what}
-            for label in ("cold_cache", "warm_cache"):
-                code = ("import json, sys; sys.path.insert(0, %r); from benchmark import compile_probe; "
-                        "print(json.dumps(compile_probe(%r, %r)))" % (here, what, cache))
-                r = _subprocess_json(code)
-                row[label + "_s"] = r["first_call_s"]
-                row["call_s"] = r["second_call_s"]   # the same call once compiled: no compilation in it
-            rows.append(row)
-            print(f"  {what}: first call {row['cold_cache_s']:.1f} s in a fresh process (compiles; fills the "
-                  f"persistent cache), {row['warm_cache_s']:.1f} s in the next one (reads it); "
-                  f"{row['call_s']:.1f} s once compiled", flush=True)
-    return rows
+    with tempfile.TemporaryDirectory() as cache:
+        row = {"what": "generation"}
+        for label in ("cold_cache", "warm_cache"):
+            code = ("import json, sys; sys.path.insert(0, %r); from benchmark import compile_probe; "
+                    "print(json.dumps(compile_probe(%r, %r)))" % (here, files, cache))
+            r = _subprocess_json(code)
+            row[label + "_s"] = r["first_call_s"]
+            row["call_s"] = r["second_call_s"]   # the same call once compiled: no compilation in it
+    print(f"  generation: first call {row['cold_cache_s']:.1f} s in a fresh process (compiles; fills the "
+          f"persistent cache), {row['warm_cache_s']:.1f} s in the next one (reads it); "
+          f"{row['call_s']:.1f} s once compiled", flush=True)
+    return [row]
 
 
 TRAIN_STEPS = {"tiny": 40, "256": 4}   # timed steps per config (after the compiling first interval)
@@ -575,7 +574,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
     p.add_argument("--quick", action="store_true",
-                   help="smaller runs (under 10 min on 2 CPU cores): 16 images at 256 px (8 for the loop), no batch 64, "
+                   help="smaller runs (under 10 min on 2 CPU cores): 16 images at 256 px (8 for the loop), "
                         "32 images for the 256 px memory figure, tiny training only")
     p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"],
                    help="SAGE generation sizes")
@@ -598,44 +597,71 @@ def main(argv=None):
     results = {"machine": {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
                            "cpus": os.cpu_count(), "jax": jax.__version__, "quick": args.quick}}
     t_start = time.perf_counter()
+    work = tempfile.TemporaryDirectory()
+    written: dict = {}
+
+    def inputs():
+        """The 256 px model files (written once, for the memory and compile sections)."""
+        if not written:
+            written.update(write_generation_inputs(work.name))
+        return written
+
+    section_s = results["section_seconds"] = {}
+    last = [time.perf_counter()]
+
+    def mark(name):
+        now = time.perf_counter()
+        section_s[name] = now - last[0]
+        last[0] = now
+
     peak = None
     if only & {"peak", "generator"}:
         results["peak"] = bench_peak()
         peak = results["peak"]["gflops"]
         print(f"float32 matmul peak (jnp.dot {results['peak']['n']}^2): {peak:.1f} GFLOP/s", flush=True)
+        mark("peak")
     if "generator" in only:
-        batches = (1, 4, 16) if args.quick else (1, 4, 16, 64)
+        batches = (1, 4, 16, 64)
         print("StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
         results["generator"] = bench_generator(batches, peak)
+        mark("generator")
     if "sage" in only:
         n_images = {"tiny": args.n_images, "256": 16 if args.quick else args.n_images}
         print("SAGE generation, 1-shot:", flush=True)
         results["sage"] = bench_sage(args.sizes, n_images, args.chunk, {"256": 8} if args.quick else None)
+        mark("sage")
     if "editing" in only:
         results["editing"] = bench_editing()
         e = results["editing"]
         print(f"editing math: {e['samples']} codes over {e['queries']} queries in {e['seconds']:.3f} s "
               f"(first call {e['first_call_s']:.1f} s)", flush=True)
+        mark("editing")
     if "memory" in only:
         n_mem = args.memory_images or (32 if args.quick else 10_000)
-        results["memory"] = [bench_memory(n_mem, "256"), bench_memory(10_000, "tiny")]
+        results["memory"] = [bench_memory(n_mem, "256", inputs()), bench_memory(10_000, "tiny")]
         for m in results["memory"]:
             print(f"memory: sage-jax generate wrote {m['written']} images at {m['size']} px in {m['seconds']:.0f} s; "
                   f"peak RSS {m['peak_rss_mb']:.0f} MB", flush=True)
+        mark("memory")
     if "compile" in only:
         print("compilation (fresh processes):", flush=True)
-        results["compile"] = bench_compile()
+        results["compile"] = bench_compile(inputs())
+        mark("compile")
     if "training" in only:
         print("GAN training:", flush=True)
         results["training"] = bench_training(train_configs, args.train_devices)
+        mark("training")
     if "bf16" in only:
         results["bf16"] = bench_bf16()
         b = results["bf16"]
         print(f"bfloat16: mean |diff| {b['mean_abs_levels']:.2f} of 255 levels (max {b['max_abs_levels']}), "
               f"{b['bfloat16_images_per_s']:.2f} img/s vs float32 {b['float32_images_per_s']:.2f}", flush=True)
+        mark("bf16")
+    work.cleanup()
     results["total_seconds"] = time.perf_counter() - t_start
     print_targets(results)
-    print(f"\ntotal {results['total_seconds']:.0f} s")
+    print(f"\ntotal {results['total_seconds']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in section_s.items())
+          + ")")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
