@@ -110,7 +110,7 @@ def upfirdn2d(x: jax.Array, kernel: np.ndarray, up: int = 1, down: int = 1,
     )
 
 
-def conv_transpose_stride2(x: jax.Array, w: jax.Array) -> jax.Array:
+def conv_transpose_stride2(x: jax.Array, w: jax.Array, preferred_element_type=None) -> jax.Array:
     """``conv_transpose2d(x, w, stride=2, padding=0)`` of the reference (NHWC input,
     ``w`` HWIO, output ``2H + k - 2`` per side), computed by phase decomposition: output
     pixel ``(2i + a, 2j + b)`` only sees the taps ``w[a::2, b::2]``, so the four phases
@@ -126,11 +126,11 @@ def conv_transpose_stride2(x: jax.Array, w: jax.Array) -> jax.Array:
             sub = w[a::2, b::2][::-1, ::-1]   # correlation taps of this phase
             th, tw = sub.shape[:2]
             if th == 0 or tw == 0:            # k = 1: the odd phases get no tap
-                row.append(jnp.zeros((n, out_h, out_w, w.shape[-1]), x.dtype))
+                row.append(jnp.zeros((n, out_h, out_w, w.shape[-1]), preferred_element_type or x.dtype))
                 continue
             y = jax.lax.conv_general_dilated(
                 x, sub, window_strides=(1, 1), padding=[(th - 1, th - 1), (tw - 1, tw - 1)],
-                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=preferred_element_type)
             y = jnp.pad(y, ((0, 0), (0, out_h - y.shape[1]), (0, out_w - y.shape[2]), (0, 0)))
             row.append(y)
         phases.append(jnp.stack(row, axis=3))    # (N, out_h, out_w, 2[b], C)
@@ -235,9 +235,13 @@ class ModulatedConv2d(nn.Module):
         s = EqualLinear(in_ch, bias_init=1.0, name="modulation", dtype=jnp.float32)(style)
         w = weight * (1.0 / math.sqrt(in_ch * k * k))  # (k, k, in, out)
         x = (x * s[:, None, None, :].astype(x.dtype)).astype(self.dtype)
+        # a low-precision compute dtype multiplies in it but accumulates and returns
+        # float32, so only the convolution inputs are rounded (bfloat16 images stay
+        # within about half an 8-bit level of float32)
+        acc = None if jnp.dtype(self.dtype) == jnp.float32 else jnp.float32
         if self.upsample:
             # conv_transpose2d(stride 2, padding 0), then the blur
-            out = conv_transpose_stride2(x, w.astype(self.dtype))
+            out = conv_transpose_stride2(x, w.astype(self.dtype), preferred_element_type=acc)
             factor = 2
             p = (len(self.blur_kernel) - factor) - (k - 1)
             pad = ((p + 1) // 2 + factor - 1, p // 2 + 1)
@@ -248,6 +252,7 @@ class ModulatedConv2d(nn.Module):
                 window_strides=(1, 1),
                 padding=[(k // 2, k // 2)] * 2,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                preferred_element_type=acc,
             )
         if self.demodulate:
             # sum over (k, k, in) of (w * s)^2, per sample and output channel
