@@ -108,3 +108,23 @@ def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "sage_jax.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "sample" in r.stdout and "convert" in r.stdout
+
+
+def test_compilation_cache_setting(tmp_path, monkeypatch):
+    """The CLI's persistent compilation cache: a directory from the argument or
+    SAGE_JAX_COMPILATION_CACHE, 'off' disables it, an unwritable place is skipped."""
+    import jax
+
+    from sage_jax.parallel import enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert enable_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c") and (tmp_path / "c").is_dir()
+        monkeypatch.setenv("SAGE_JAX_COMPILATION_CACHE", "off")
+        assert enable_compilation_cache() is None
+        (tmp_path / "file").write_text("x")
+        monkeypatch.setenv("SAGE_JAX_COMPILATION_CACHE", str(tmp_path / "file" / "sub"))
+        assert enable_compilation_cache() is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

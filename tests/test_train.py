@@ -46,6 +46,8 @@ def test_gan_training_logs_samples_and_resumes_exactly(tmp_path, data):
     log = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
     assert [m["step"] for m in log] == [1, 2, 3, 4, 5, 6]
     assert {"d_loss", "g_loss", "r1", "path", "real_score", "fake_score"} <= set(log[0])
+    # the loop's own timing: every logged interval (here one step) and its data wait
+    assert all(m["interval_steps"] == 1 and m["interval_s"] > 0 and 0 <= m["data_wait_share"] <= 1 for m in log)
     tb = os.listdir(tmp_path / "a" / "tensorboard")
     scalars = read_tensorboard_scalars(str(tmp_path / "a" / "tensorboard" / tb[0]))
     assert {s for s, tag, _ in scalars if tag == "d_loss"} == {1, 2, 3, 4, 5, 6}
