@@ -297,14 +297,6 @@ def bench_editing(n_queries=100, total=10_000, reps=3) -> dict:
     return {"queries": n_queries, "samples": total, "seconds": t, "first_call_s": first}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def write_generation_inputs(root: str) -> dict:
     """The 256 px pSp model, dictionary, class statistics (with the fingerprints
     ``sage-jax generate`` checks) and one shot image, written as a user would have them."""
