@@ -304,7 +304,8 @@ def test_generate_errors(tiny_setup, tmp_path, capsys):
 
 def test_gaussian_factors_cholesky_or_eigh():
     """Positive definite covariances take Cholesky as they are; singular ones a
-    slightly jittered Cholesky (the eigendecomposition remains the exact fallback);
+    slightly jittered Cholesky; the eigendecomposition is the exact fallback, matrix by
+    matrix;
     either way F F^T = cov, and draws from the factor have the covariance."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 200, 5)).astype(np.float32)
@@ -318,6 +319,13 @@ def test_gaussian_factors_cholesky_or_eigh():
     np.testing.assert_allclose(np.asarray(G @ jnp.swapaxes(G, -1, -2)), np.asarray(singular), atol=1e-4)
     np.testing.assert_allclose(np.asarray(ed.gaussian_factor(singular) @ jnp.swapaxes(ed.gaussian_factor(singular), -1, -2)),
                                np.asarray(singular), atol=1e-4)
+    # per matrix: in a batch of one positive definite, one singular and one slightly
+    # indefinite matrix (rounding), each takes its own path; the last the eigendecomposition
+    bad = jnp.diag(jnp.asarray([1.0, 0.5, 0.2, 0.1, -0.01], jnp.float32))
+    H = ed.gaussian_factors(jnp.stack([pd[0], singular[0], bad]))
+    np.testing.assert_allclose(np.asarray(H[0]), np.asarray(F[0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(H[1]), np.asarray(G[0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(H[2] @ H[2].T), np.diag([1.0, 0.5, 0.2, 0.1, 0.0]), atol=1e-6)
     draws = jax.vmap(lambda k: ed.draw_codes(k, jnp.zeros((3, 5)), F))(jax.random.split(jax.random.PRNGKey(0), 20000))
     emp = np.einsum("nbi,nbj->bij", np.asarray(draws), np.asarray(draws)) / 20000
     np.testing.assert_allclose(emp, np.asarray(pd), atol=0.06)

@@ -151,18 +151,32 @@ JITTER = 1e-5  # relative to the mean variance: added to a singular covariance's
 def gaussian_factors(cov: jax.Array) -> jax.Array:
     """Square roots F (F F^T = cov, up to float32 rounding) of a batch of covariances
     (..., l, l), by Cholesky: about twenty times cheaper than an eigendecomposition on a
-    CPU. A singular covariance (fewer pooled samples than directions) first gets
-    ``JITTER`` x its mean variance on the diagonal (a standard deviation of 0.3% of the
-    typical one in every direction); should a factor still fail, the whole batch takes
-    :func:`gaussian_factor` (eigendecomposition, exact for singular covariances)."""
+    CPU. A singular covariance (fewer pooled samples than directions) gets ``JITTER`` x
+    its mean variance on the diagonal (a standard deviation of 0.3% of the typical one
+    in every direction); should that factor still fail, the matrix takes
+    :func:`gaussian_factor` (eigendecomposition, exact for singular covariances).
+
+    The matrices are factored one at a time (``lax.map``), each fallback only when
+    needed. Batched LAPACK calls would split the batch over XLA's CPU thread pool and
+    wait for it; two such calls running side by side can take every pool thread while
+    waiting and deadlock (seen with jaxlib 0.10.2 on a 2-core machine). One matrix per
+    call runs inline."""
     l = cov.shape[-1]
     eye = jnp.eye(l, dtype=cov.dtype)
-    chol = jnp.linalg.cholesky(cov)
-    scale = jnp.maximum(jnp.trace(cov, axis1=-2, axis2=-1) / l, jnp.finfo(cov.dtype).tiny)
-    jittered = jnp.linalg.cholesky(cov + (JITTER * scale)[..., None, None] * eye)
-    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1), keepdims=True)
-    chol = jnp.where(ok, chol, jittered)
-    return jax.lax.cond(jnp.all(jnp.isfinite(chol)), lambda c: chol, gaussian_factor, cov)
+    tiny = jnp.finfo(cov.dtype).tiny
+
+    def one(c):
+        chol = jnp.linalg.cholesky(c)
+
+        def jittered(c):
+            scale = jnp.maximum(jnp.trace(c) / l, tiny)
+            f = jnp.linalg.cholesky(c + JITTER * scale * eye)
+            return jax.lax.cond(jnp.all(jnp.isfinite(f)), lambda _: f, gaussian_factor, c)
+
+        return jax.lax.cond(jnp.all(jnp.isfinite(chol)), lambda _: chol, jittered, c)
+
+    flat = cov.reshape(-1, l, l)
+    return jax.lax.map(one, flat).reshape(cov.shape)
 
 
 def draw_codes(key: jax.Array, mean: jax.Array, factor: jax.Array) -> jax.Array:
