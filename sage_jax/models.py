@@ -282,6 +282,22 @@ def _config_dict(cfg) -> dict:
     return dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
 
 
+@functools.partial(jax.jit, static_argnames=("module",),
+                   compiler_options={"xla_backend_optimization_level": 0})
+def _jit_init(module, rngs, args, kwargs):
+    return module.init(rngs, *args, **kwargs)
+
+
+def _init_variables(module, key, *args, **kwargs) -> dict:
+    """``module.init`` as one compiled call. Eagerly, every parameter's random draw is
+    its own small XLA program (hundreds of compilations: minutes on a CPU for the tiny
+    encoder); here they are one, compiled once per architecture, without LLVM's
+    optimisations (it runs once; they would triple its compile time). Host numpy
+    arrays out."""
+    variables = _jit_init(module, {"params": key}, args, kwargs)
+    return jax.tree_util.tree_map(np.asarray, dict(variables))
+
+
 def init_generator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> GeneratorModel:
     """A freshly initialised generator (reference init: N(0, 1) weights, modulation bias 1,
     N(0, 1) noise buffers) from a config section such as ``config.model.generator``."""
@@ -289,8 +305,8 @@ def init_generator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> GeneratorMo
     module = Generator(**_module_kwargs(cfg))
     c_dim = cfg.get("c_dim", 0)
     labels = jnp.full((1, c_dim), 1.0 / c_dim) if c_dim else None
-    variables = module.init({"params": key}, jnp.zeros((1, cfg.get("style_dim", 512))), labels=labels)
-    return GeneratorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
+    variables = _init_variables(module, key, jnp.zeros((1, cfg.get("style_dim", 512))), labels=labels)
+    return GeneratorModel(cfg, variables, dtype)
 
 
 def init_discriminator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> DiscriminatorModel:
@@ -300,8 +316,8 @@ def init_discriminator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> Discrim
     size = cfg["size"]
     c_dim = cfg.get("c_dim", 0)
     labels = jnp.full((1, c_dim), 1.0 / c_dim) if c_dim else None
-    variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)), labels)
-    return DiscriminatorModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
+    variables = _init_variables(module, key, jnp.zeros((1, size, size, 3)), labels)
+    return DiscriminatorModel(cfg, variables, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
@@ -428,8 +444,8 @@ def init_encoder(cfg, key: jax.Array, dtype: Any = jnp.float32) -> EncoderModel:
     cfg = full_config(cfg)
     module = build_encoder(cfg)
     size = cfg.get("input_size", 256)
-    variables = module.init({"params": key}, jnp.zeros((1, size, size, 3)))
-    return EncoderModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)), dtype)
+    variables = _init_variables(module, key, jnp.zeros((1, size, size, 3)))
+    return EncoderModel(cfg, variables, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
@@ -490,5 +506,5 @@ def init_dictionary(cfg, key: jax.Array) -> DictionaryModel:
     cfg = _config_dict(cfg)
     module = build_dictionary(cfg)
     n_layers = max(i for g in cfg["groups"] for i in g) + 1
-    variables = module.init({"params": key}, jnp.zeros((1, n_layers, cfg["style_dim"])))
-    return DictionaryModel(cfg, jax.tree_util.tree_map(np.asarray, dict(variables)))
+    variables = _init_variables(module, key, jnp.zeros((1, n_layers, cfg["style_dim"])))
+    return DictionaryModel(cfg, variables)
