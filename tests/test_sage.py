@@ -305,8 +305,7 @@ def test_generate_errors(tiny_setup, tmp_path, capsys):
 def test_gaussian_factors_cholesky_or_eigh():
     """Positive definite covariances take Cholesky as they are; singular ones a
     slightly jittered Cholesky; the eigendecomposition is the exact fallback, matrix by
-    matrix;
-    either way F F^T = cov, and draws from the factor have the covariance."""
+    matrix. Either way F F^T = cov, and draws from the factor have the covariance."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 200, 5)).astype(np.float32)
     pd = jnp.asarray(np.einsum("bni,bnj->bij", x, x) / 200)

@@ -33,9 +33,10 @@ def tiny_cfg(**overrides):
 
 # an 8 px StyleGAN2 for the tests of the GAN loop (logging, resume, devices, signals):
 # the loop is the same at every size, and its four updates compile in a fraction of
-# the tiny model's time (the tiny config itself trains in test_demo's pipeline test)
-MICRO_GAN = {"data.size": 8, "model.generator.size": 8, "model.generator.style_dim": 16,
-             "model.generator.channels": "((4, 16), (8, 16))"}
+# the tiny model's time (the tiny config itself trains in test_demo's pipeline test;
+# test_conditional trains the class-conditional one at this size)
+MICRO_GAN = {"data.size": 8, "model.generator.size": 8, "model.generator.style_dim": 8,
+             "model.generator.channels": "((4, 8), (8, 8))"}
 
 
 def micro_cfg(**overrides):
