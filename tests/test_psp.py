@@ -128,6 +128,11 @@ def test_latent_avg_is_only_added_when_the_model_starts_from_it(tmp_path):
          widths=(16, 16, 32, 32)),
     dict(kind="GradualStyleEncoder", num_layers=100, mode="ir_se", input_size=64, n_styles=12, style_dim=32,
          widths=(16, 16, 32, 32)),
+    # depths 18 and 34 (not in pSp): the same units, fewer of them; the FPN taps follow
+    dict(kind="GradualStyleEncoder", num_layers=18, mode="ir_se", input_size=32, n_styles=8, style_dim=16,
+         widths=(16, 16, 32, 32)),
+    dict(kind="GradualStyleEncoder", num_layers=34, mode="ir", input_size=32, n_styles=8, style_dim=16,
+         widths=(8, 8, 16, 16)),
     dict(kind="BackboneEncoderUsingLastLayerIntoW", num_layers=50, mode="ir_se", input_size=32, style_dim=32,
          widths=(16, 16, 32, 32)),
     dict(kind="BackboneEncoderUsingLastLayerIntoWPlus", num_layers=50, mode="ir", input_size=32, n_styles=6,
@@ -143,6 +148,12 @@ def test_every_encoder_kind_round_trips_through_the_reference_layout(cfg):
     x = np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (2, cfg["input_size"], cfg["input_size"], 3),
                                       minval=-1, maxval=1))
     np.testing.assert_allclose(np.asarray(E(x)), np.asarray(E0(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_squeeze_excitation_needs_16_channels():
+    with pytest.raises(ValueError, match="widths must be at least 16"):
+        init_encoder(dict(TINY_ENCODER, widths=(8, 8, 16, 16)), jax.random.PRNGKey(0))
+    init_encoder(dict(TINY_ENCODER, num_layers=18, mode="ir", widths=(8, 8, 16, 16)), jax.random.PRNGKey(0))
 
 
 def test_encoder_converter_names_bad_keys():

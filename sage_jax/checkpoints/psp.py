@@ -43,7 +43,8 @@ def encoder_config_from_state_dict(sd: StateDict, input_size: int | None = None)
         raise CheckpointError(f"no backbone units (body.N.*): not a complete encoder; it has only "
                               f"{sorted(sd)[:6]}")
     if n_units not in _DEPTH_BY_UNITS:
-        raise CheckpointError(f"{n_units} backbone units match no IR depth (50: 24, 100: 49, 152: 50)")
+        raise CheckpointError(f"{n_units} backbone units match no IR depth (" + ", ".join(
+                              f"{d}: {sum(u)}" for d, u in sorted(UNITS.items())) + ")")
     num_layers = _DEPTH_BY_UNITS[n_units]
     mode = "ir_se" if "body.0.res_layer.5.fc1.weight" in sd else "ir"
     starts = [0, *itertools.accumulate(UNITS[num_layers][:-1])]

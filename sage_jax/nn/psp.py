@@ -26,8 +26,10 @@ from sage_jax.nn.layers import EqualLinear
 
 Dtype = Any
 
-# units per stage of the IR backbones (ArcFace ResNets)
-UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
+# units per stage of the IR backbones (ArcFace ResNets). pSp's ``get_blocks`` has 50,
+# 100 and 152; 18 and 34 (InsightFace's iresnet18/34 unit counts, the same IR units) are
+# additions of ours for small models and fast experiments.
+UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 BN_EPS = 1e-5
 
 
@@ -198,6 +200,9 @@ class Backbone(nn.Module):
     def __call__(self, x, taps: Sequence[int] = (), train: bool = False):
         if self.mode not in ("ir", "ir_se"):
             raise ValueError(f"mode must be 'ir' or 'ir_se', got {self.mode!r}")
+        if self.mode == "ir_se" and min(self.widths) < SEModule.reduction:
+            raise ValueError(f"ir_se units squeeze channels by {SEModule.reduction}: widths must be at least "
+                             f"{SEModule.reduction}, got {tuple(self.widths)} (or use mode='ir')")
         x = Conv(self.widths[0], 3, padding=1, dtype=self.dtype, name="input_conv")(x.astype(self.dtype))
         x = BatchNorm(dtype=self.dtype, name="input_bn")(x, train)
         x = PReLU(name="input_prelu")(x)
