@@ -76,7 +76,7 @@ def test_gan_training_logs_samples_and_resumes_exactly(tmp_path):
 
 
 def test_encoder_training_resumes_exactly_and_inverts(tmp_path, data):
-    cfg = tiny_cfg(**{"psp.steps": 4})
+    cfg = tiny_cfg(**{"psp.steps": 4, "model.encoder.num_layers": 18})  # 18 layers: compiles 3x faster
     G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt.pt"))
     p1 = train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "a"), quiet=True)
     train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "b"), quiet=True, stop_after=2)
@@ -182,7 +182,7 @@ def test_encoder_training_with_lpips_weights(tmp_path, data):
                  "--generator", fixture("tiny_rosinality_ckpt.pt"), "--lpips", str(tmp_path / "lpips.pt"),
                  "--config.train.steps=2", "--config.psp.batch_size=4", "--config.psp.log_every=1",
                  "--config.psp.latent_avg_samples=64", "--config.data.samples_per_class=2",
-                 "--config.data.num_seen=8", "--config.data.num_unseen=2"]) == 0
+                 "--config.data.num_seen=8", "--config.data.num_unseen=2", "--config.model.encoder.num_layers=18"]) == 0
     log = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
     assert "lpips" in log[0] and log[0]["lpips"] > 0
     assert log[0]["loss"] > log[0]["l2"] + log[0]["latent"]  # the perceptual term is in the total
