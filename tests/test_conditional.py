@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from fixture_utils import fixture
 from sage_jax import checkpoints
@@ -324,10 +325,51 @@ def test_encoder_trains_on_a_conditional_generator(tmp_path):
     from sage_jax.data.loader import seen_dataset
     from sage_jax.train.encoder import train_encoder
 
-    cfg = tiny_cfg(**{"psp.steps": 1})
+    cfg = tiny_cfg(**{"psp.steps": 1, "model.encoder.num_layers": 18})
     G = init_generator(dict(cfg.model.generator.to_dict(), c_dim=8), jax.random.PRNGKey(0))
     ds = seen_dataset(cfg.data)
     psp = train_encoder(cfg.model.encoder, G, cfg.psp, ds, str(tmp_path / "w"), quiet=True)
     assert psp.decoder.c_dim == 8
     x, _ = ds.load_batch(range(2))
     assert np.isfinite(np.asarray(psp.reconstruct(x))).all()
+
+
+def test_train_pipeline_with_a_conditional_generator(tmp_path):
+    """`sage-jax train` with gan.conditional (soft labels): every later stage (encoder,
+    class embeddings, dictionary, oracles, the model bundle) runs on the conditional
+    generator, and `generate` and `sample --class-label` use what it wrote."""
+    from test_demo import FAST, TINY
+    from sage_jax.cli import main
+
+    # a 16 px generator (6 W+ layers: the dictionary's groups edit layers 0-5) and a
+    # narrow encoder (FAST makes it 18 layers deep): the pipeline is the same at every size
+    small = ["--config.data.num_seen=6", "--config.data.num_unseen=2", "--config.data.imbalance_ratio=3",
+             "--config.model.generator.size=16", "--config.model.generator.style_dim=8",
+             "--config.model.generator.channels=((4, 8), (8, 8), (16, 8))",
+             "--config.model.encoder.style_dim=8"]
+    cond = ["--config.gan.conditional=true", "--config.gan.labels=soft", "--config.gan.soft_classifier_steps=5"]
+    work = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST, *small, *cond]) == 0
+    model = work / "model"
+    psp = checkpoints.load_psp(str(model / "psp"))
+    assert psp.decoder.c_dim == 6 and psp.decoder.size == 16
+    probs = np.load(work / "gan" / "real_labels.npy")   # soft labels of the real images
+    assert probs.shape[1] == 6 and np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.max(1) < 1).all()
+    shots = tmp_path / "unseen"
+    assert main(["make-synthetic", "--config", TINY, "--split", "unseen", "--out", str(shots),
+                 "--config.data.num_seen=6", "--config.data.num_unseen=2", "--config.data.samples_per_class=6"]) == 0
+    out = tmp_path / "gen"
+    assert main(["generate", "--checkpoint", str(model / "psp"), "--dictionary", str(model / "dictionary"),
+                 "--stats", str(model / "class_stats.npz"), "--shots", str(shots), "--k", "1", "--n", "3",
+                 "--t-c", "3", "--t-a", "4", "--save-codes", "--out", str(out), "--quiet"]) == 0
+    classes = sorted(d for d in os.listdir(shots) if os.path.isdir(shots / d))
+    assert len(classes) == 2
+    for c in classes:
+        imgs = [f for f in os.listdir(out / c) if f.startswith("sage_")]
+        assert len(imgs) == 3
+        assert np.asarray(Image.open(out / c / imgs[0])).shape == (16, 16, 3)
+    assert np.isfinite(np.load(out / "codes.npy")).all()
+    arr = tmp_path / "s.npy"
+    assert main(["sample", "--checkpoint", str(work / "gan" / "g_ema"), "--class-label", "5", "--seeds", "0-1",
+                 "--save-array", str(arr), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    assert np.load(arr).shape == (2, 16, 16, 3)
