@@ -120,7 +120,8 @@ def _train(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, 
 
     n = len(x)
     for i in tqdm(range(steps), desc=desc, disable=quiet, unit="step"):
-        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=False))
+        # with replacement only when the set is smaller than a batch (a tiny or long-tailed dataset)
+        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=batch > n))
         params, opt, _ = step(params, opt, jnp.asarray(x[idx]), jnp.asarray(targets[idx]))
     return params
 
