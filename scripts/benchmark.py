@@ -18,8 +18,12 @@ Sections (``--only`` picks some; all run by default):
             length 100). Target: < 1 s after compilation.
   memory    ``sage-jax generate --n 10000`` at 256 px (images streamed to disk chunk by
             chunk), in a subprocess, on model files written first: its peak resident
-            memory (target < 4 GB). ``--quick`` asks for 32 images (``--memory-images``); 10,000
-            images at 32 px with the shipped tiny model either way.
+            memory (target < 4 GB), for 32 images (8 with ``--quick``; ``--memory-images
+            10000`` for the real thing, 2.5 hours on a CPU). Then the growth with the
+            number of images: the same command with a narrow 256 px model (NARROW_256:
+            the same image and code sizes, 16-channel convolutions) for 32 and for
+            10,000 images (``--memory-growth-images``; not with ``--quick``); the full
+            model's figure plus that growth bounds the 10,000-image run.
   compile   first-call latency of generation (256 px) in fresh processes, with JAX's
             persistent compilation cache empty and then filled by the first process.
   training  GAN training steps/s and images/s (tiny and 256 px configs) and the share of
@@ -102,18 +106,34 @@ def generator_256():
     return checkpoints.load_generator(state_dict_from_manifest("stylegan2_generator_256.json")[0])
 
 
+# The memory figure's second model: 256 px in and out, 18 x 512 codes (so every array
+# whose size grows with the number of images is as large as with the full model), but
+# 16-channel convolutions: it decodes about 100x faster, so 10,000 images take minutes.
+NARROW_256 = {"generator": dict(size=256, style_dim=512, n_mlp=8, channels=tuple((2 ** i, 16) for i in range(2, 9))),
+              "encoder": dict(kind="GradualStyleEncoder", num_layers=18, mode="ir_se", input_size=256, n_styles=18,
+                              style_dim=512, widths=(16, 16, 32, 32))}
+
+
 @functools.lru_cache(maxsize=None)
 def build(size: str):
-    """(psp model, dictionary A, class statistics, raw per-class n_hat) for a size."""
-    from fixture_utils import fixture, state_dict_from_manifest
+    """(psp model, dictionary A, class statistics, raw per-class n_hat) for a size:
+    ``256`` (config-f and pSp IR-SE50 of the fixtures), ``256-narrow`` (NARROW_256,
+    random weights) or ``tiny``."""
+    from fixture_utils import state_dict_from_manifest
 
     if size == "256":
         G = generator_256()
         E = checkpoints.load_encoder(state_dict_from_manifest("psp_gradual_style_encoder_ir_se50.json")[0])
-    else:
-        G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt.pt"))
-        E = init_encoder(dict(input_size=32, n_styles=18, style_dim=64, widths=(16, 16, 32, 64)),
-                         jax.random.PRNGKey(0))
+    elif size == "256-narrow":
+        from sage_jax.models import init_generator
+
+        G = init_generator(NARROW_256["generator"], jax.random.PRNGKey(0))
+        E = init_encoder(NARROW_256["encoder"], jax.random.PRNGKey(1))
+    else:  # the shipped tiny model's encoder and generator
+        from sage_jax.demo import ASSET_DIR
+
+        shipped = checkpoints.load_psp(os.path.join(ASSET_DIR, "psp"))
+        G, E = shipped.decoder, shipped.encoder
     avg = np.zeros((G.n_latent, G.style_dim), np.float32)
     psp = PSPModel(E, G, avg, {"start_from_latent_avg": True, "output_size": G.size})
     emb, A, moments, ns = _editing_fixture(G.style_dim, E.n_styles)
@@ -164,17 +184,24 @@ def bench_peak(n: int = 4096, reps: int = 5) -> dict:
     return {"n": n, "seconds": t, "gflops": matmul_flops(n) / t / 1e9}
 
 
-def bench_generator(batches, peak_gflops: float, reps: int = 2) -> dict:
+def bench_generator(batches, peak_gflops: float, reps: int = 2, quick: bool = False) -> dict:
+    """Images/s and GFLOP/s at each batch, the images copied to the host (as SAGE
+    generation's are, so its comparison can use these figures). Compiled ahead of time,
+    so the first call does no compilation: batches above 16 (and 16 with ``quick``) are
+    timed once without a warm-up call; smaller ones as the best of ``reps`` after one."""
     G = generator_256()
     per_image = generator_flops(G.size, G.style_dim, channels=G.config.get("channels")).total
     rows = []
     for b in batches:
         run, compile_s = _compiled_generator(G, b)
-        run().block_until_ready()
-        t = _best_time(lambda: run().block_until_ready(), reps if b <= 16 else 1)  # batch 16: the target
+        several = b < 16 or (b == 16 and not quick)   # batch 16: the target
+        if several:
+            np.asarray(run())
+        n_reps = reps if several else 1
+        t = _best_time(lambda: np.asarray(run()), n_reps)
         gflops = per_image * b / t / 1e9
         rows.append({"batch": b, "images_per_s": b / t, "gflops": gflops, "share_of_peak": gflops / peak_gflops,
-                     "compile_s": compile_s})
+                     "compile_s": compile_s, "reps": n_reps})
         print(f"  batch {b:>3}: {b / t:7.2f} img/s  {gflops:7.1f} GFLOP/s  {100 * gflops / peak_gflops:5.1f}% of peak"
               f"  (compile {compile_s:.1f} s)", flush=True)
     return {"gflop_per_image": per_image / 1e9, "rows": rows}
@@ -233,10 +260,14 @@ def generator_throughput(G, batch, reps=2):
     return batch / _best_time(lambda: np.asarray(run()), reps)
 
 
-def bench_sage(sizes, n_images: dict, chunk: int, loop_images: dict | None = None) -> list:
+def bench_sage(sizes, n_images: dict, chunks: dict, loop_images: dict | None = None,
+               generator_rates: dict | None = None) -> list:
+    """``generator_rates``: {batch: images/s} of the 256 px generator measured earlier in
+    this run (the generator section, the same network); used for the comparison at 256
+    px when it has the chunk size, instead of timing the generator again."""
     rows = []
     for size in sizes:
-        n = n_images[size]
+        n, chunk = n_images[size], chunks[size]
         psp, A, stats, ns = build(size)
         opts = SampleOptions(t_B=(10,), t_C=8, t_A=20, alpha=1.0)
         shot = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (psp.encoder.input_size,) * 2 + (3,),
@@ -244,11 +275,13 @@ def bench_sage(sizes, n_images: dict, chunk: int, loop_images: dict | None = Non
         fast = size == "tiny"  # a fraction of a second: best of several runs
         t_ours, t_from_codes, imgs = ours(psp, A, stats, shot, n, opts, chunk, reps=5 if fast else 1)
         assert imgs.shape[0] == n and np.isfinite(imgs).all()
-        g_only = generator_throughput(psp.decoder, chunk, reps=20 if fast else 1)
+        reuse = size == "256" and chunk in (generator_rates or {})
+        g_only = generator_rates[chunk] if reuse else generator_throughput(psp.decoder, chunk, reps=20 if fast else 1)
         n_loop = (loop_images or {}).get(size, n)  # the loop's rate is steady: fewer images suffice
         t_loop = official_loop(psp, A, stats, ns, shot, n_loop, opts)
         row = {"size": size, "images": n, "chunk": chunk, "ours_images_per_s": n / t_ours,
-               "generator_only_images_per_s": g_only, "from_codes_images_per_s": n / t_from_codes,
+               "generator_only_images_per_s": g_only, "generator_only_from": "generator section" if reuse else "here",
+               "from_codes_images_per_s": n / t_from_codes,
                "ours_over_generator": n / t_from_codes / g_only, "end_to_end_over_generator": n / t_ours / g_only,
                "loop_images": n_loop, "loop_images_per_s": n_loop / t_loop,
                "speedup_over_loop": (n_loop / t_loop) ** -1 * (n / t_ours),
@@ -297,12 +330,13 @@ def bench_editing(n_queries=100, total=10_000, reps=3) -> dict:
     return {"queries": n_queries, "samples": total, "seconds": t, "first_call_s": first}
 
 
-def write_generation_inputs(root: str) -> dict:
-    """The 256 px pSp model, dictionary, class statistics (with the fingerprints
-    ``sage-jax generate`` checks) and one shot image, written as a user would have them."""
+def write_generation_inputs(root: str, size: str = "256") -> dict:
+    """A 256 px pSp model (``build(size)``), dictionary, class statistics (with the
+    fingerprints ``sage-jax generate`` checks) and one shot image, written as a user
+    would have them."""
     from sage_jax.images import save_png, to_uint8
 
-    psp, A, stats, _ = build("256")
+    psp, A, stats, _ = build(size)
     d = dictionary_with(A)
     checkpoints.save_psp(os.path.join(root, "psp"), psp, overwrite=True)
     checkpoints.save_model(os.path.join(root, "dictionary"), d, overwrite=True)
@@ -384,10 +418,16 @@ def compile_probe(files: dict, cache_dir: str | None) -> dict:
     return {"first_call_s": first, "second_call_s": time.perf_counter() - t, "setup_s": setup}
 
 
+class SubprocessFailed(RuntimeError):
+    pass
+
+
 def _subprocess_json(code: str, env: dict | None = None) -> dict:
     out = subprocess.run([sys.executable, "-c", code], env=env or dict(os.environ), capture_output=True, text=True)
     if out.returncode:
-        sys.exit(f"benchmark subprocess failed:\n{out.stderr[-4000:]}")
+        why = (f"killed by signal {-out.returncode} (SIGKILL: most likely the kernel's out-of-memory killer)"
+               if out.returncode < 0 else f"exit status {out.returncode}")
+        raise SubprocessFailed(f"benchmark subprocess failed, {why}:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -439,6 +479,19 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
         rng = np.random.default_rng(0)
         data = ArrayDataset(rng.uniform(-1, 1, (4 * batch, size, size, 3)).astype(np.float32),
                             np.zeros(4 * batch, np.int32))
+    # compile time as JAX reports it (tracing, lowering, and the XLA compile or the
+    # persistent-cache read) for the four jitted updates
+    compile_s = {"trace": 0.0, "lower": 0.0, "backend": 0.0}
+    kinds = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+             "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+             "/jax/core/compile/backend_compile_duration": "backend"}
+
+    def listener(event, duration, **kw):
+        name = str(kw.get("fun_name", "")).removeprefix("jit(").removesuffix(")")   # "d_step" or "jit(d_step)"
+        if event in kinds and name in ("d_step", "d_reg_step", "g_step", "g_reg_step"):
+            compile_s[kinds[event]] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
         train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, work, quiet=True)
@@ -453,16 +506,29 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
     return {"config": config_name, "devices": n_dev, "batch": batch, "steps": n,
             "steps_per_s": n / sec, "images_per_s": n * batch / sec, "data_wait_share": wait,
             "first_interval_s": first["interval_s"], "first_interval_steps": first["interval_steps"],
-            "run_s": total}
+            "steps_compile_s": sum(compile_s.values()), "steps_compile_parts_s": compile_s, "run_s": total,
+            "peak_rss_mb": _vm_hwm_mb()}
 
 
-def bench_training(configs, devices: int) -> list:
+def _vm_hwm_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM; getrusage's
+    ru_maxrss also counts the parent's pages at fork, before exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_training(configs, device_counts, steps: int | None = None, warm: bool = True) -> list:
     """Each config in two fresh processes sharing a new persistent compilation cache:
     the first compiles (and fills the cache), the second reads it; speeds are the
-    second's. ``devices``: the same again on that many simulated CPU devices."""
+    second's (the first's with ``warm=False``, which skips the second process).
+    ``device_counts``: 1 and/or numbers of simulated CPU devices. ``steps``: timed
+    steps (default TRAIN_STEPS)."""
     here = os.path.dirname(os.path.abspath(__file__))
     rows = []
-    for n_dev in [1] + ([devices] if devices else []):
+    for n_dev in device_counts:
         env = dict(os.environ)
         if n_dev > 1:
             env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_dev}"
@@ -471,27 +537,36 @@ def bench_training(configs, devices: int) -> list:
                 env["SAGE_JAX_COMPILATION_CACHE"] = cache
                 code = ("import json, sys; sys.path.insert(0, %r); from benchmark import training_speed; "
                         "from sage_jax.parallel import enable_compilation_cache; enable_compilation_cache(); "
-                        "print(json.dumps(training_speed(%r)))" % (here, c))
-                cold = _subprocess_json(code, env)
-                row = _subprocess_json(code, env)
+                        "print(json.dumps(training_speed(%r, %r)))" % (here, c, steps))
+                try:
+                    cold = _subprocess_json(code, env)
+                    row = _subprocess_json(code, env) if warm else dict(cold)
+                except SubprocessFailed as e:   # a run that does not fit (8 devices at 256 px) must not lose the rest
+                    rows.append({"config": c, "devices": n_dev, "error": str(e).splitlines()[0]})
+                    print(f"  {c:>4} on {n_dev} device(s): {rows[-1]['error']}", flush=True)
+                    continue
+            # compile (or cache-read) time of the four updates, as JAX's monitoring
+            # events report it (the first interval also runs the regularised steps,
+            # which at 256 px cost minutes on a CPU, so it is not a compile figure)
             row["first_interval_cold_s"] = cold["first_interval_s"]
-            row["first_interval_warm_s"] = row["first_interval_s"]
-            own = row["first_interval_steps"] / row["steps_per_s"]
-            row["compile_cold_s"] = max(0.0, cold["first_interval_s"] - own)
-            row["compile_warm_s"] = max(0.0, row["first_interval_s"] - own)
+            row["compile_cold_s"] = cold["steps_compile_s"]
+            if warm:
+                row["first_interval_warm_s"] = row["first_interval_s"]
+                row["compile_warm_s"] = row["steps_compile_s"]
             rows.append(row)
             _print_training(row)
     return rows
 
 
 def _print_training(r):
-    print(f"  {r['config']:>4} on {r['devices']} device(s), batch {r['batch']}: {r['steps_per_s']:.3f} steps/s, "
-          f"{r['images_per_s']:.1f} img/s, waiting for data {100 * r['data_wait_share']:.1f}%; compiling the "
-          f"steps took {r['compile_cold_s']:.1f} s, {r['compile_warm_s']:.1f} s from the persistent cache",
-          flush=True)
+    warm = f", {r['compile_warm_s']:.1f} s from the persistent cache" if "compile_warm_s" in r else ""
+    print(f"  {r['config']:>4} on {r['devices']} device(s), batch {r['batch']}: {r['steps_per_s']:.4f} steps/s, "
+          f"{r['images_per_s']:.2f} img/s, waiting for data {100 * r['data_wait_share']:.1f}% ({r['steps']} timed "
+          f"steps); compiling the steps took {r['compile_cold_s']:.1f} s{warm}; peak RSS "
+          f"{r['peak_rss_mb'] / 1024:.1f} GB", flush=True)
 
 
-def bench_bf16(batch: int = 2) -> dict:
+def bench_bf16(batch: int = 2, reps: int = 2) -> dict:
     from sage_jax.images import to_uint8
 
     G = generator_256()
@@ -500,8 +575,8 @@ def bench_bf16(batch: int = 2) -> dict:
     Gb = G.astype(jnp.bfloat16)
     b16 = np.asarray(Gb(w, input_is_latent=True))
     levels = np.abs(to_uint8(b16).astype(np.int16) - to_uint8(f32).astype(np.int16))
-    t32 = _best_time(lambda: G(w, input_is_latent=True).block_until_ready(), 2)
-    t16 = _best_time(lambda: Gb(w, input_is_latent=True).block_until_ready(), 2)
+    t32 = _best_time(lambda: G(w, input_is_latent=True).block_until_ready(), reps)
+    t16 = _best_time(lambda: Gb(w, input_is_latent=True).block_until_ready(), reps)
     return {"batch": batch, "mean_abs_levels": float(levels.mean()), "max_abs_levels": int(levels.max()),
             "mean_abs_float": float(np.abs(np.clip(b16, -1, 1) - np.clip(f32, -1, 1)).mean()),
             "float32_images_per_s": batch / t32, "bfloat16_images_per_s": batch / t16}
@@ -531,15 +606,32 @@ def _target_table(results) -> list[tuple[str, str, str, str]]:
         rows.append((f"editing math, {e['samples']} codes / {e['queries']} queries", f"{e['seconds']:.3f} s",
                      "< 1 s", "yes" if e["seconds"] < 1 else "NO"))
     for m in results.get("memory", []):
-        rows.append((f"memory, sage-jax generate --n {m['images']} at {m['size']} px",
+        rows.append((f"memory, sage-jax generate --n {m['images']} at 256 px (config-f, pSp IR-SE50)",
                      f"{m['peak_rss_mb'] / 1024:.2f} GB peak RSS", "< 4 GB",
                      "yes" if m["peak_rss_mb"] < 4096 else "NO"))
+    grow = results.get("memory_growth")
+    if grow:
+        a, b = grow
+        extra = b["peak_rss_mb"] - a["peak_rss_mb"]
+        rows.append((f"memory growth, --n {a['images']} -> {b['images']} at 256 px (narrow model)",
+                     f"{extra:+.0f} MB ({a['peak_rss_mb']:.0f} -> {b['peak_rss_mb']:.0f} MB)", "bounded", "-"))
+        full = [m for m in results.get("memory", []) if m["images"] < b["images"]]
+        if full:
+            bound = full[0]["peak_rss_mb"] + max(extra, 0.0)
+            rows.append((f"memory, --n {b['images']} at 256 px, full model: --n {full[0]['images']} + growth",
+                         f"{bound / 1024:.2f} GB (bound from the two rows above)", "< 4 GB",
+                         "yes" if bound < 4096 else "NO"))
     for r in results.get("compile", []):
         rows.append((f"first call, {r['what']}", f"{r['cold_cache_s']:.1f} s; {r['warm_cache_s']:.1f} s from cache "
                      f"({r['call_s']:.1f} s compiled)", "report", "-"))
     for r in results.get("training", []):
+        if "error" in r:
+            rows.append((f"training {r['config']}, {r['devices']} device(s)", "did not finish: " + r["error"][:60],
+                         "report", "-"))
+            continue
+        warm = f"; {r['compile_warm_s']:.1f} s from cache" if "compile_warm_s" in r else ""
         rows.append((f"first training step, {r['config']}, {r['devices']} device(s)",
-                     f"{r['compile_cold_s']:.1f} s; {r['compile_warm_s']:.1f} s from cache", "report", "-"))
+                     f"{r['compile_cold_s']:.1f} s{warm}", "report", "-"))
         rows.append((f"training {r['config']}, {r['devices']} device(s)",
                      f"{r['steps_per_s']:.3f} steps/s, {100 * r['data_wait_share']:.1f}% waiting for data",
                      "data not the bottleneck", "yes" if r["data_wait_share"] < 0.1 else "NO"))
@@ -566,18 +658,31 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
     p.add_argument("--quick", action="store_true",
-                   help="smaller runs (under 10 min on 2 CPU cores): 16 images at 256 px (8 for the loop), "
-                        "32 images for the 256 px memory figure, tiny training only")
+                   help="smaller runs (under 10 min on 2 CPU cores): SAGE generation of 8 images at 256 px "
+                        "(4 for the loop), one timed run of the generator at batch 16 and 64, 8 images for the "
+                        "256 px memory figure and no growth run, tiny training only (24 timed steps)")
     p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"],
                    help="SAGE generation sizes")
     p.add_argument("--n-images", type=int, default=128, help="images per class for SAGE generation (default 128)")
-    p.add_argument("--chunk", type=int, default=16, help="generator batch of our path (default 16)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="generator batch of our SAGE path (default 16; 4 at 256 px with --quick)")
     p.add_argument("--memory-images", type=int, default=None,
-                   help="images that sage-jax generate writes for the memory figure (default 10000; 32 with --quick)")
+                   help="images that sage-jax generate writes with the full 256 px model for the memory figure "
+                        "(default 32; 8 with --quick; 10000 takes about 2.5 hours on 2 CPU cores)")
+    p.add_argument("--memory-growth-images", type=int, default=None,
+                   help="images for the memory growth figure with the narrow 256 px model, against 32 "
+                        "(default 10000, about 15 min on 2 CPU cores; 0 = skip, the --quick default)")
     p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
                    help="training configs (default: tiny and 256; tiny with --quick)")
     p.add_argument("--train-devices", type=int, default=0,
                    help="also run the training benchmark on this many simulated CPU devices (subprocess)")
+    p.add_argument("--train-device-counts", type=int, nargs="+", default=None,
+                   help="exactly these device counts (1 = this process's devices; more = simulated CPU devices); "
+                        "overrides --train-devices")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help=f"timed training steps per config (default {TRAIN_STEPS})")
+    p.add_argument("--train-no-warm", action="store_true",
+                   help="skip the second (warm-cache) training process: speeds from the first, no cache figure")
     p.add_argument("--skip-generation", action="store_true", help="only the training benchmark (= --only training)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -615,12 +720,16 @@ def main(argv=None):
     if "generator" in only:
         batches = (1, 4, 16, 64)
         print("StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
-        results["generator"] = bench_generator(batches, peak)
+        results["generator"] = bench_generator(batches, peak, quick=args.quick)
         mark("generator")
     if "sage" in only:
-        n_images = {"tiny": args.n_images, "256": 16 if args.quick else args.n_images}
+        # --quick at 256 px: 8 images in chunks of 4 (the generator section's batch 4 is the
+        # comparison), 4 images for the loop
+        n_images = {"tiny": args.n_images, "256": 8 if args.quick else args.n_images}
+        chunks = {"tiny": args.chunk or 16, "256": args.chunk or (4 if args.quick else 16)}
         print("SAGE generation, 1-shot:", flush=True)
-        results["sage"] = bench_sage(args.sizes, n_images, args.chunk, {"256": 8} if args.quick else None)
+        rates = {r["batch"]: r["images_per_s"] for r in results.get("generator", {}).get("rows", [])}
+        results["sage"] = bench_sage(args.sizes, n_images, chunks, {"256": 4} if args.quick else None, rates)
         mark("sage")
     if "editing" in only:
         results["editing"] = bench_editing()
@@ -629,11 +738,15 @@ def main(argv=None):
               f"(first call {e['first_call_s']:.1f} s)", flush=True)
         mark("editing")
     if "memory" in only:
-        n_mem = args.memory_images or (32 if args.quick else 10_000)
-        results["memory"] = [bench_memory(n_mem, "256", inputs()), bench_memory(10_000, "tiny")]
-        for m in results["memory"]:
-            print(f"memory: sage-jax generate wrote {m['written']} images at {m['size']} px in {m['seconds']:.0f} s; "
-                  f"peak RSS {m['peak_rss_mb']:.0f} MB", flush=True)
+        n_mem = args.memory_images or (8 if args.quick else 32)
+        n_growth = args.memory_growth_images if args.memory_growth_images is not None else (0 if args.quick else 10_000)
+        results["memory"] = [bench_memory(n_mem, "256", inputs())]
+        if n_growth:
+            narrow = write_generation_inputs(os.path.join(work.name, "narrow"), "256-narrow")
+            results["memory_growth"] = [bench_memory(n, "256-narrow", narrow) for n in (32, n_growth)]
+        for m in results["memory"] + results.get("memory_growth", []):
+            print(f"memory: sage-jax generate wrote {m['written']} images at 256 px ({m['size']}) in "
+                  f"{m['seconds']:.0f} s; peak RSS {m['peak_rss_mb']:.0f} MB", flush=True)
         mark("memory")
     if "compile" in only:
         print("compilation (fresh processes):", flush=True)
@@ -641,10 +754,12 @@ def main(argv=None):
         mark("compile")
     if "training" in only:
         print("GAN training:", flush=True)
-        results["training"] = bench_training(train_configs, args.train_devices)
+        counts = args.train_device_counts or [1] + ([args.train_devices] if args.train_devices else [])
+        steps = args.train_steps or (24 if args.quick else None)
+        results["training"] = bench_training(train_configs, counts, steps, warm=not args.train_no_warm)
         mark("training")
     if "bf16" in only:
-        results["bf16"] = bench_bf16()
+        results["bf16"] = bench_bf16(reps=1 if args.quick else 2)
         b = results["bf16"]
         print(f"bfloat16: mean |diff| {b['mean_abs_levels']:.2f} of 255 levels (max {b['max_abs_levels']}), "
               f"{b['bfloat16_images_per_s']:.2f} img/s vs float32 {b['float32_images_per_s']:.2f}", flush=True)
