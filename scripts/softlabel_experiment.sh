@@ -2,12 +2,12 @@
 # Softlabel-GAN on the imbalanced synthetic data: a hard-label and a soft-label
 # class-conditional StyleGAN2, same seed, same steps, evaluated per class group.
 #
-#   bash scripts/softlabel_experiment.sh [OUT] [STEPS]      # default runs/softlabel 250
+#   bash scripts/softlabel_experiment.sh [OUT] [STEPS]      # default runs/softlabel 3000 (the README run)
 #   PYTHON=/path/to/venv/bin/python bash scripts/softlabel_experiment.sh   # another interpreter
 #
 # Both GANs train at once (two processes), same seed, so they see the same batches and z.
-# The README's run: 250 steps each took ~40 min wall-clock (compilation included) on 2 CPU
-# cores shared with other jobs (load ~12), the evaluation ~5.5 min.
+# The README's run (3000 steps): both trainings together took 102 min wall-clock on 2 CPU
+# cores, most of it at low priority beside benchmarks; the evaluation 1.5 min.
 #
 # Setting: configs/tiny.py, 40 seen classes with a long tail of 100 -> 10 images (imbalance
 # ratio 10, 1579 images), DiffAugment on (the paper's setting), fake classes uniform, soft
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/softlabel}
-STEPS=${2:-250}
+STEPS=${2:-3000}
 PY=${PYTHON:-python}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 CLI="$PY -m sage_jax.cli"
