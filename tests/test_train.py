@@ -76,7 +76,7 @@ def test_gan_training_logs_samples_and_resumes_exactly(tmp_path):
 
 
 def test_encoder_training_resumes_exactly_and_inverts(tmp_path, data):
-    cfg = tiny_cfg(**{"psp.steps": 4, "model.encoder.num_layers": 18})  # 18 layers: compiles 3x faster
+    cfg = tiny_cfg(**{"psp.steps": 4, "model.encoder.num_layers": 18})  # 18 layers: fewer units to compile
     G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt.pt"))
     p1 = train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "a"), quiet=True)
     train_encoder(cfg.model.encoder, G, cfg.psp, data, str(tmp_path / "b"), quiet=True, stop_after=2)
