@@ -400,7 +400,7 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
     ``state``), then for each step read the batch of :func:`batch_indices` (prefetched
     on a thread), call ``step_fn(state, images, labels, step) -> (state, metrics)``
     with the batch sharded over ``mesh``, log every ``log_every`` steps, call
-    ``after_step(state, done)``, and checkpoint every ``ckpt_every`` steps, at the end
+    ``after_step(state, done)`` (a dict it returns is logged at that step), and checkpoint every ``ckpt_every`` steps, at the end
     and on SIGTERM (then return early). ``stop_after`` ends the run after that many
     steps of this call, as an interruption would. Returns ``(state, last step)``."""
     import concurrent.futures
@@ -468,7 +468,9 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
                         if postfix:
                             bar.set_postfix(**postfix(logged))
                     if after_step:
-                        after_step(state, done)
+                        extra = after_step(state, done)
+                        if extra:  # e.g. sample-quality measures: logged at this step too
+                            log.write(done, extra)
                     saved = ckpt.maybe_save(done, state, force=done == end)
                     if ckpt.stop_requested and saved:
                         print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)

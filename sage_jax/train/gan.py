@@ -61,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.g_reg_every = 4
     c.mixing = 0.9
     c.ema = EMA_ACCUM
+    c.ema_rampup = 0.0         # > 0: EMA half-life ramps up as min(half-life, ema_rampup * step) (StyleGAN2-ADA: 0.05)
     c.augment = False          # differentiable augmentation (colour, translation, cutout)
     c.conditional = False      # class-conditional G (mapping embeds labels) and projection D
     c.labels = "hard"          # real-image labels: "hard" (one-hot) | "soft" (Softlabel-GAN)
@@ -78,6 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep = 3
     c.sample_every = 1000
     c.n_sample = 16
+    c.eval_every = 0           # > 0: call train_gan's ``evaluate`` (the learning curve) every this many steps
     return c
 
 
@@ -164,10 +166,21 @@ class StepOptions:
     mixing: float
     ema: float
     augment: bool
+    ema_rampup: float = 0.0
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: cfg.get(f.name, f.default) for f in dataclasses.fields(cls)})
+
+    def ema_beta(self, step):
+        """The EMA decay at (0-based) ``step``. With ``ema_rampup`` r > 0 the half-life
+        (in steps) is min(that of ``ema``, r * (step + 1)), StyleGAN2-ADA's ramp-up: a short
+        run's EMA is not dominated by the random initialisation."""
+        if not self.ema_rampup:
+            return self.ema
+        half_life = math.log(0.5) / math.log(self.ema)
+        h = jnp.minimum(half_life, self.ema_rampup * (jnp.asarray(step, jnp.float32) + 1.0))
+        return jnp.power(0.5, 1.0 / jnp.maximum(h, 1e-8))
 
 
 def make_steps(g_module, d_module, cfg):
@@ -241,7 +254,8 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
         l, grads = jax.value_and_grad(loss)(s["g"])
         upd, g_opt = g_tx.update(grads, s["g_opt"], s["g"])
         g = optax.apply_updates(s["g"], upd)
-        ema = jax.tree_util.tree_map(lambda e, p: p + cfg.ema * (e - p), s["g_ema"], g)
+        beta = cfg.ema_beta(s["step"])
+        ema = jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), s["g_ema"], g)
         return dict(s, g=g, g_opt=g_opt, g_ema=ema), {"g_loss": l}
 
     @functools.partial(jax.jit, static_argnums=2)
@@ -281,11 +295,13 @@ def init_state(g_cfg, d_cfg, cfg, key):
 
 
 def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
-              stop_after: int | None = None):
+              stop_after: int | None = None, evaluate=None):
     """Train (or resume) a StyleGAN2 on ``dataset`` (``load_batch`` interface, images
     at ``g_cfg.size``) in ``workdir``; returns (G_ema, D) models, also written to
     ``workdir/g_ema`` and ``workdir/d``. ``stop_after`` ends the run (with a checkpoint)
-    after that many steps of this call, as an interruption would."""
+    after that many steps of this call, as an interruption would. ``evaluate(G_ema, step)
+    -> dict`` is called every ``cfg.eval_every`` steps (and at the end) with the EMA
+    generator; what it returns is logged in ``metrics.jsonl`` (the learning curve)."""
     from sage_jax.checkpoints import save_model
 
     mesh = mesh or parallel.make_mesh()
@@ -321,9 +337,16 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
             metrics.update(m)
         return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
 
+    eval_every = int(cfg.get("eval_every", 0) or 0)
+
     def after_step(state, done):
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
             _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"), sample_labels)
+        if evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps):
+            model = GeneratorModel(G.config, {"params": jax.tree_util.tree_map(np.asarray, state["g_ema"]),
+                                              "noises": jax.tree_util.tree_map(np.asarray, state["noises"])})
+            return evaluate(model, done)
+        return None
 
     state, _ = run_loop(workdir=workdir, state=state, step_fn=step_fn, dataset=dataset, batch_size=cfg.batch_size,
                         data_key=data_key, mesh=mesh, steps=cfg.steps, log_every=cfg.log_every,
