@@ -72,6 +72,7 @@ def get_config(arg=None):
     t.g_reg_every = 4      # lazy path-length interval (StyleGAN2)
     t.mixing = 0.9         # style-mixing probability
     t.ema = 0.5 ** (32 / (10 * 1000))  # rosinality's accum
+    t.ema_rampup = 0.0     # > 0: EMA half-life min(that of ema, ema_rampup * step) (StyleGAN2-ADA: 0.05)
     t.augment = False      # the synthetic set is large enough; turn on for few images
     # Class-conditional training and Softlabel-GAN (Katsumata et al., WACV 2024), see
     # sage_jax/train/label_augmentation.py. The paper's setting: labels="soft" with the
@@ -92,6 +93,7 @@ def get_config(arg=None):
     t.keep = 3
     t.sample_every = 500
     t.n_sample = 16
+    t.eval_every = 500     # the learning curve: oracle confidence of random samples (synthetic data)
 
     # ---------------------------------------------------------------- encoder training
     p = config.psp = ml_collections.ConfigDict()
@@ -124,6 +126,12 @@ def get_config(arg=None):
     t.log_every = 10
     t.ckpt_every = 500
     t.keep = 3
+
+    # ---------------------------------------------------------------- stage measures (synthetic data only)
+    q = config.quality = ml_collections.ConfigDict()
+    q.samples = 1000           # random generator samples scored by the oracles
+    q.heldout_per_class = 10   # fresh real images per class for the inversion's measures
+    q.seed = 2024
 
     # ---------------------------------------------------------------- oracles (synthetic data only)
     o = config.oracles = ml_collections.ConfigDict()

@@ -1,18 +1,25 @@
-"""The whole pipeline in one command (``sage-jax train``): StyleGAN2, then the pSp
-encoder, then the class statistics, then the dictionary (and, on the synthetic data,
-the two ground-truth oracles), then one self-contained model directory.
+"""The whole pipeline in one command (``sage-jax train``): on the synthetic data the two
+ground-truth oracles first, then StyleGAN2, then the pSp encoder, then the class
+statistics, then the dictionary, then one self-contained model directory.
 
 Every stage writes into its own sub-directory of the workdir and is skipped when its
 result exists, and each training stage resumes from its checkpoints, so running the
 command again after an interruption continues where it stopped. A stage that runs
 again (e.g. more GAN steps asked) makes every later stage start afresh from it.
 
+    WORKDIR/oracles/      classifier + factor regressor (synthetic data only)
     WORKDIR/gan/          train-gan          -> gan/g_ema
     WORKDIR/psp/          train-encoder      -> psp/psp
     WORKDIR/stats.npz     embed (class embeddings)
     WORKDIR/dictionary/   train-dictionary   -> dictionary/dictionary, dictionary/class_stats.npz
-    WORKDIR/oracles/      classifier + factor regressor (synthetic data only)
     WORKDIR/model/        everything generation and the demo need, with the config
+
+On the synthetic data every stage is measured on its own with the oracles
+(:mod:`sage_jax.metrics.stages`): the generator's learning curve (confident share of
+random samples every ``gan.eval_every`` steps) in ``gan/metrics.jsonl``, its final sample
+quality and the inversion's quality on held-out real images (seen and unseen classes) in
+``WORKDIR/quality.json``, the last line of the stage's ``metrics.jsonl``, and the model's
+``provenance.json``.
 """
 
 from __future__ import annotations
@@ -63,32 +70,54 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
             elif os.path.exists(p):
                 os.remove(p)
 
+    synthetic = cfg.data.name == "synthetic"
+    oracle_dir = os.path.join(workdir, "oracles")
+    if synthetic and not os.path.exists(os.path.join(oracle_dir, "oracles.json")):
+        _stage("1/6 ground-truth oracles", quiet)
+        timed("oracles", lambda: _train_synthetic_oracles(cfg, oracle_dir, quiet))
+    judge = _StageJudge(cfg, oracle_dir) if synthetic else None
+    quality = _load_json(os.path.join(workdir, "quality.json"))
+
+    def record(stage, measures, stage_dir, step):
+        quality[stage] = measures
+        _save_json(os.path.join(workdir, "quality.json"), quality)
+        _log_quality(stage_dir, step, stage, measures)
+        if not quiet:
+            print(f"   {stage}: " + _describe(measures), flush=True)
+
     g_dir = os.path.join(workdir, "gan", "g_ema")
     if not os.path.isdir(g_dir) or _needs_more(os.path.join(workdir, "gan"), cfg.gan.steps):
-        _stage("1/5 StyleGAN2", quiet)
+        _stage("2/6 StyleGAN2", quiet)
         changed = True
+        quality.clear()
         data = seen_dataset(cfg.data, cfg.model.generator.size)
+        curve = judge.learning_curve if judge is not None else None
         timed("gan", lambda: train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data,
-                                       os.path.join(workdir, "gan"), quiet=quiet))
+                                       os.path.join(workdir, "gan"), quiet=quiet, evaluate=curve))
     G = checkpoints.load_generator(g_dir)
+    if judge is not None and "generator" not in quality:
+        record("generator", judge.generator(G), os.path.join(workdir, "gan"), int(cfg.gan.steps))
 
     psp_dir = os.path.join(workdir, "psp", "psp")
     if changed:
         invalidate(os.path.join(workdir, "psp"))
     if not os.path.isdir(psp_dir) or _needs_more(os.path.join(workdir, "psp"), cfg.psp.steps):
-        _stage("2/5 pSp encoder", quiet)
+        _stage("3/6 pSp encoder", quiet)
         changed = True
+        quality.pop("inversion", None)
         data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
         timed("encoder", lambda: train_encoder(cfg.model.encoder, G, cfg.psp, data,
                                                os.path.join(workdir, "psp"), quiet=quiet))
     psp = checkpoints.load_psp(psp_dir)
+    if judge is not None and "inversion" not in quality:
+        record("inversion", judge.inversion(psp), os.path.join(workdir, "psp"), int(cfg.psp.steps))
 
     enc_data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
     stats_path = os.path.join(workdir, "stats.npz")
     if changed:
         invalidate(stats_path)
     if not os.path.exists(stats_path):
-        _stage("3/5 class embeddings", quiet)
+        _stage("4/6 class embeddings", quiet)
         timed("embed", lambda: compute_class_statistics(psp.encoder, enc_data, 64, quiet=quiet).save(stats_path))
     stats = ClassStatistics.load(stats_path)
 
@@ -97,7 +126,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     if changed:
         invalidate(dict_dir)
     if not os.path.exists(full_stats) or _needs_more(dict_dir, cfg.dictionary.steps):
-        _stage("4/5 dictionary", quiet)
+        _stage("5/6 dictionary", quiet)
 
         def dictionary_stage():
             d = train_dictionary(psp, stats, enc_data, cfg.dictionary, dict_dir, quiet=quiet)
@@ -105,13 +134,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
         timed("dictionary", dictionary_stage)
 
-    oracle_dir = os.path.join(workdir, "oracles")
-    if cfg.data.name == "synthetic" and not os.path.exists(os.path.join(oracle_dir, "oracles.json")):
-        _stage("5/5 ground-truth oracles", quiet)
-        timed("oracles", lambda: _train_synthetic_oracles(cfg, oracle_dir, quiet))
-
     model_dir = os.path.join(workdir, "model")
-    _bundle(cfg, workdir, model_dir, times)
+    _bundle(cfg, workdir, model_dir, times, quality)
     if not quiet:
         total = sum(times.values())
         print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
@@ -140,7 +164,7 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
     o.save(out_dir)
 
 
-def _bundle(cfg, workdir, model_dir, times):
+def _bundle(cfg, workdir, model_dir, times, quality=None):
     """Copy what generation and the demo need into one directory."""
     tmp = model_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -154,13 +178,97 @@ def _bundle(cfg, workdir, model_dir, times):
         f.write(cfg.to_json_best_effort(indent=1))
     with open(os.path.join(tmp, "provenance.json"), "w") as f:
         json.dump({"made_by": "sage-jax train", "seed": int(cfg.seed), "stage_seconds": times,
-                   "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}, f, indent=1)
+                   "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+                   "stage_quality": quality or {}}, f, indent=1)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp, model_dir)
 
 
 def _du(path):
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+class _StageJudge:
+    """The oracles' measures of each stage on the synthetic data (fixed keys and fresh
+    held-out draws, so the figures of two runs compare)."""
+
+    def __init__(self, cfg, oracle_dir):
+        from sage_jax.data.loader import synthetic_spec
+        from sage_jax.data.synthetic import generate, make_classes
+        from sage_jax.metrics.oracles import Oracles
+
+        self.cfg = cfg
+        self.oracles = Oracles.load(oracle_dir)
+        self.spec = synthetic_spec(cfg.data, cfg.model.generator.size)
+        classes = make_classes(self.spec)
+        self.seen = [c for c in classes if c.seen]
+        self.unseen = [c for c in classes if not c.seen]
+        self.seen_names = [c.name for c in self.seen]
+        self.n_samples = int(cfg.get("quality", {}).get("samples", 1000))
+        real = generate(self.spec, "seen")["images"]
+        self.real_seen = real[np.asarray(jax.random.permutation(jax.random.PRNGKey(3), len(real)))[:self.n_samples]]
+        self.key = jax.random.PRNGKey(int(cfg.get("quality", {}).get("seed", 2024)))
+
+    def _quality(self, G):
+        from sage_jax.metrics.stages import generator_quality
+
+        return generator_quality(G, self.oracles, self.seen_names, self.key, n=self.n_samples,
+                                 real_seen=self.real_seen)
+
+    def learning_curve(self, G, step):
+        return {f"quality/{k}": v for k, v in self._quality(G).items() if k not in ("samples", "seen_classes")}
+
+    def generator(self, G):
+        return self._quality(G)
+
+    def inversion(self, psp):
+        from sage_jax.metrics.stages import heldout_images, inversion_quality
+
+        per_class = int(self.cfg.get("quality", {}).get("heldout_per_class", 10))
+        out = {}
+        for split, classes in (("seen", self.seen), ("unseen", self.unseen)):
+            images, idx = heldout_images(self.spec, classes, per_class)
+            names = [c.name for c in classes for _ in range(per_class)]
+            out[split] = inversion_quality(psp.reconstruct, self.oracles, images, names)
+        return out
+
+
+def _flat(measures, prefix=""):
+    out = {}
+    for k, v in measures.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)):
+            out[prefix + k] = v
+    return out
+
+
+def _describe(measures) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in _flat(measures).items())
+
+
+def _log_quality(stage_dir, step, stage, measures):
+    """Append the stage's final measures to its ``metrics.jsonl`` (and TensorBoard)."""
+    from sage_jax.train.common import MetricsLog
+
+    if not os.path.isdir(stage_dir):
+        return
+    log = MetricsLog(stage_dir, start_step=step)
+    try:
+        log.write(step, {f"final/{stage}/{k}": v for k, v in _flat(measures).items()})
+    finally:
+        log.close()
+
+
+def _load_json(path):
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def _save_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
 
 
 def _load_times(workdir):

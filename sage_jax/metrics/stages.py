@@ -1,0 +1,121 @@
+"""Stage-by-stage quality on the synthetic dataset (DESIGN.md, "Data": the benchmark only
+measures the method when every stage under it has learnt).
+
+The ground-truth oracles (trained on real images only) score each stage on its own:
+
+* **generator** (:func:`generator_quality`): random samples ``G(z)`` with random noise:
+  the share the oracle classifier assigns to one class with probability >= 0.9
+  (``confident_share``; real images: about 0.97), how many of the seen classes such
+  confident samples hit (``seen_classes_hit``), the mean max-probability, and a
+  Frechet distance between the oracle's pooled features of the samples and of real
+  seen images (``oracle_fid``: FID on the oracle's features, not Inception's);
+* **inversion** (:func:`inversion_quality`): reconstructions ``G(E(x))`` of held-out
+  real images (fresh draws, never trained on), seen and unseen classes: oracle
+  retention of the class, and the mean squared error to the input (images in [-1, 1]).
+
+When an editing result is poor, these tell whether the generator, the inversion, or
+what comes after (dictionary, editing) loses the class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CONFIDENT = 0.9
+
+
+def class_probabilities(oracles, images, batch: int = 500) -> np.ndarray:
+    """The oracle classifier's softmax (N, classes) for images in [-1, 1]."""
+    from sage_jax.metrics.oracles import _predict
+
+    out = [np.asarray(jax.nn.softmax(_predict(oracles.classifier, oracles.clf_params, jnp.asarray(images[i:i + batch]))))
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, len(oracles.class_names)), np.float32)
+
+
+def oracle_fid(oracles, images_a, images_b, batch: int = 500) -> float:
+    """Frechet distance between the oracle classifier's pooled features of two image sets."""
+    from sage_jax.metrics.fid import feature_statistics, frechet_distance
+
+    def feats(x):
+        return np.concatenate([oracles.features(x[i:i + batch]) for i in range(0, len(x), batch)]).astype(np.float64)
+
+    mu1, s1 = feature_statistics(feats(images_a))
+    mu2, s2 = feature_statistics(feats(images_b))
+    return float(frechet_distance(mu1, s1, mu2, s2))
+
+
+def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None) -> dict:
+    """Oracle scores of a set of generated samples (see the module docstring)."""
+    p = class_probabilities(oracles, samples)
+    top = p.max(axis=1)
+    cls = p.argmax(axis=1)
+    confident = top >= CONFIDENT
+    seen_idx = {oracles.class_names.index(n) for n in seen_names}
+    hit = sorted(set(cls[confident].tolist()) & seen_idx)
+    out = {"samples": int(len(samples)), "confident_share": float(confident.mean()),
+           "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
+           "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
+    if real_seen is not None:
+        out["oracle_fid"] = oracle_fid(oracles, samples, real_seen)
+    return out
+
+
+def generator_samples(G, n: int, key, batch: int = 250) -> np.ndarray:
+    """``n`` random samples of generator model ``G`` (z ~ N(0, I), random noise; a
+    class-conditional G gets uniformly drawn classes), all from ``key``."""
+    kz, kn, kc = jax.random.split(key, 3)
+    z = jax.random.normal(kz, (n, G.style_dim))
+    labels = np.asarray(jax.random.randint(kc, (n,), 0, G.c_dim)) if G.c_dim else None
+    return np.concatenate([np.asarray(G(z[i:i + batch], noise="random", key=jax.random.fold_in(kn, i),
+                                        labels=None if labels is None else labels[i:i + batch]))
+                           for i in range(0, n, batch)])
+
+
+def generator_quality(G, oracles, seen_names: Sequence[str], key, n: int = 1000, real_seen=None) -> dict:
+    """:func:`sample_quality` of ``n`` random samples of ``G``."""
+    return sample_quality(oracles, generator_samples(G, n, key), seen_names, real_seen)
+
+
+def heldout_images(spec, classes, per_class: int, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh real images (``sample_class``'s stream, disjoint from the training set's):
+    ``per_class`` of each of ``classes`` (SyntheticClass list); returns (images, class
+    indices in ``make_classes(spec)``)."""
+    from sage_jax.data.synthetic import sample_class
+
+    imgs, idx = [], []
+    for c in classes:
+        d = sample_class(spec, c.index, per_class, jax.random.fold_in(jax.random.PRNGKey(seed), c.index))
+        imgs.append(d["images"])
+        idx.append(np.full(per_class, c.index))
+    return np.concatenate(imgs), np.concatenate(idx)
+
+
+def _padded_map(fn, x, batch):
+    """``fn`` over ``x`` in chunks of exactly ``batch`` (the last one padded), so a
+    jitted ``fn`` compiles once."""
+    out = []
+    for i in range(0, len(x), batch):
+        part = x[i:i + batch]
+        pad = batch - len(part)
+        if pad:
+            part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+        out.append(np.asarray(fn(jnp.asarray(part)))[:batch - pad])
+    return np.concatenate(out)
+
+
+def inversion_quality(reconstruct: Callable, oracles, images, class_names: Sequence[str], batch: int = 32) -> dict:
+    """Oracle retention and MSE of ``reconstruct(images)`` (images -> images, both in
+    [-1, 1]); ``class_names[i]`` is image i's class."""
+    recon = _padded_map(reconstruct, np.asarray(images), batch)
+    if recon.shape != images.shape:
+        recon = np.asarray(jax.image.resize(recon, images.shape, "bilinear"))
+    target = np.array([oracles.class_names.index(n) for n in class_names])
+    pred = class_probabilities(oracles, recon).argmax(axis=1)
+    return {"images": int(len(images)), "retention": float(np.mean(pred == target)),
+            "mse": float(np.mean(np.square(recon - images))),
+            "input_retention": float(np.mean(class_probabilities(oracles, images).argmax(axis=1) == target))}
