@@ -12,6 +12,13 @@ and measures with the ground-truth oracles (trained on real images only):
 
 It also draws the paper's Fig. 5: a PCA of the W+ codes of real and generated images
 per class, for AGE and SAGE.
+
+Before the method, each stage under it is measured on its own (fresh draws,
+:mod:`sage_jax.metrics.stages`), with pictures: the generator (random samples: the share
+the oracle calls one class with probability >= 0.9, the seen classes they hit, FID on the
+oracle's features) and the inversion (reconstructions of held-out real images of seen and
+unseen classes: retention and MSE). Retention of edited images means little when the
+reconstruction of the shot already lost the class.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     os.makedirs(img_dir, exist_ok=True)
     key = jax.random.PRNGKey(seed)
 
+    stage = _stage_measures(psp, oracles, spec, classes, out, key, quiet)
+
     results = {m: {k: {"retention": [], "diversity": []} for k in SHOTS} for m in MODES}
     real_scores = {"retention": [], "spread": []}
     pca_series = {m: [] for m in MODES}
@@ -127,16 +136,48 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         for k in SHOTS:
             table[f"{mode}-{k}shot"] = {"retention": mean(results[mode][k]["retention"]),
                                         "diversity": mean(results[mode][k]["diversity"])}
-    summary = {"metrics": table, "oracles": oracles.scores, "classes": [r["name"] for r in rows],
+    summary = {"metrics": table, "stages": stage, "oracles": oracles.scores, "classes": [r["name"] for r in rows],
                "images_per_class": n, "seconds": time.perf_counter() - t0}
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=1)
     _write_html(out, summary, rows)
     if not quiet:
         print(f"report: {os.path.join(out, 'report.html')} ({summary['seconds']:.0f} s)")
+        g, inv = stage["generator"], stage["inversion"]
+        print(f"  generator: {g['confident_share']:.2f} of random samples confident (>= 0.9), "
+              f"{g['seen_classes_hit']}/{g['seen_classes']} seen classes hit, oracle FID {g['oracle_fid']:.1f}")
+        for split in ("seen", "unseen"):
+            print(f"  inversion, {split}: retention {inv[split]['retention']:.2f}, MSE {inv[split]['mse']:.4f}")
         for k, v in table.items():
             print(f"  {k:>12}: retention {v['retention']:.2f}, diversity {v['diversity']:.2f}")
     return summary
+
+
+def _stage_measures(psp, oracles, spec, classes, out, key, quiet, n_samples: int = 1000, per_class: int = 10):
+    """The generator's and the inversion's measures on fresh draws, with their pictures
+    (``samples.png``: 64 random samples; ``reconstructions.png``: unseen real images
+    above their reconstructions)."""
+    from sage_jax.images import make_grid, save_png, to_uint8
+    from sage_jax.metrics import stages
+
+    seen = [c for c in classes if c.seen]
+    unseen = [c for c in classes if not c.seen]
+    seed = int(np.asarray(jax.random.randint(key, (), 0, 2**30)))
+    real_seen, _ = stages.heldout_images(spec, seen, max(1, n_samples // len(seen)), seed=seed + 1)
+    samples = stages.generator_samples(psp.decoder, n_samples, jax.random.fold_in(key, 7))
+    gen = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
+    save_png(os.path.join(out, "samples.png"), make_grid(to_uint8(samples[:64]), ncols=16))
+    inv = {}
+    for split, group in (("seen", seen), ("unseen", unseen)):
+        images, _ = stages.heldout_images(spec, group, per_class, seed=seed + 2)
+        names = [c.name for c in group for _ in range(per_class)]
+        inv[split] = stages.inversion_quality(psp.reconstruct, oracles, images, names)
+        if split == "unseen":
+            pick = images[::per_class][:16]
+            recon = stages._padded_map(psp.reconstruct, pick, 32)
+            save_png(os.path.join(out, "reconstructions.png"),
+                     make_grid(to_uint8(np.concatenate([pick, recon])), ncols=len(pick)))
+    return {"generator": gen, "inversion": inv}
 
 
 def _write_html(out, summary, rows):
@@ -152,7 +193,27 @@ def _write_html(out, summary, rows):
              "SAGE. Category retention is the accuracy of an oracle classifier (trained on real images only) on "
              "the generated images; diversity is the spread of the oracle-regressed category-irrelevant factors "
              "relative to real images of the class (1.0 = as diverse as real data).</p>",
-             "<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
+             ]
+    st = summary.get("stages")
+    if st:
+        g, inv = st["generator"], st["inversion"]
+        lines += ["<h2>Each stage on its own</h2><table>",
+                  "<tr><th>stage</th><th>measure</th><th>value</th><th>real images</th></tr>",
+                  f"<tr><td>generator</td><td>random samples the oracle calls one class (p &ge; 0.9)</td>"
+                  f"<td>{g['confident_share']:.3f}</td><td>about 0.97</td></tr>",
+                  f"<tr><td>generator</td><td>seen classes hit by such samples</td>"
+                  f"<td>{g['seen_classes_hit']} / {g['seen_classes']}</td><td>{g['seen_classes']}</td></tr>",
+                  f"<tr><td>generator</td><td>FID on the oracle's features (vs real seen images)</td>"
+                  f"<td>{g['oracle_fid']:.1f}</td><td>0</td></tr>"]
+        for split in ("seen", "unseen"):
+            v = inv[split]
+            lines.append(f"<tr><td>inversion, {split} classes</td><td>retention of reconstructions / MSE</td>"
+                         f"<td>{v['retention']:.3f} / {v['mse']:.4f}</td><td>{v['input_retention']:.3f} / 0</td></tr>")
+        lines += ["</table>",
+                  "<p>Random samples of the generator:</p><img src='samples.png' style='width:100%'>",
+                  "<p>Held-out real images of unseen classes (top) and their reconstructions (bottom):</p>"
+                  "<img src='reconstructions.png' style='width:100%'>"]
+    lines += ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
     for k, v in t.items():
         lines.append(f"<tr><td>{html.escape(k)}</td><td>{v['retention']:.3f}</td><td>{v['diversity']:.3f}</td></tr>")
     lines.append("</table>")
@@ -172,3 +233,104 @@ def _write_html(out, summary, rows):
     lines.append("</body></html>")
     with open(os.path.join(out, "report.html"), "w") as f:
         f.write("\n".join(lines))
+
+
+SWEEP_MODES = ("age", "sage-q", "sage-i", "sage")
+SWEEP_ALPHAS = (0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes=SWEEP_MODES, shots=SHOTS,
+                    n: int = 16, n_real: int = 32, seed: int = 0, quiet: bool = False) -> dict:
+    """Retention and diversity of every mode over an ``alphas`` sweep (the edit strength
+    trades one for the other, so methods compare on the whole curve, DESIGN.md), for each
+    shot count, on every unseen synthetic class: ``sweep.json``, ``sweep.md`` (a table) and
+    ``sweep.png`` (retention vs diversity, a line per mode, a panel per shot count).
+
+    Every mode and alpha edits from the same shots with the same key, so the curves differ
+    only by the method."""
+    from sage_jax.data.synthetic import SyntheticSpec, make_classes, sample_class
+    from sage_jax.generation import SageGenerator, SampleOptions
+
+    t0 = time.perf_counter()
+    psp, dictionary, stats, oracles, config = load_bundle(model)
+    d = config["data"]
+    spec = SyntheticSpec(num_seen=d["num_seen"], num_unseen=d["num_unseen"], samples_per_class=d["samples_per_class"],
+                         image_size=d["size"], imbalance_ratio=d["imbalance_ratio"])
+    unseen = [c for c in make_classes(spec) if not c.seen]
+    gen = SageGenerator(psp, dictionary, stats)
+    S, l = stats.num_classes, dictionary.a_length
+    key = jax.random.PRNGKey(seed)
+    acc = {(m, k, a): {"retention": [], "diversity": []} for m in modes for k in shots for a in alphas}
+    for ci, cls in enumerate(tqdm(unseen, desc="alpha sweep: unseen classes", unit="class", disable=quiet)):
+        oracle_index = oracles.class_names.index(cls.name)
+        draw = sample_class(spec, cls.index, max(shots) + n_real, seed * 1000 + cls.index)
+        shots_img, real = draw["images"][:max(shots)], draw["images"][max(shots):]
+        mask = draw["factor_mask"][max(shots):].all(axis=0)
+        real_spread = max(oracles.spread(real, mask), 1e-6)
+        for k in shots:
+            raw = gen.encode(shots_img[:k])
+            for mode in modes:
+                for a in alphas:
+                    opts = SampleOptions(mode=mode, t_B=(min(10, S),), retrieval_t_B=min(10, S),
+                                         t_C=min(30 if k == 1 else 20, S), t_A=min(50, l), alpha=float(a))
+                    codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
+                    imgs = np.concatenate(list(gen.decode(codes)))
+                    acc[(mode, k, a)]["retention"].append(oracles.retention(imgs, oracle_index))
+                    acc[(mode, k, a)]["diversity"].append(oracles.spread(imgs, mask) / real_spread)
+    rows = [{"mode": m, "shots": k, "alpha": float(a), "retention": float(np.mean(v["retention"])),
+             "diversity": float(np.mean(v["diversity"]))} for (m, k, a), v in acc.items()]
+    result = {"rows": rows, "classes": [c.name for c in unseen], "images_per_class": n, "model": model,
+              "seconds": time.perf_counter() - t0}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "sweep.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out, "sweep.md"), "w") as f:
+        f.write(sweep_table(rows))
+    plot_sweep(rows, os.path.join(out, "sweep.png"))
+    if not quiet:
+        print(sweep_table(rows))
+        print(f"wrote {out}/sweep.json, sweep.md, sweep.png ({result['seconds']:.0f} s)")
+    return result
+
+
+def sweep_table(rows) -> str:
+    """Markdown: a row per mode and shot count, retention / diversity per alpha."""
+    alphas = sorted({r["alpha"] for r in rows})
+    lines = ["| mode | shots | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in alphas) + " |"]
+    for k in sorted({r["shots"] for r in rows}):
+        for m in dict.fromkeys(r["mode"] for r in rows):
+            cells = {r["alpha"]: r for r in rows if r["mode"] == m and r["shots"] == k}
+            lines.append(f"| {m.upper()} | {k} | " + " | ".join(
+                f"{cells[a]['retention']:.2f} / {cells[a]['diversity']:.2f}" for a in alphas) + " |")
+    return "\n".join(lines) + "\n\n(each cell: category retention / diversity)\n"
+
+
+def plot_sweep(rows, path: str) -> None:
+    """Retention (y) against diversity (x), a line per mode through its alphas, one
+    panel per shot count (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shots = sorted({r["shots"] for r in rows})
+    fig, axes = plt.subplots(1, len(shots), figsize=(5.2 * len(shots), 4.4), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], shots):
+        for m in dict.fromkeys(r["mode"] for r in rows):
+            pts = sorted((r for r in rows if r["mode"] == m and r["shots"] == k), key=lambda r: r["alpha"])
+            x = [r["diversity"] for r in pts]
+            y = [r["retention"] for r in pts]
+            ax.plot(x, y, marker="o", label=m.upper())
+            for r in pts:
+                ax.annotate(f"{r['alpha']:g}", (r["diversity"], r["retention"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        ax.set_title(f"{k}-shot (labels: alpha)")
+        ax.set_xlabel("diversity (oracle factor spread / real)")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("category retention (oracle accuracy)")
+    axes[0][-1].legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -33,6 +33,14 @@ def _check_report(out, n):
             for k in (1, 3):
                 assert (out / "images" / f"{cls}_{mode}_{k}shot.png").exists()
     assert summary["images_per_class"] == n
+    # each stage measured on its own, with its pictures
+    st = summary["stages"]
+    assert 0.0 <= st["generator"]["confident_share"] <= 1.0 and st["generator"]["seen_classes"] > 0
+    assert st["generator"]["oracle_fid"] >= 0.0
+    for split in ("seen", "unseen"):
+        assert 0.0 <= st["inversion"][split]["retention"] <= 1.0 and st["inversion"][split]["mse"] > 0.0
+    assert (out / "samples.png").exists() and (out / "reconstructions.png").exists()
+    assert "Each stage on its own" in html
     return summary
 
 
@@ -44,6 +52,20 @@ def test_train_pipeline_then_demo(tmp_path):
                                          "provenance.json", "psp"]
     times = json.load(open(work / "stage_seconds.json"))
     assert set(times) == {"gan", "encoder", "embed", "dictionary", "oracles"}
+    # every stage measured on its own: the generator's learning curve and final quality,
+    # the inversion on held-out seen and unseen images; in quality.json, the stages'
+    # metrics.jsonl and the model's provenance
+    quality = json.load(open(work / "quality.json"))
+    assert set(quality) == {"generator", "inversion"}
+    assert quality["generator"]["samples"] == 1000 and quality["generator"]["seen_classes"] == 40
+    assert set(quality["inversion"]) == {"seen", "unseen"}
+    assert quality["inversion"]["unseen"]["images"] == 100
+    assert json.load(open(model / "provenance.json"))["stage_quality"] == quality
+    gan_log = [json.loads(l) for l in open(work / "gan" / "metrics.jsonl")]
+    assert [r["step"] for r in gan_log if "quality/confident_share" in r] == [4]
+    assert gan_log[-1]["final/generator/confident_share"] == quality["generator"]["confident_share"]
+    psp_log = [json.loads(l) for l in open(work / "psp" / "metrics.jsonl")]
+    assert psp_log[-1]["final/inversion/unseen/mse"] == quality["inversion"]["unseen"]["mse"]
     # running again resumes: every stage is complete, so none runs (no stage adds time)
     assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST]) == 0
     assert json.load(open(work / "stage_seconds.json")) == times
