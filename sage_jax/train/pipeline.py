@@ -13,6 +13,11 @@ again (e.g. more GAN steps asked) makes every later stage start afresh from it.
     WORKDIR/dictionary/   train-dictionary   -> dictionary/dictionary, dictionary/class_stats.npz
     WORKDIR/oracles/      classifier + factor regressor (synthetic data only)
     WORKDIR/model/        everything generation and the demo need, with the config
+
+The class statistics are made from the encoder's codes, or from codes refined by
+optimisation when the config has ``inversion.refine_steps`` > 0 (and
+``inversion.refine_lr``; see :mod:`sage_jax.inversion`). The setting is recorded in the
+statistics and in ``config.json``; changing it redoes the statistics and the dictionary.
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     from sage_jax.train.encoder import train_encoder
     from sage_jax.train.gan import train_gan
 
+    from sage_jax.inversion import Inverter
+
+    setting = inversion_setting(cfg)   # refused here, before any work, when impossible
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     times = _load_times(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=1))
+        f.write(_config_json(cfg, setting))
 
     def timed(name, fn):
         t0 = time.perf_counter()
@@ -84,12 +92,15 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     psp = checkpoints.load_psp(psp_dir)
 
     enc_data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
+    inverter = Inverter(psp, setting)
     stats_path = os.path.join(workdir, "stats.npz")
+    if not changed and os.path.exists(stats_path) and ClassStatistics.load(stats_path).inversion != setting:
+        changed = True   # another inversion setting: the statistics and the dictionary are redone
     if changed:
         invalidate(stats_path)
     if not os.path.exists(stats_path):
-        _stage("3/5 class embeddings", quiet)
-        timed("embed", lambda: compute_class_statistics(psp.encoder, enc_data, 64, quiet=quiet).save(stats_path))
+        _stage("3/5 class embeddings" + (f" ({setting.describe()})" if setting.refines else ""), quiet)
+        timed("embed", lambda: compute_class_statistics(inverter, enc_data, 64, quiet=quiet).save(stats_path))
     stats = ClassStatistics.load(stats_path)
 
     dict_dir = os.path.join(workdir, "dictionary")
@@ -101,7 +112,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
         def dictionary_stage():
             d = train_dictionary(psp, stats, enc_data, cfg.dictionary, dict_dir, quiet=quiet)
-            add_code_moments(stats, psp.encoder, enc_data, d, 64, quiet=quiet).save(full_stats)
+            add_code_moments(stats, inverter, enc_data, d, 64, quiet=quiet).save(full_stats)
 
         timed("dictionary", dictionary_stage)
 
@@ -111,7 +122,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         timed("oracles", lambda: _train_synthetic_oracles(cfg, oracle_dir, quiet))
 
     model_dir = os.path.join(workdir, "model")
-    _bundle(cfg, workdir, model_dir, times)
+    _bundle(cfg, workdir, model_dir, times, setting)
     if not quiet:
         total = sum(times.values())
         print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
@@ -140,7 +151,27 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
     o.save(out_dir)
 
 
-def _bundle(cfg, workdir, model_dir, times):
+def inversion_setting(cfg):
+    """The config's ``inversion`` section (optional: missing keys are the encoder's
+    codes, refine_steps 0) as an InversionSetting; impossible values are a ValueError."""
+    from sage_jax.inversion import InversionSetting
+
+    section = cfg.get("inversion", None) or {}
+    section = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+    try:
+        return InversionSetting.from_dict(section)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config 'inversion' section: {e}") from None
+
+
+def _config_json(cfg, setting) -> str:
+    """The config as JSON, with the inversion setting used filled in."""
+    d = json.loads(cfg.to_json_best_effort())
+    d["inversion"] = {"refine_steps": setting.refine_steps, "refine_lr": setting.refine_lr, "lpips": setting.lpips}
+    return json.dumps(d, indent=1)
+
+
+def _bundle(cfg, workdir, model_dir, times, setting):
     """Copy what generation and the demo need into one directory."""
     tmp = model_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -151,7 +182,7 @@ def _bundle(cfg, workdir, model_dir, times):
     if os.path.isdir(os.path.join(workdir, "oracles")):
         shutil.copytree(os.path.join(workdir, "oracles"), os.path.join(tmp, "oracles"))
     with open(os.path.join(tmp, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=1))
+        f.write(_config_json(cfg, setting))
     with open(os.path.join(tmp, "provenance.json"), "w") as f:
         json.dump({"made_by": "sage-jax train", "seed": int(cfg.seed), "stage_seconds": times,
                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}, f, indent=1)
