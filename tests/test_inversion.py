@@ -150,3 +150,20 @@ def test_commands_refine_and_refuse_mismatches(setup, tmp_path, capsys):
     assert main(["embed", "--checkpoint", ckpt, "--data", str(root / "seen"), "--out", str(tmp_path / "x.npz"),
                  "--refine-steps", "0", "--lpips", ckpt]) == 2
     assert "give --refine-steps N" in capsys.readouterr().err
+
+
+def test_pipeline_reads_the_inversion_section_and_records_it():
+    import ml_collections
+
+    from sage_jax.train.pipeline import _config_json, inversion_setting
+
+    cfg = ml_collections.ConfigDict({"seed": 0})
+    assert inversion_setting(cfg) == InversionSetting()            # configs without the section
+    cfg.inversion = ml_collections.ConfigDict({"refine_steps": 40, "refine_lr": 0.03})
+    setting = inversion_setting(cfg)
+    assert setting == InversionSetting(40, 0.03)
+    assert json.loads(_config_json(cfg, setting))["inversion"] == {"refine_steps": 40, "refine_lr": 0.03,
+                                                                   "lpips": False}
+    cfg.inversion.refine_steps = -1
+    with pytest.raises(ValueError, match="config 'inversion' section: refine steps must be"):
+        inversion_setting(cfg)
