@@ -112,6 +112,92 @@ def cmd_convert(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- model directories
+MODEL_DIR_HINT = "a model directory from 'sage-jax train' (psp/, dictionary/, class_stats.npz, config.json)"
+
+
+def _model_dir(path) -> str | None:
+    """``path`` when it is a model directory written by ``sage-jax train`` (or the
+    shipped one): it holds ``psp/psp.json``; else None."""
+    return path if path and os.path.isfile(os.path.join(path, "psp", "psp.json")) else None
+
+
+def _psp_path(path) -> str:
+    """A pSp/AGE/SAGE source for ``load_psp``: a ``.pt`` file, a pSp directory
+    (``psp.json``), or the ``psp/`` of a model directory."""
+    if not os.path.exists(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "psp.json")):
+        return path
+    if _model_dir(path):
+        return os.path.join(path, "psp")
+    raise UsageError(f"{path} is neither a pSp directory (with psp.json, as 'sage-jax train-encoder' writes "
+                     f"WORKDIR/psp) nor {MODEL_DIR_HINT}")
+
+
+# ----------------------------------------------------------------------------- refinement
+def _check_refine_args(args) -> None:
+    """--refine-steps / --refine-lr / --lpips* refused before any work when impossible."""
+    import math
+
+    if args.refine_steps is not None and args.refine_steps < 0:
+        raise UsageError(f"--refine-steps must be 0 (the encoder's codes) or more, got {args.refine_steps}")
+    if args.refine_lr is not None and not (math.isfinite(args.refine_lr) and args.refine_lr > 0):
+        raise UsageError(f"--refine-lr must be a positive number, got {args.refine_lr}")
+    if (args.lpips_vgg is None) != (args.lpips_heads is None):
+        raise UsageError("give --lpips, or both --lpips-vgg and --lpips-heads")
+    if args.lpips and args.lpips_vgg:
+        raise UsageError("give --lpips or --lpips-vgg with --lpips-heads, not both")
+    if (args.lpips or args.lpips_vgg) and args.refine_steps == 0:
+        raise UsageError("--lpips weights are for the refinement: give --refine-steps N (N > 0)")
+    for f in (args.lpips, args.lpips_vgg, args.lpips_heads):
+        if f and not os.path.exists(f):
+            raise UsageError(f"LPIPS weights {f} do not exist")
+
+
+def _inverter(args, psp, default=None):
+    """The Inverter of --refine-steps / --refine-lr / --lpips*: what the flags give,
+    the rest from ``default`` (the statistics' setting, else the encoder's codes)."""
+    from sage_jax.inversion import InversionSetting, Inverter
+
+    base = default or InversionSetting()
+    lpips_given = bool(args.lpips or args.lpips_vgg)
+    steps = base.refine_steps if args.refine_steps is None else args.refine_steps
+    lr = base.refine_lr if args.refine_lr is None else args.refine_lr
+    use_lpips = lpips_given or (args.refine_steps is None and base.lpips)
+    if lpips_given and steps == 0:
+        raise UsageError("--lpips weights are for the refinement: give --refine-steps N (N > 0)")
+    setting = InversionSetting(steps, lr, use_lpips)
+    lpips = None
+    if lpips_given:
+        from sage_jax.checkpoints.lpips import load_lpips, load_lpips_from_parts
+
+        lpips = load_lpips(args.lpips) if args.lpips else load_lpips_from_parts(args.lpips_vgg, args.lpips_heads)
+    if default is not None and setting != default:
+        from sage_jax.inversion import check_setting
+
+        try:
+            check_setting(default, setting, what=f"the class statistics {args.stats}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    try:
+        return Inverter(psp, setting, lpips)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _add_refine_args(s, default: str) -> None:
+    g = s.add_argument_group("refinement by optimisation (none of pSp, AGE, SAGE offers it)")
+    g.add_argument("--refine-steps", dest="refine_steps", type=int, default=None,
+                   help="Adam steps optimising each image's W+ code from the encoder's on reconstruction loss "
+                        f"(MSE, + LPIPS with --lpips); 0: the encoder's codes ({default})")
+    g.add_argument("--refine-lr", dest="refine_lr", type=float, default=None,
+                   help="the refinement's Adam learning rate (default 0.02)")
+    g.add_argument("--lpips", default=None, help="LPIPS(net='vgg') weights for the refinement loss")
+    g.add_argument("--lpips-vgg", dest="lpips_vgg", default=None, help="or torchvision vgg16-397923af.pth ...")
+    g.add_argument("--lpips-heads", dest="lpips_heads", default=None, help="... with lpips/weights/v0.1/vgg.pth")
+
+
 # ----------------------------------------------------------------------------- sample
 def cmd_sample(args) -> int:
     import jax
@@ -129,6 +215,13 @@ def cmd_sample(args) -> int:
     if not os.path.exists(src):
         raise UsageError(f"checkpoint {src} does not exist")
     if os.path.isdir(src):
+        if _model_dir(src):                                   # sage-jax train's model directory
+            src = os.path.join(src, "psp")
+        if os.path.isfile(os.path.join(src, "psp.json")):     # a pSp directory: its decoder
+            src = os.path.join(src, "decoder")
+        if not os.path.isfile(os.path.join(src, "model.json")):
+            raise UsageError(f"{args.checkpoint} is neither a generator directory (model.json, from "
+                             f"'sage-jax convert' or train-gan), a pSp directory (psp.json) nor {MODEL_DIR_HINT}")
         G = checkpoints.load_generator(src, dtype=args.dtype)
     else:
         ckpt = checkpoints.read_torch(src)
@@ -247,9 +340,11 @@ def cmd_invert(args) -> int:
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if not os.path.exists(args.checkpoint):
-        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
-    psp = checkpoints.load_psp(args.checkpoint)
+    _check_refine_args(args)
+    psp = checkpoints.load_psp(_psp_path(args.checkpoint))
+    if psp.encoder is None:
+        raise UsageError(f"{args.checkpoint} has no encoder")
+    inverter = _inverter(args, psp)
     files = list_images(args.images)
     if not files:
         raise UsageError(f"no image files found in {' '.join(args.images)}")
@@ -276,7 +371,8 @@ def cmd_invert(args) -> int:
                 continue
             n = len(batch)
             x = np.stack(batch + [batch[-1]] * (bs - n))  # one compiled shape
-            raw, absolute = psp.invert(x)
+            raw = inverter(x)
+            absolute = psp.absolute_codes(raw)
             raws.append(np.asarray(raw)[:n])
             codes.append(np.asarray(absolute)[:n])
             kept += names
@@ -301,10 +397,13 @@ def cmd_invert(args) -> int:
         f.write("\n".join(os.path.abspath(p) for p in kept) + "\n")
     if report.num_skipped:
         report.write_skipped(os.path.join(args.out, "skipped.txt"))
+    with open(os.path.join(args.out, "inversion.json"), "w") as f:
+        json.dump(inverter.setting.as_dict(), f, indent=1)
     if previews:
         save_png(os.path.join(args.out, "recon_grid.png"), make_grid(np.stack(previews[:32]), ncols=4))
     print(f"inverted {len(kept)} images ({report.summary()}) to {args.out}: codes.npy "
-          f"{np.concatenate(codes).shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/"))
+          f"{np.concatenate(codes).shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/")
+          + f"; codes: {inverter.setting.describe()}")
     return 0
 
 
@@ -312,9 +411,7 @@ def cmd_invert(args) -> int:
 def _load_psp_for_method(path):
     from sage_jax import checkpoints
 
-    if not os.path.exists(path):
-        raise UsageError(f"checkpoint {path} does not exist")
-    return checkpoints.load_psp(path)
+    return checkpoints.load_psp(_psp_path(path))
 
 
 def _load_dictionary(psp_path, dictionary_path, required=True):
@@ -325,6 +422,8 @@ def _load_dictionary(psp_path, dictionary_path, required=True):
         if not os.path.exists(dictionary_path):
             raise UsageError(f"dictionary {dictionary_path} does not exist")
         return checkpoints.load_dictionary(dictionary_path)
+    if _model_dir(psp_path) and os.path.isdir(os.path.join(psp_path, "dictionary")):
+        return checkpoints.load_dictionary(os.path.join(psp_path, "dictionary"))
     src = psp_path
     if os.path.isdir(psp_path):
         ax_file = os.path.join(psp_path, "ax.npz")
@@ -342,11 +441,15 @@ def cmd_embed(args) -> int:
     from sage_jax.data import FolderDataset
     from sage_jax.statistics import compute_class_statistics
 
+    _check_refine_args(args)
     psp = _load_psp_for_method(args.checkpoint)
+    if psp.encoder is None:
+        raise UsageError(f"{args.checkpoint} has no encoder")
+    inverter = _inverter(args, psp)
     dictionary = _load_dictionary(args.checkpoint, args.dictionary, required=bool(args.dictionary))
     ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split)
-    print(f"{len(ds)} images of {ds.num_classes} seen classes in {args.data}")
-    stats = compute_class_statistics(psp.encoder, ds, args.batch_size, dictionary, quiet=args.quiet)
+    print(f"{len(ds)} images of {ds.num_classes} seen classes in {args.data}; codes: {inverter.setting.describe()}")
+    stats = compute_class_statistics(inverter, ds, args.batch_size, dictionary, quiet=args.quiet)
     stats.save(args.out)
     extra = " and back-projected code statistics" if stats.moments is not None else \
         " (no dictionary: run again with --dictionary after train-dictionary)"
@@ -386,6 +489,7 @@ def cmd_train_dictionary(args) -> int:
         check_section(cfg, "dictionary")
     except ValueError as e:
         raise UsageError(str(e)) from None
+    _check_refine_args(args)
     psp = _load_psp_for_method(args.checkpoint)
     layers = [int(i) for g in cfg.groups for i in g]
     if psp.encoder is None:
@@ -399,11 +503,12 @@ def cmd_train_dictionary(args) -> int:
         raise UsageError(str(e)) from None
     if stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
         raise UsageError(f"{args.stats} was made with a different encoder than {args.checkpoint}")
+    inverter = _inverter(args, psp, default=stats.inversion)
     ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split,
                                    classes=stats.class_names)
     dictionary = train_dictionary(psp, stats, ds, cfg, args.workdir, quiet=args.quiet)
     out = os.path.join(args.workdir, "class_stats.npz")
-    add_code_moments(stats, psp.encoder, ds, dictionary, args.batch_size or cfg.batch_size,
+    add_code_moments(stats, inverter, ds, dictionary, args.batch_size or cfg.batch_size,
                      quiet=args.quiet).save(out)
     print(f"dictionary in {os.path.join(args.workdir, 'dictionary')}; class statistics with "
           f"back-projected codes in {out}; {ds.report.summary()}")
@@ -459,6 +564,33 @@ def _read_shots(folder, size, k, report=None):
 CODE_BLOCK = 1024   # W+ codes drawn per call by generate (about 38 MB at 18 x 512)
 
 
+def _fill_from_model_dir(args) -> None:
+    """generate --model DIR (or --checkpoint DIR, DIR a model directory from 'sage-jax
+    train'): the encoder and decoder, the dictionary and the statistics from DIR;
+    flags given explicitly win."""
+    model = args.model
+    if model is not None:
+        if not os.path.isdir(model):
+            raise UsageError(f"--model {model} does not exist")
+        if not _model_dir(model):
+            raise UsageError(f"--model {model} is not {MODEL_DIR_HINT}")
+    elif args.checkpoint and os.path.isdir(args.checkpoint) and _model_dir(args.checkpoint):
+        model = args.checkpoint
+    if model is None:
+        if not args.checkpoint or not args.stats:
+            raise UsageError("give --checkpoint and --stats (and --dictionary unless the checkpoint has one), "
+                             f"or --model DIR, {MODEL_DIR_HINT}")
+        return
+    if not args.checkpoint or args.checkpoint == model:
+        args.checkpoint = os.path.join(model, "psp")
+    if args.dictionary is None and os.path.isdir(os.path.join(model, "dictionary")):
+        args.dictionary = os.path.join(model, "dictionary")
+    if args.stats is None:
+        args.stats = os.path.join(model, "class_stats.npz")
+        if not os.path.isfile(args.stats):
+            raise UsageError(f"model directory {model} has no class_stats.npz: pass --stats")
+
+
 def cmd_generate(args) -> int:
     import jax
     from tqdm import tqdm
@@ -469,6 +601,8 @@ def cmd_generate(args) -> int:
 
     if args.k < 1 or args.n < 1:
         raise UsageError("--k and --n must be at least 1")
+    _check_refine_args(args)
+    _fill_from_model_dir(args)
     psp = _load_psp_for_method(args.checkpoint)
     if args.dtype != "float32":
         from sage_jax.models import PSPModel
@@ -477,7 +611,11 @@ def cmd_generate(args) -> int:
     dictionary = _load_dictionary(args.checkpoint, args.dictionary)
     try:
         stats = ClassStatistics.load(args.stats)
-        gen = SageGenerator(psp, dictionary, stats)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    inverter = _inverter(args, psp, default=stats.inversion)
+    try:
+        gen = SageGenerator(psp, dictionary, stats, inversion=inverter)
     except ValueError as e:
         raise UsageError(str(e)) from None
     S, r, l = stats.num_classes, gen.state.basis.shape[1], dictionary.a_length
@@ -557,6 +695,7 @@ def cmd_generate(args) -> int:
     with open(os.path.join(args.out, "generation.json"), "w") as f:
         json.dump({"checkpoint": os.path.abspath(args.checkpoint), "stats": os.path.abspath(args.stats),
                    "k": args.k, "n": args.n, "seed": args.seed, "fusion": args.fusion,
+                   "inversion": inverter.setting.as_dict(),
                    "options": {"mode": opts.mode, "t_B": list(opts.t_B), "retrieval_t_B": opts.retrieval_t_B,
                                "t_C": opts.t_C, "t_A": opts.t_A, "alpha": opts.alpha},
                    "classes": {n: sources[n] for n in names}, "images": report.as_dict()}, f, indent=1)
@@ -804,7 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate images from seeds or latents")
     s.add_argument("--checkpoint", required=True,
-                   help=".pt file (g_ema, or the decoder of a pSp/AGE/SAGE file) or a converted model directory")
+                   help=".pt file (g_ema, or the decoder of a pSp/AGE/SAGE file), a converted model directory, "
+                        "a pSp directory or a model directory from 'sage-jax train' (its psp/decoder)")
     s.add_argument("--which", default=None, choices=["g_ema", "g"],
                    help="entry of a rosinality checkpoint to use (default g_ema)")
     s.add_argument("--out", default="samples", help="output directory (default ./samples)")
@@ -833,7 +973,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
     s = sub.add_parser("invert", help="encode images to W+ codes with a pSp/AGE/SAGE encoder")
-    s.add_argument("--checkpoint", required=True, help="pSp, AGE or SAGE .pt file (or a directory from save_psp)")
+    s.add_argument("--checkpoint", required=True,
+                   help="pSp, AGE or SAGE .pt file, a pSp directory (save_psp, train-encoder's psp/) or a model "
+                        "directory from 'sage-jax train' (its psp/)")
     s.add_argument("--images", required=True, nargs="+", help="image files and/or folders (searched recursively)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--batch-size", type=int, default=8, help="images per jitted call (default 8)")
@@ -842,6 +984,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="key for --noise random")
     s.add_argument("--no-recon", action="store_true", help="write codes only, no reconstructions")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_refine_args(s, "default")
     s.set_defaults(func=cmd_invert)
     s = sub.add_parser("embed", help="class statistics of the seen classes (class embeddings, back-projected codes)")
     s.add_argument("--checkpoint", required=True, help="pSp/AGE/SAGE .pt file or model directory")
@@ -852,6 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="statistics file to write (.npz)")
     s.add_argument("--batch-size", type=int, default=16, help="images per encoder call (default 16)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_refine_args(s, "default; recorded in the statistics, and generate's shots must be made the same way")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("train-dictionary", help="learn the attribute dictionary (generator and encoder frozen)")
@@ -875,11 +1019,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=None, help="checkpoint interval (default 500)")
     s.add_argument("--log-every", dest="log_every", type=int, default=None, help="metrics interval (default 10)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_refine_args(s, "default: the setting --stats was made with; another is refused")
     s.set_defaults(func=cmd_train_dictionary)
 
     s = sub.add_parser("generate", help="few-shot generation for unseen classes (SAGE, AGE, SAGE-Q, SAGE-I)")
-    s.add_argument("--checkpoint", required=True, help="pSp/AGE/SAGE .pt file or model directory")
-    s.add_argument("--stats", required=True, help="class statistics with back-projected codes")
+    s.add_argument("--model", default=None,
+                   help="a model directory from 'sage-jax train' (e.g. sage_jax/assets/tiny_model): the "
+                        "checkpoint, dictionary and statistics in it (flags given explicitly win)")
+    s.add_argument("--checkpoint", default=None,
+                   help="pSp/AGE/SAGE .pt file, pSp directory, or a model directory (as --model)")
+    s.add_argument("--stats", default=None, help="class statistics with back-projected codes")
     s.add_argument("--dictionary", default=None, help="dictionary (default: the checkpoint's ax.*)")
     s.add_argument("--shots", required=True,
                    help="unseen classes: one folder per class (or <class>_<i> files, or one folder = one class)")
@@ -904,6 +1053,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-codes", action="store_true", help="also save the edited raw W+ codes (codes.npy)")
     s.add_argument("--out", required=True, help="output directory: one folder per class")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_refine_args(s, "default: the setting the statistics were made with; another is refused")
     s.set_defaults(func=cmd_generate)
     s = sub.add_parser("build-dataset", help="build a TFDS dataset (array_record, no TensorFlow) from a "
                                              "folder or from the Oxford Flowers 102 manual download")

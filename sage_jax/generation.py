@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sage_jax.inversion import InversionSetting, Inverter, check_setting
 from sage_jax.sage import editing as ed
 from sage_jax.statistics import ClassStatistics, fingerprint
 
@@ -187,9 +188,16 @@ def default_chunk(generator, memory_budget_mb: float = 1024.0) -> int:
 class SageGenerator:
     """SAGE generation from a pSp/AGE/SAGE model, a dictionary and class statistics.
 
-    ``check=True`` refuses statistics made with another encoder or dictionary."""
+    ``check=True`` refuses statistics made with another encoder or dictionary.
 
-    def __init__(self, psp, dictionary, stats: ClassStatistics, check: bool = True):
+    ``inversion``: how the shots become codes, an :class:`InversionSetting` or an
+    :class:`Inverter` (``lpips``: the LPIPSModel a setting with LPIPS needs). The
+    default is the setting the statistics were made with; another one is refused
+    (the shots' codes are compared with the statistics, so both must be made the same
+    way)."""
+
+    def __init__(self, psp, dictionary, stats: ClassStatistics, check: bool = True,
+                 inversion: InversionSetting | Inverter | None = None, lpips=None):
         if psp.encoder is None:
             raise ValueError("the model has no encoder")
         if check and stats.encoder_fingerprint != fingerprint(psp.encoder.variables):
@@ -203,13 +211,23 @@ class SageGenerator:
                              "(re-run 'sage-jax embed --dictionary ...')")
         if stats.embeddings.shape[1:] != (psp.encoder.n_styles, psp.encoder.style_dim):
             raise ValueError(f"class embeddings {stats.embeddings.shape[1:]} do not fit the encoder's codes")
+        if inversion is None:
+            inversion = stats.inversion
+        if not isinstance(inversion, Inverter):
+            if check:   # before the Inverter, which would ask for LPIPS weights first
+                check_setting(stats.inversion, inversion)
+            inversion = Inverter(psp, inversion, lpips)
+        if check:
+            check_setting(stats.inversion, inversion.setting)
+        self.inverter = inversion
         self.psp, self.dictionary, self.stats = psp, dictionary, stats
         self.state = editing_state(stats, dictionary.A)
         self.layers = tuple(int(i) for i in dictionary.edited_layers)
 
     def encode(self, images) -> jax.Array:
-        """Raw codes (N, n_styles, D) of images (N, S, S, 3)."""
-        return self.psp.encoder(images)
+        """Raw codes (N, n_styles, D) of images (N, S, S, 3), made as the statistics'
+        codes were (the encoder's, or refined: ``self.inverter``)."""
+        return self.inverter(images)
 
     def codes(self, key, shot_codes, n_samples: int, opts: SampleOptions = SampleOptions(),
               first_sample: int = 0) -> jax.Array:

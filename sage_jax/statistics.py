@@ -1,7 +1,8 @@
 """Class statistics of the seen classes: class embeddings (Eq. 5) and the moments of
 the back-projected codes n_hat (Eq. 18), computed in one streaming pass each and stored
-in one ``.npz`` file with the class names, counts and fingerprints of the encoder and
-dictionary that made them."""
+in one ``.npz`` file with the class names, counts, fingerprints of the encoder and
+dictionary that made them, and how images became codes (the inversion setting: the
+encoder's codes, or refined ones, see :mod:`sage_jax.inversion`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from sage_jax.inversion import InversionSetting, check_setting
 from sage_jax.sage import editing as ed
 
 FORMAT = "sage-jax-class-statistics"
@@ -40,6 +42,7 @@ class ClassStatistics:
     encoder_fingerprint: str
     moments: ed.CodeMoments | None = None   # per-class moments of n_hat (Eq. 18-19)
     dictionary_fingerprint: str | None = None
+    inversion: InversionSetting = InversionSetting()   # how the codes were made
 
     @property
     def num_classes(self) -> int:
@@ -52,7 +55,7 @@ class ClassStatistics:
             arrays.update(n_count=np.asarray(self.moments.count), n_mean=np.asarray(self.moments.mean),
                           n_mean_abs=np.asarray(self.moments.mean_abs), n_m2=np.asarray(self.moments.m2))
         meta = {"format": FORMAT, "version": 1, "encoder_fingerprint": self.encoder_fingerprint,
-                "dictionary_fingerprint": self.dictionary_fingerprint}
+                "dictionary_fingerprint": self.dictionary_fingerprint, "inversion": self.inversion.as_dict()}
         arrays["meta"] = np.asarray(json.dumps(meta))
         tmp = path + ".tmp.npz"
         np.savez(tmp, **arrays)
@@ -69,8 +72,10 @@ class ClassStatistics:
                 moments = None
                 if "n_mean" in f:
                     moments = ed.CodeMoments(f["n_count"], f["n_mean"], f["n_mean_abs"], f["n_m2"])
+                # files written before refinement existed hold the encoder's codes
+                inversion = InversionSetting.from_dict(meta.get("inversion"))
                 return cls([str(c) for c in f["class_names"]], f["counts"], f["embeddings"],
-                           meta["encoder_fingerprint"], moments, meta.get("dictionary_fingerprint"))
+                           meta["encoder_fingerprint"], moments, meta.get("dictionary_fingerprint"), inversion)
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: not a readable class statistics file ({e})") from None
 
@@ -84,7 +89,9 @@ def compute_class_statistics(encoder, dataset, batch_size: int = 16, dictionary=
                              quiet: bool = False) -> ClassStatistics:
     """Class embeddings over ``dataset`` (a FolderDataset at the encoder's input size),
     and, with a ``dictionary``, the per-class moments of n_hat = pinv(A)(w - e_c).
-    Streams over the data (one pass each), so any dataset size works."""
+    ``encoder`` is an EncoderModel or an :class:`~sage_jax.inversion.Inverter` (refined
+    codes; its setting is recorded). Streams over the data (one pass each), so any
+    dataset size works."""
     S = dataset.num_classes
     L, D = encoder.n_styles, encoder.style_dim
     sums = jnp.zeros((S, L, D), jnp.float32)
@@ -98,7 +105,7 @@ def compute_class_statistics(encoder, dataset, batch_size: int = 16, dictionary=
         raise ValueError(f"classes without a single readable image: {empty[:5]}")
     emb = ed.class_embeddings(sums, counts)
     stats = ClassStatistics(list(dataset.class_names), np.asarray(counts).astype(np.int64), np.asarray(emb),
-                            fingerprint(encoder.variables))
+                            fingerprint(encoder.variables), inversion=_setting_of(encoder))
     if dictionary is not None:
         stats = add_code_moments(stats, encoder, dataset, dictionary, batch_size, quiet)
     return stats
@@ -106,7 +113,10 @@ def compute_class_statistics(encoder, dataset, batch_size: int = 16, dictionary=
 
 def add_code_moments(stats: ClassStatistics, encoder, dataset, dictionary, batch_size: int = 16,
                      quiet: bool = False) -> ClassStatistics:
-    """The per-class moments of the back-projected codes n_hat (Eq. 18) of every image."""
+    """The per-class moments of the back-projected codes n_hat (Eq. 18) of every image.
+    ``encoder`` must make codes as the class embeddings' were (an
+    :class:`~sage_jax.inversion.Inverter` with the statistics' setting)."""
+    check_setting(stats.inversion, _setting_of(encoder))
     layers = jnp.asarray(dictionary.edited_layers)
     A_pinv = ed.pseudo_inverse(dictionary.A)
     emb = jnp.asarray(stats.embeddings)
@@ -126,4 +136,9 @@ def add_code_moments(stats: ClassStatistics, encoder, dataset, dictionary, batch
         total = m if total is None else ed.merge_moments(total, m)
     total = jax.tree_util.tree_map(np.asarray, total)
     return ClassStatistics(stats.class_names, stats.counts, stats.embeddings, stats.encoder_fingerprint,
-                           total, fingerprint(dictionary.variables))
+                           total, fingerprint(dictionary.variables), stats.inversion)
+
+
+def _setting_of(encoder) -> InversionSetting:
+    """The inversion setting of an Inverter; a plain encoder makes the encoder's codes."""
+    return getattr(encoder, "setting", InversionSetting())

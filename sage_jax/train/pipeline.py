@@ -20,6 +20,11 @@ random samples every ``gan.eval_every`` steps) in ``gan/metrics.jsonl``, its fin
 quality and the inversion's quality on held-out real images (seen and unseen classes) in
 ``WORKDIR/quality.json``, the last line of the stage's ``metrics.jsonl``, and the model's
 ``provenance.json``.
+
+The class statistics are made from the encoder's codes, or from codes refined by
+optimisation when the config has ``inversion.refine_steps`` > 0 (and
+``inversion.refine_lr``; see :mod:`sage_jax.inversion`). The setting is recorded in the
+statistics and in ``config.json``; changing it redoes the statistics and the dictionary.
 """
 
 from __future__ import annotations
@@ -46,11 +51,14 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     from sage_jax.train.encoder import train_encoder
     from sage_jax.train.gan import train_gan
 
+    from sage_jax.inversion import Inverter
+
+    setting = inversion_setting(cfg)   # refused here, before any work, when impossible
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     times = _load_times(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=1))
+        f.write(_config_json(cfg, setting))
 
     def timed(name, fn):
         t0 = time.perf_counter()
@@ -109,16 +117,19 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         timed("encoder", lambda: train_encoder(cfg.model.encoder, G, cfg.psp, data,
                                                os.path.join(workdir, "psp"), quiet=quiet))
     psp = checkpoints.load_psp(psp_dir)
-    if judge is not None and "inversion" not in quality:
-        record("inversion", judge.inversion(psp), os.path.join(workdir, "psp"), int(cfg.psp.steps))
+    inverter = Inverter(psp, setting)
+    if judge is not None and quality.get("inversion", {}).get("setting") != setting.describe():
+        record("inversion", judge.inversion(psp, inverter), os.path.join(workdir, "psp"), int(cfg.psp.steps))
 
     enc_data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
     stats_path = os.path.join(workdir, "stats.npz")
+    if not changed and os.path.exists(stats_path) and ClassStatistics.load(stats_path).inversion != setting:
+        changed = True   # another inversion setting: the statistics and the dictionary are redone
     if changed:
         invalidate(stats_path)
     if not os.path.exists(stats_path):
-        _stage("4/6 class embeddings", quiet)
-        timed("embed", lambda: compute_class_statistics(psp.encoder, enc_data, 64, quiet=quiet).save(stats_path))
+        _stage("4/6 class embeddings" + (f" ({setting.describe()})" if setting.refines else ""), quiet)
+        timed("embed", lambda: compute_class_statistics(inverter, enc_data, 64, quiet=quiet).save(stats_path))
     stats = ClassStatistics.load(stats_path)
 
     dict_dir = os.path.join(workdir, "dictionary")
@@ -130,12 +141,12 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
         def dictionary_stage():
             d = train_dictionary(psp, stats, enc_data, cfg.dictionary, dict_dir, quiet=quiet)
-            add_code_moments(stats, psp.encoder, enc_data, d, 64, quiet=quiet).save(full_stats)
+            add_code_moments(stats, inverter, enc_data, d, 64, quiet=quiet).save(full_stats)
 
         timed("dictionary", dictionary_stage)
 
     model_dir = os.path.join(workdir, "model")
-    _bundle(cfg, workdir, model_dir, times, quality)
+    _bundle(cfg, workdir, model_dir, times, setting, quality)
     if not quiet:
         total = sum(times.values())
         print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
@@ -164,7 +175,27 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
     o.save(out_dir)
 
 
-def _bundle(cfg, workdir, model_dir, times, quality=None):
+def inversion_setting(cfg):
+    """The config's ``inversion`` section (optional: missing keys are the encoder's
+    codes, refine_steps 0) as an InversionSetting; impossible values are a ValueError."""
+    from sage_jax.inversion import InversionSetting
+
+    section = cfg.get("inversion", None) or {}
+    section = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+    try:
+        return InversionSetting.from_dict(section)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config 'inversion' section: {e}") from None
+
+
+def _config_json(cfg, setting) -> str:
+    """The config as JSON, with the inversion setting used filled in."""
+    d = json.loads(cfg.to_json_best_effort())
+    d["inversion"] = {"refine_steps": setting.refine_steps, "refine_lr": setting.refine_lr, "lpips": setting.lpips}
+    return json.dumps(d, indent=1)
+
+
+def _bundle(cfg, workdir, model_dir, times, setting, quality=None):
     """Copy what generation and the demo need into one directory."""
     tmp = model_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -175,7 +206,7 @@ def _bundle(cfg, workdir, model_dir, times, quality=None):
     if os.path.isdir(os.path.join(workdir, "oracles")):
         shutil.copytree(os.path.join(workdir, "oracles"), os.path.join(tmp, "oracles"))
     with open(os.path.join(tmp, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=1))
+        f.write(_config_json(cfg, setting))
     with open(os.path.join(tmp, "provenance.json"), "w") as f:
         json.dump({"made_by": "sage-jax train", "seed": int(cfg.seed), "stage_seconds": times,
                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
@@ -221,15 +252,21 @@ class _StageJudge:
     def generator(self, G):
         return self._quality(G)
 
-    def inversion(self, psp):
+    def inversion(self, psp, inverter):
+        """The inversion the class statistics use (``inverter``: the encoder, refined as
+        the config's ``inversion`` section says), on held-out seen and unseen images."""
         from sage_jax.metrics.stages import heldout_images, inversion_quality
 
         per_class = int(self.cfg.get("quality", {}).get("heldout_per_class", 10))
-        out = {}
+
+        def reconstruct(x):
+            return psp.decoder(psp.absolute_codes(inverter(x)), input_is_latent=True)
+
+        out = {"setting": inverter.setting.describe()}
         for split, classes in (("seen", self.seen), ("unseen", self.unseen)):
             images, idx = heldout_images(self.spec, classes, per_class)
             names = [c.name for c in classes for _ in range(per_class)]
-            out[split] = inversion_quality(psp.reconstruct, self.oracles, images, names)
+            out[split] = inversion_quality(reconstruct, self.oracles, images, names)
         return out
 
 
