@@ -127,6 +127,14 @@ def get_config(arg=None):
     t.ckpt_every = 500
     t.keep = 3
 
+    # ---------------------------------------------------------------- inversion
+    # How images become W+ codes for the class statistics (recorded there, and required of
+    # the shots at generation): the encoder's codes (refine_steps 0, as pSp/AGE/SAGE), or
+    # refined by Adam on reconstruction MSE (sage_jax/inversion.py; none of the originals has it).
+    inv = config.inversion = ml_collections.ConfigDict()
+    inv.refine_steps = 0
+    inv.refine_lr = 0.02
+
     # ---------------------------------------------------------------- stage measures (synthetic data only)
     q = config.quality = ml_collections.ConfigDict()
     q.samples = 1000           # random generator samples scored by the oracles

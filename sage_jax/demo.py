@@ -78,7 +78,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     os.makedirs(img_dir, exist_ok=True)
     key = jax.random.PRNGKey(seed)
 
-    stage = _stage_measures(psp, oracles, spec, classes, out, key, quiet)
+    stage = _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet)
 
     results = {m: {k: {"retention": [], "diversity": []} for k in SHOTS} for m in MODES}
     real_scores = {"retention": [], "spread": []}
@@ -153,10 +153,11 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     return summary
 
 
-def _stage_measures(psp, oracles, spec, classes, out, key, quiet, n_samples: int = 1000, per_class: int = 10):
+def _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet, n_samples: int = 1000, per_class: int = 10):
     """The generator's and the inversion's measures on fresh draws, with their pictures
     (``samples.png``: 64 random samples; ``reconstructions.png``: unseen real images
-    above their reconstructions)."""
+    above their reconstructions). The inversion is the one the method uses
+    (``gen.encode``: the encoder, refined when the class statistics were)."""
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.metrics import stages
 
@@ -167,14 +168,17 @@ def _stage_measures(psp, oracles, spec, classes, out, key, quiet, n_samples: int
     samples = stages.generator_samples(psp.decoder, n_samples, jax.random.fold_in(key, 7))
     gen = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
     save_png(os.path.join(out, "samples.png"), make_grid(to_uint8(samples[:64]), ncols=16))
+    def reconstruct(x):
+        return psp.decoder(psp.absolute_codes(gen.encode(x)), input_is_latent=True)
+
     inv = {}
     for split, group in (("seen", seen), ("unseen", unseen)):
         images, _ = stages.heldout_images(spec, group, per_class, seed=seed + 2)
         names = [c.name for c in group for _ in range(per_class)]
-        inv[split] = stages.inversion_quality(psp.reconstruct, oracles, images, names)
+        inv[split] = stages.inversion_quality(reconstruct, oracles, images, names)
         if split == "unseen":
             pick = images[::per_class][:16]
-            recon = stages._padded_map(psp.reconstruct, pick, 32)
+            recon = stages._padded_map(reconstruct, pick, 32)
             save_png(os.path.join(out, "reconstructions.png"),
                      make_grid(to_uint8(np.concatenate([pick, recon])), ncols=len(pick)))
     return {"generator": gen, "inversion": inv}
