@@ -166,7 +166,7 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet, n_samples
     seed = int(np.asarray(jax.random.randint(key, (), 0, 2**30)))
     real_seen, _ = stages.heldout_images(spec, seen, max(1, n_samples // len(seen)), seed=seed + 1)
     samples = stages.generator_samples(psp.decoder, n_samples, jax.random.fold_in(key, 7))
-    gen = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
+    g_quality = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
     save_png(os.path.join(out, "samples.png"), make_grid(to_uint8(samples[:64]), ncols=16))
     def reconstruct(x):
         return psp.decoder(psp.absolute_codes(gen.encode(x)), input_is_latent=True)
@@ -181,7 +181,7 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet, n_samples
             recon = stages._padded_map(reconstruct, pick, 32)
             save_png(os.path.join(out, "reconstructions.png"),
                      make_grid(to_uint8(np.concatenate([pick, recon])), ncols=len(pick)))
-    return {"generator": gen, "inversion": inv}
+    return {"generator": g_quality, "inversion": inv}
 
 
 def _write_html(out, summary, rows):

@@ -28,20 +28,31 @@ import numpy as np
 CONFIDENT = 0.9
 
 
-def class_probabilities(oracles, images, batch: int = 500) -> np.ndarray:
-    """The oracle classifier's softmax (N, classes) for images in [-1, 1]."""
+def at_size(images, size: int | None):
+    """``images`` (N, H, W, 3) resized (bilinear) to ``size`` px when they are not."""
+    images = np.asarray(images)
+    if size is None or images.shape[1] == size:
+        return images
+    return np.asarray(jax.image.resize(images, (len(images), size, size, images.shape[3]), "bilinear"))
+
+
+def class_probabilities(oracles, images, batch: int = 500, size: int | None = None) -> np.ndarray:
+    """The oracle classifier's softmax (N, classes) for images in [-1, 1] (resized to
+    ``size``, the oracles' input size, when given)."""
     from sage_jax.metrics.oracles import _predict
 
+    images = at_size(images, size)
     out = [np.asarray(jax.nn.softmax(_predict(oracles.classifier, oracles.clf_params, jnp.asarray(images[i:i + batch]))))
            for i in range(0, len(images), batch)]
     return np.concatenate(out) if out else np.zeros((0, len(oracles.class_names)), np.float32)
 
 
-def oracle_fid(oracles, images_a, images_b, batch: int = 500) -> float:
+def oracle_fid(oracles, images_a, images_b, batch: int = 500, size: int | None = None) -> float:
     """Frechet distance between the oracle classifier's pooled features of two image sets."""
     from sage_jax.metrics.fid import feature_statistics, frechet_distance
 
     def feats(x):
+        x = at_size(x, size)
         return np.concatenate([oracles.features(x[i:i + batch]) for i in range(0, len(x), batch)]).astype(np.float64)
 
     mu1, s1 = feature_statistics(feats(images_a))
@@ -49,9 +60,10 @@ def oracle_fid(oracles, images_a, images_b, batch: int = 500) -> float:
     return float(frechet_distance(mu1, s1, mu2, s2))
 
 
-def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None) -> dict:
-    """Oracle scores of a set of generated samples (see the module docstring)."""
-    p = class_probabilities(oracles, samples)
+def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, size: int | None = None) -> dict:
+    """Oracle scores of a set of generated samples (see the module docstring); ``size``:
+    the oracles' input size, when the samples differ."""
+    p = class_probabilities(oracles, samples, size=size)
     top = p.max(axis=1)
     cls = p.argmax(axis=1)
     confident = top >= CONFIDENT
@@ -61,7 +73,7 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None) 
            "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
            "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
     if real_seen is not None:
-        out["oracle_fid"] = oracle_fid(oracles, samples, real_seen)
+        out["oracle_fid"] = oracle_fid(oracles, samples, real_seen, size=size)
     return out
 
 
@@ -76,9 +88,10 @@ def generator_samples(G, n: int, key, batch: int = 250) -> np.ndarray:
                            for i in range(0, n, batch)])
 
 
-def generator_quality(G, oracles, seen_names: Sequence[str], key, n: int = 1000, real_seen=None) -> dict:
+def generator_quality(G, oracles, seen_names: Sequence[str], key, n: int = 1000, real_seen=None,
+                      size: int | None = None) -> dict:
     """:func:`sample_quality` of ``n`` random samples of ``G``."""
-    return sample_quality(oracles, generator_samples(G, n, key), seen_names, real_seen)
+    return sample_quality(oracles, generator_samples(G, n, key), seen_names, real_seen, size=size)
 
 
 def heldout_images(spec, classes, per_class: int, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
@@ -108,14 +121,15 @@ def _padded_map(fn, x, batch):
     return np.concatenate(out)
 
 
-def inversion_quality(reconstruct: Callable, oracles, images, class_names: Sequence[str], batch: int = 32) -> dict:
+def inversion_quality(reconstruct: Callable, oracles, images, class_names: Sequence[str], batch: int = 32,
+                      size: int | None = None) -> dict:
     """Oracle retention and MSE of ``reconstruct(images)`` (images -> images, both in
     [-1, 1]); ``class_names[i]`` is image i's class."""
     recon = _padded_map(reconstruct, np.asarray(images), batch)
     if recon.shape != images.shape:
         recon = np.asarray(jax.image.resize(recon, images.shape, "bilinear"))
     target = np.array([oracles.class_names.index(n) for n in class_names])
-    pred = class_probabilities(oracles, recon).argmax(axis=1)
+    pred = class_probabilities(oracles, recon, size=size).argmax(axis=1)
     return {"images": int(len(images)), "retention": float(np.mean(pred == target)),
             "mse": float(np.mean(np.square(recon - images))),
-            "input_retention": float(np.mean(class_probabilities(oracles, images).argmax(axis=1) == target))}
+            "input_retention": float(np.mean(class_probabilities(oracles, images, size=size).argmax(axis=1) == target))}

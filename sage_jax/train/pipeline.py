@@ -230,13 +230,14 @@ class _StageJudge:
 
         self.cfg = cfg
         self.oracles = Oracles.load(oracle_dir)
-        self.spec = synthetic_spec(cfg.data, cfg.model.generator.size)
+        self.size = int(cfg.data.size)   # the oracles' input size (they train on cfg.data)
+        self.spec = synthetic_spec(cfg.data, cfg.model.encoder.input_size)
         classes = make_classes(self.spec)
         self.seen = [c for c in classes if c.seen]
         self.unseen = [c for c in classes if not c.seen]
         self.seen_names = [c.name for c in self.seen]
         self.n_samples = int(cfg.get("quality", {}).get("samples", 1000))
-        real = generate(self.spec, "seen")["images"]
+        real = generate(synthetic_spec(cfg.data), "seen")["images"]
         self.real_seen = real[np.asarray(jax.random.permutation(jax.random.PRNGKey(3), len(real)))[:self.n_samples]]
         self.key = jax.random.PRNGKey(int(cfg.get("quality", {}).get("seed", 2024)))
 
@@ -244,7 +245,7 @@ class _StageJudge:
         from sage_jax.metrics.stages import generator_quality
 
         return generator_quality(G, self.oracles, self.seen_names, self.key, n=self.n_samples,
-                                 real_seen=self.real_seen)
+                                 real_seen=self.real_seen, size=self.size)
 
     def learning_curve(self, G, step):
         return {f"quality/{k}": v for k, v in self._quality(G).items() if k not in ("samples", "seen_classes")}
@@ -266,7 +267,7 @@ class _StageJudge:
         for split, classes in (("seen", self.seen), ("unseen", self.unseen)):
             images, idx = heldout_images(self.spec, classes, per_class)
             names = [c.name for c in classes for _ in range(per_class)]
-            out[split] = inversion_quality(reconstruct, self.oracles, images, names)
+            out[split] = inversion_quality(reconstruct, self.oracles, images, names, size=self.size)
         return out
 
 
