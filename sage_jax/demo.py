@@ -57,18 +57,34 @@ def load_bundle(path: str = ASSET_DIR):
     return psp, dictionary, stats, oracles, config
 
 
+def _spec(config):
+    """The synthetic dataset a model directory's ``config.json`` was trained on."""
+    from sage_jax.data.synthetic import SyntheticSpec
+
+    d = config["data"]
+    return SyntheticSpec(num_seen=d["num_seen"], num_unseen=d["num_unseen"], samples_per_class=d["samples_per_class"],
+                         image_size=d["size"], imbalance_ratio=d["imbalance_ratio"])
+
+
+def _options(mode: str, shots: int, n_seen: int, a_length: int, alpha: float):
+    """The paper's settings (t_B 10, t_C 30 at 1 shot and 20 at 3, t_A 50), capped by
+    the model's seen classes and dictionary length."""
+    from sage_jax.generation import SampleOptions
+
+    return SampleOptions(mode=mode, t_B=(min(10, n_seen),), retrieval_t_B=min(10, n_seen),
+                         t_C=min(30 if shots == 1 else 20, n_seen), t_A=min(50, a_length), alpha=alpha)
+
+
 def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, seed: int = 0,
              quiet: bool = False) -> dict:
-    from sage_jax.data.synthetic import SyntheticSpec, make_classes, sample_class
-    from sage_jax.generation import SageGenerator, SampleOptions
+    from sage_jax.data.synthetic import make_classes, sample_class
+    from sage_jax.generation import SageGenerator
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.plots import palette, pca_2d, scatter
 
     t0 = time.perf_counter()
     psp, dictionary, stats, oracles, config = load_bundle(model)
-    d = config["data"]
-    spec = SyntheticSpec(num_seen=d["num_seen"], num_unseen=d["num_unseen"], samples_per_class=d["samples_per_class"],
-                         image_size=d["size"], imbalance_ratio=d["imbalance_ratio"])
+    spec = _spec(config)
     classes = make_classes(spec)
     unseen = [c for c in classes if not c.seen]
     gen = SageGenerator(psp, dictionary, stats)
@@ -78,7 +94,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     os.makedirs(img_dir, exist_ok=True)
     key = jax.random.PRNGKey(seed)
 
-    stage = _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet)
+    stage = _stage_measures(psp, gen, oracles, spec, classes, out, key)
 
     results = {m: {k: {"retention": [], "diversity": []} for k in SHOTS} for m in MODES}
     real_scores = {"retention": [], "spread": []}
@@ -99,9 +115,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "grids": {}}
         for mode in MODES:
             for k in SHOTS:
-                t_c = min(30 if k == 1 else 20, S)
-                opts = SampleOptions(mode=mode, t_B=(min(10, S),), retrieval_t_B=min(10, S), t_C=t_c,
-                                     t_A=min(50, l), alpha=1.0)
+                opts = _options(mode, k, S, l, 1.0)
                 raw = gen.encode(shots[:k])
                 codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                 imgs = np.concatenate(list(gen.decode(codes)))
@@ -153,7 +167,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     return summary
 
 
-def _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet, n_samples: int = 1000, per_class: int = 10):
+def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int = 1000, per_class: int = 10):
     """The generator's and the inversion's measures on fresh draws, with their pictures
     (``samples.png``: 64 random samples; ``reconstructions.png``: unseen real images
     above their reconstructions). The inversion is the one the method uses
@@ -168,6 +182,7 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, quiet, n_samples
     samples = stages.generator_samples(psp.decoder, n_samples, jax.random.fold_in(key, 7))
     g_quality = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
     save_png(os.path.join(out, "samples.png"), make_grid(to_uint8(samples[:64]), ncols=16))
+
     def reconstruct(x):
         return psp.decoder(psp.absolute_codes(gen.encode(x)), input_is_latent=True)
 
@@ -252,14 +267,12 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
 
     Every mode and alpha edits from the same shots with the same key, so the curves differ
     only by the method."""
-    from sage_jax.data.synthetic import SyntheticSpec, make_classes, sample_class
-    from sage_jax.generation import SageGenerator, SampleOptions
+    from sage_jax.data.synthetic import make_classes, sample_class
+    from sage_jax.generation import SageGenerator
 
     t0 = time.perf_counter()
     psp, dictionary, stats, oracles, config = load_bundle(model)
-    d = config["data"]
-    spec = SyntheticSpec(num_seen=d["num_seen"], num_unseen=d["num_unseen"], samples_per_class=d["samples_per_class"],
-                         image_size=d["size"], imbalance_ratio=d["imbalance_ratio"])
+    spec = _spec(config)
     unseen = [c for c in make_classes(spec) if not c.seen]
     gen = SageGenerator(psp, dictionary, stats)
     S, l = stats.num_classes, dictionary.a_length
@@ -275,8 +288,7 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
             raw = gen.encode(shots_img[:k])
             for mode in modes:
                 for a in alphas:
-                    opts = SampleOptions(mode=mode, t_B=(min(10, S),), retrieval_t_B=min(10, S),
-                                         t_C=min(30 if k == 1 else 20, S), t_A=min(50, l), alpha=float(a))
+                    opts = _options(mode, k, S, l, float(a))
                     codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                     imgs = np.concatenate(list(gen.decode(codes)))
                     acc[(mode, k, a)]["retention"].append(oracles.retention(imgs, oracle_index))

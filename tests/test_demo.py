@@ -58,7 +58,8 @@ def test_train_pipeline_then_demo(tmp_path):
     quality = json.load(open(work / "quality.json"))
     assert set(quality) == {"generator", "inversion"}
     assert quality["generator"]["samples"] == 1000 and quality["generator"]["seen_classes"] == 40
-    assert set(quality["inversion"]) == {"seen", "unseen"}
+    assert set(quality["inversion"]) == {"seen", "unseen", "setting"}
+    assert quality["inversion"]["setting"] == "the encoder's codes (no refinement)"
     assert quality["inversion"]["unseen"]["images"] == 100
     assert json.load(open(model / "provenance.json"))["stage_quality"] == quality
     gan_log = [json.loads(l) for l in open(work / "gan" / "metrics.jsonl")]

@@ -241,17 +241,14 @@ class _StageJudge:
         self.real_seen = real[np.asarray(jax.random.permutation(jax.random.PRNGKey(3), len(real)))[:self.n_samples]]
         self.key = jax.random.PRNGKey(int(cfg.get("quality", {}).get("seed", 2024)))
 
-    def _quality(self, G):
+    def generator(self, G):
         from sage_jax.metrics.stages import generator_quality
 
         return generator_quality(G, self.oracles, self.seen_names, self.key, n=self.n_samples,
                                  real_seen=self.real_seen, size=self.size)
 
     def learning_curve(self, G, step):
-        return {f"quality/{k}": v for k, v in self._quality(G).items() if k not in ("samples", "seen_classes")}
-
-    def generator(self, G):
-        return self._quality(G)
+        return {f"quality/{k}": v for k, v in self.generator(G).items() if k not in ("samples", "seen_classes")}
 
     def inversion(self, psp, inverter):
         """The inversion the class statistics use (``inverter``: the encoder, refined as
