@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sage_jax.nn.layers import wide_dtype
 from sage_jax.nn.stylegan2 import Discriminator, Generator, n_latent_for, noise_shapes
 
 
@@ -105,7 +106,8 @@ class GeneratorModel:
     def __call__(self, styles, *, input_is_latent: bool = False, noise: str | Sequence = "stored",
                  key: jax.Array | None = None, truncation: float = 1.0, truncation_latent=None,
                  inject_index: int | None = None, return_latents: bool = False, labels=None):
-        """Images (N, H, W, 3) float32 in about [-1, 1] (and the W+ codes used).
+        """Images (N, H, W, 3) in about [-1, 1], float32 (float64 for a float64 generator), and
+        the W+ codes used with ``return_latents``.
 
         ``styles``: z (N, D); with ``input_is_latent`` W (N, D) or W+ (N, >=n_latent, D);
         or a list of two (N, D) codes for style mixing at ``inject_index`` (drawn from
@@ -116,7 +118,8 @@ class GeneratorModel:
         indices (N,) or probability vectors (N, c_dim); W / W+ inputs need none.
         """
         style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
-        style_list = [jnp.asarray(s, jnp.float32) for s in style_list]
+        wide = wide_dtype(self.dtype)  # float32 inputs, float64 for a float64 generator
+        style_list = [jnp.asarray(s, wide) for s in style_list]
         self._check_styles(style_list, input_is_latent)
         label_arg = self._labels_for(labels, style_list[0].shape[0], input_is_latent)
         randomize = False
@@ -135,10 +138,10 @@ class GeneratorModel:
         truncate = truncation is not None and float(truncation) < 1.0
         if truncate and truncation_latent is None:
             raise ValueError("truncation < 1 needs truncation_latent (e.g. G.mean_latent(4096, key))")
-        t_lat = jnp.asarray(truncation_latent, jnp.float32) if truncate else None
+        t_lat = jnp.asarray(truncation_latent, wide) if truncate else None
         inj = None if inject_index is None else jnp.asarray(inject_index, jnp.int32)
         out = _generate(self.module, self.variables, tuple(style_list), noise_arg, key,
-                        jnp.asarray(truncation, jnp.float32), t_lat, inj, label_arg,
+                        jnp.asarray(truncation, wide), t_lat, inj, label_arg,
                         input_is_latent=input_is_latent, randomize=randomize,
                         return_latents=return_latents, truncate=truncate)
         return out
@@ -157,7 +160,7 @@ class GeneratorModel:
 
     def mapping(self, z, labels=None) -> jax.Array:
         """The mapping network: z (N, D) (and, when conditional, ``labels``) -> w (N, D)."""
-        z = jnp.asarray(z, jnp.float32)
+        z = jnp.asarray(z, wide_dtype(self.dtype))
         if z.ndim != 2 or z.shape[1] != self.style_dim:
             raise ValueError(f"z must be (N, {self.style_dim}), got {z.shape}")
         return _mapping(self.module, self.variables, z, self._labels_for(labels, z.shape[0], False))
@@ -235,10 +238,14 @@ class DiscriminatorModel:
     def c_dim(self) -> int:
         return int(self.config.get("c_dim", 0))
 
+    def astype(self, dtype) -> "DiscriminatorModel":
+        """The same weights with another compute dtype (parameters stay float32)."""
+        return DiscriminatorModel(self.config, self.variables, dtype)
+
     def __call__(self, images, labels=None) -> jax.Array:
         """Logits (N, 1); a projection discriminator (``c_dim > 0``) also takes
         ``labels``, class indices (N,) or probability vectors (N, c_dim)."""
-        images = jnp.asarray(images, jnp.float32)
+        images = jnp.asarray(images, wide_dtype(self.dtype))
         if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"images must be (N, {self.size}, {self.size}, 3), got {images.shape}")
         if self.c_dim:
@@ -357,8 +364,12 @@ class EncoderModel:
     def style_dim(self) -> int:
         return self.config["style_dim"]
 
+    def astype(self, dtype) -> "EncoderModel":
+        """The same weights with another compute dtype (parameters stay float32)."""
+        return EncoderModel(self.config, self.variables, dtype)
+
     def __call__(self, images) -> jax.Array:
-        images = jnp.asarray(images, jnp.promote_types(self.dtype, jnp.float32))
+        images = jnp.asarray(images, wide_dtype(self.dtype))
         s = self.input_size
         if images.ndim != 4 or images.shape[1:] != (s, s, 3):
             raise ValueError(f"images must be (N, {s}, {s}, 3) in [-1, 1], got {images.shape}")

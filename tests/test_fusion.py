@@ -10,7 +10,10 @@ from fixture_utils import fixture
 
 from sage_jax.sage.fusion import diff_mask, fuse, sage_f, sage_p
 
-MAX_DIFF_SHARE = 0.02  # uint8 outputs may differ by 1 where a value sits on an integer
+# uint8 outputs may differ by 1 where a value sits on a rounding boundary (.5): measured
+# on 0.09% (SAGE_p), 0.04% and 0.01% (SAGE_f low / high) of the values; any bug that
+# moves values by less than a level shows as a larger share
+MAX_DIFF_SHARE = 0.005
 
 
 @pytest.fixture(scope="module")

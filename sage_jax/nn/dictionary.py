@@ -52,7 +52,7 @@ class GroupEncoder(nn.Module):
         for i, size in enumerate(sizes):
             out = nn.Dense(size, name=f"fc{i + 1}", kernel_init=_torch_linear_init, bias_init=_torch_bias_init(out.shape[-1]))(out)
             if i < len(sizes) - 1:
-                out = jnp.where(out >= 0, out, 0.2 * out)
+                out = jnp.where(out > 0, out, 0.2 * out)
         return out
 
 

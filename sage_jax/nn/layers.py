@@ -22,6 +22,21 @@ Dtype = Any
 SQRT2 = math.sqrt(2.0)
 
 
+def wide_dtype(dtype: Dtype) -> Any:
+    """The dtype of what is never rounded to a low-precision compute dtype (accumulation,
+    modulation and demodulation, statistics, the RGB skip path, outputs): float32, or
+    float64 when the compute dtype is float64 (a float64 network is float64 throughout)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def accumulation_type(dtype: Dtype) -> Any:
+    """``preferred_element_type`` of a convolution or matmul whose inputs are ``dtype``:
+    float32 for a dtype narrower than float32 (bfloat16, float16: the inputs are rounded,
+    the products accumulate and come out in float32), else None (float32 and float64
+    accumulate in themselves; XLA refuses an accumulation type narrower than the inputs)."""
+    return jnp.float32 if jnp.finfo(dtype).bits < 32 else None
+
+
 def make_kernel(taps: Sequence[float]) -> np.ndarray:
     """2-D FIR kernel from 1-D taps (outer product), normalised to sum 1, as
     ``make_kernel`` of the reference."""
@@ -141,10 +156,14 @@ def conv_transpose_stride2(x: jax.Array, w: jax.Array, preferred_element_type=No
 
 def fused_leaky_relu(x: jax.Array, bias: jax.Array | None = None, negative_slope: float = 0.2,
                      scale: float = SQRT2) -> jax.Array:
-    """``leaky_relu(x + bias, 0.2) * sqrt(2)``, bias over the last (channel) axis."""
+    """``leaky_relu(x + bias, 0.2) * sqrt(2)``, bias over the last (channel) axis.
+
+    At the kink (``x + bias == 0`` exactly) the gradient is the negative slope's, as in
+    PyTorch's ``leaky_relu`` backward and rosinality's fused CUDA kernel (``x > 0`` picks
+    the identity branch)."""
     if bias is not None:
         x = x + bias.astype(x.dtype)
-    return jnp.where(x >= 0, x, x * negative_slope) * jnp.asarray(scale, x.dtype)
+    return jnp.where(x > 0, x, x * negative_slope) * jnp.asarray(scale, x.dtype)
 
 
 def pixel_norm(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -170,12 +189,13 @@ class EqualLinear(nn.Module):
             (in_dim, self.features),
         )
         scale = self.lr_mul / math.sqrt(in_dim)
-        wdt = jnp.promote_types(self.dtype, jnp.float32)  # scale weights at >= float32
+        wdt = wide_dtype(self.dtype)  # scale weights at >= float32
         x = x.astype(self.dtype)
-        out = x @ (weight.astype(wdt) * scale).astype(self.dtype)
+        out = jnp.matmul(x, (weight.astype(wdt) * scale).astype(self.dtype),
+                         preferred_element_type=accumulation_type(self.dtype))
         if self.use_bias:
             bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
-            bias = (bias.astype(wdt) * self.lr_mul).astype(self.dtype)
+            bias = (bias.astype(wdt) * self.lr_mul).astype(out.dtype)
             if self.activation:
                 return fused_leaky_relu(out, bias)
             return out + bias
@@ -199,14 +219,15 @@ class EqualConv2d(nn.Module):
         weight = self.param("weight", nn.initializers.normal(1.0), (k, k, in_ch, self.features))
         scale = 1.0 / math.sqrt(in_ch * k * k)
         out = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), (weight * scale).astype(self.dtype),
+            x.astype(self.dtype), (weight.astype(wide_dtype(self.dtype)) * scale).astype(self.dtype),
             window_strides=(self.stride, self.stride),
             padding=[(self.padding, self.padding)] * 2,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=accumulation_type(self.dtype),
         )
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,))
-            out = out + bias.astype(self.dtype)
+            out = out + bias.astype(out.dtype)
         return out
 
 
@@ -232,13 +253,14 @@ class ModulatedConv2d(nn.Module):
         in_ch = x.shape[-1]
         k = self.kernel_size
         weight = self.param("weight", nn.initializers.normal(1.0), (k, k, in_ch, self.features))
-        s = EqualLinear(in_ch, bias_init=1.0, name="modulation", dtype=jnp.float32)(style)
-        w = weight * (1.0 / math.sqrt(in_ch * k * k))  # (k, k, in, out)
-        x = (x * s[:, None, None, :].astype(x.dtype)).astype(self.dtype)
+        wide = wide_dtype(self.dtype)
+        s = EqualLinear(in_ch, bias_init=1.0, name="modulation", dtype=wide)(style)
+        w = weight.astype(wide) * (1.0 / math.sqrt(in_ch * k * k))  # (k, k, in, out)
+        x = (x.astype(wide) * s[:, None, None, :]).astype(self.dtype)
         # a low-precision compute dtype multiplies in it but accumulates and returns
         # float32, so only the convolution inputs are rounded (bfloat16 images stay
         # within about half an 8-bit level of float32)
-        acc = None if jnp.dtype(self.dtype) == jnp.float32 else jnp.float32
+        acc = accumulation_type(self.dtype)
         if self.upsample:
             # conv_transpose2d(stride 2, padding 0), then the blur
             out = conv_transpose_stride2(x, w.astype(self.dtype), preferred_element_type=acc)
@@ -268,7 +290,8 @@ class NoiseInjection(nn.Module):
     @nn.compact
     def __call__(self, x, noise):
         weight = self.param("weight", nn.initializers.zeros, (1,))
-        return x + (weight * noise).astype(x.dtype)
+        wide = wide_dtype(x.dtype)
+        return x + (weight.astype(wide) * noise.astype(wide)).astype(x.dtype)
 
 
 class StyledConv(nn.Module):
@@ -297,13 +320,14 @@ class ToRGB(nn.Module):
         out = ModulatedConv2d(3, 1, demodulate=False, dtype=self.dtype, name="conv")(x, style)
         bias = self.param("bias", nn.initializers.zeros, (3,))
         # The RGB skip path is cheap (3 channels) and sums every resolution's output:
-        # keep it in float32 whatever the compute dtype.
-        out = out.astype(jnp.float32) + bias
+        # keep it in float32 (float64 for a float64 network) whatever the compute dtype.
+        wide = wide_dtype(self.dtype)
+        out = out.astype(wide) + bias.astype(wide)
         if skip is not None:
             factor = 2
             p = len(self.blur_kernel) - factor
             pad = ((p + 1) // 2 + factor - 1, p // 2)
-            out = out + upfirdn2d(skip.astype(jnp.float32),
+            out = out + upfirdn2d(skip.astype(wide),
                                   make_kernel(self.blur_kernel) * factor**2, up=factor, pad=pad)
         return out
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax.nn.layers import EqualLinear
+from sage_jax.nn.layers import EqualLinear, accumulation_type
 
 Dtype = Any
 
@@ -99,7 +99,8 @@ class Conv(nn.Module):
                        (k, k, x.shape[-1], self.features))
         out = jax.lax.conv_general_dilated(
             x.astype(self.dtype), w.astype(self.dtype), (self.stride, self.stride),
-            [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=accumulation_type(self.dtype))  # bfloat16: float32 sums
         if self.use_bias:
             bound = 1 / math.sqrt(fan_in)  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             b = self.param("bias", lambda k, s: jax.random.uniform(k, s, jnp.float32, -bound, bound),
@@ -145,7 +146,7 @@ class PReLU(nn.Module):
     @nn.compact
     def __call__(self, x):
         a = self.param("weight", nn.initializers.constant(0.25), (x.shape[-1],))
-        return jnp.where(x >= 0, x, x * a.astype(x.dtype))
+        return jnp.where(x > 0, x, x * a.astype(x.dtype))  # PyTorch's gradient at 0
 
 
 class SEModule(nn.Module):
@@ -225,7 +226,7 @@ class GradualStyleBlock(nn.Module):
     def __call__(self, x):
         for j in range(self.n_convs):
             x = Conv(self.out_c, 3, stride=2, padding=1, use_bias=True, dtype=self.dtype, name=f"convs_{2 * j}")(x)
-            x = jnp.where(x >= 0, x, 0.01 * x)
+            x = jnp.where(x > 0, x, 0.01 * x)
         if x.shape[1:3] != (1, 1):
             raise ValueError(f"style head ends at {x.shape[1:3]}, not 1x1: input size does not fit")
         x = x.reshape(x.shape[0], self.out_c)

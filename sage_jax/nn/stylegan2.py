@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sage_jax.nn.layers import (ConvLayer, EqualLinear, StyledConv, ToRGB, pixel_norm)
+from sage_jax.nn.layers import (ConvLayer, EqualLinear, StyledConv, ToRGB, pixel_norm, wide_dtype)
 
 Dtype = Any
 BLUR = (1.0, 3.0, 3.0, 1.0)
@@ -116,11 +116,14 @@ class Generator(nn.Module):
         missing = [2 ** i for i in range(2, self.log_size + 1) if 2 ** i not in ch]
         if missing:
             raise ValueError(f"channel table has no entry for resolutions {missing}")
+        # the mapping runs in float32 (float64 for a float64 generator) whatever the
+        # compute dtype: it is a few small matmuls, and W codes are what SAGE edits
+        wide = wide_dtype(self.dtype)
         if self.c_dim:
             # StyleGAN2-ADA MappingNetwork.embed: FullyConnectedLayer(c_dim, w_dim), lr 1
-            self.embed = EqualLinear(self.style_dim, name="embed")
+            self.embed = EqualLinear(self.style_dim, dtype=wide, name="embed")
         self.style_layers = [
-            EqualLinear(self.style_dim, lr_mul=self.lr_mlp, activation=True, name=f"style_{i + 1}")
+            EqualLinear(self.style_dim, lr_mul=self.lr_mlp, activation=True, dtype=wide, name=f"style_{i + 1}")
             for i in range(self.n_mlp)
         ]
         self.input = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, ch[4]))
@@ -147,13 +150,13 @@ class Generator(nn.Module):
         normalisation; linear in the label vector (bias included, weights sum to 1)."""
         if not self.c_dim:
             raise ValueError("an unconditional generator (c_dim=0) has no label embedding")
-        return self.embed(jnp.asarray(labels, jnp.float32))
+        return self.embed(jnp.asarray(labels, wide_dtype(self.dtype)))
 
     def mapping(self, z, labels=None):
         """The mapping network (``g.style``): z (N, D) -> w (N, D). Conditional
         (``c_dim > 0``): ``labels`` (N, c_dim) probability vectors; the MLP reads
         ``concat(normalize(z), normalize(embed(labels)))`` (StyleGAN2-ADA)."""
-        x = pixel_norm(z.astype(jnp.float32))
+        x = pixel_norm(z.astype(wide_dtype(self.dtype)))
         if self.c_dim:
             if labels is None:
                 raise ValueError(f"this generator is class-conditional (c_dim={self.c_dim}): give labels")
@@ -176,9 +179,9 @@ class Generator(nn.Module):
         """W+ codes (N, n_latent, D) and a list of noise maps -> images (N, H, W, 3)."""
         if latent.ndim != 3 or latent.shape[1] < self.n_latent:
             raise ValueError(f"W+ codes must be (N, >={self.n_latent}, D), got {latent.shape}")
-        latent = latent.astype(jnp.float32)
+        latent = latent.astype(wide_dtype(self.dtype))
         batch = latent.shape[0]
-        out = jnp.broadcast_to(self.input, (batch, *self.input.shape[1:])).astype(self.dtype)
+        out = jnp.broadcast_to(self.input.astype(self.dtype), (batch, *self.input.shape[1:]))
         out = self.conv1(out, latent[:, 0], noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1
@@ -187,14 +190,15 @@ class Generator(nn.Module):
             out = self.convs[2 * j + 1](out, latent[:, i + 1], noise[2 * j + 2])
             skip = to_rgb(out, latent[:, i + 2], skip)
             i += 2
-        return skip.astype(jnp.float32)
+        return skip.astype(wide_dtype(self.dtype))
 
     def __call__(self, styles, *, input_is_latent: bool = False, noise=None,
                  randomize_noise: bool = False, truncation=1.0, truncation_latent=None,
                  inject_index=None, return_latents: bool = False, labels=None):
         if not isinstance(styles, (list, tuple)):
             styles = [styles]
-        styles = [jnp.asarray(s, jnp.float32) for s in styles]
+        wide = wide_dtype(self.dtype)
+        styles = [jnp.asarray(s, wide) for s in styles]
         if not input_is_latent:
             styles = [self.mapping(s, labels) for s in styles]
         if noise is None:
@@ -202,7 +206,7 @@ class Generator(nn.Module):
         if len(noise) != self.num_layers:
             raise ValueError(f"expected {self.num_layers} noise maps, got {len(noise)}")
         if truncation_latent is not None and not (isinstance(truncation, (int, float)) and truncation >= 1):
-            styles = truncate(styles, truncation, jnp.asarray(truncation_latent, jnp.float32))
+            styles = truncate(styles, jnp.asarray(truncation, wide), jnp.asarray(truncation_latent, wide))
         mix_key = self.make_rng("noise") if (len(styles) == 2 and inject_index is None) else None
         latent = mix_styles(styles, self.n_latent, inject_index, mix_key)
         image = self.synthesis(latent, noise)
@@ -229,13 +233,14 @@ def minibatch_stddev(x: jax.Array, group_size: int = 4, n_feat: int = 1, eps: fl
     """Append the minibatch standard deviation as ``n_feat`` extra channels.
 
     As in the reference, sample ``i`` is grouped with the samples ``i mod (N / group)``
-    (``view(group, -1, ...)``), ``group = min(N, group_size)``.
+    (``view(group, -1, ...)``), ``group = min(N, group_size)``. The statistics are
+    computed in float32 (float64 for a float64 network), never in bfloat16.
     """
     n, h, w, c = x.shape
     group = min(n, group_size)
     if n % group:
         raise ValueError(f"batch {n} is not divisible by the stddev group size {group}")
-    y = x.astype(jnp.float32).reshape(group, n // group, h, w, n_feat, c // n_feat)
+    y = x.astype(wide_dtype(x.dtype)).reshape(group, n // group, h, w, n_feat, c // n_feat)
     y = jnp.sqrt(jnp.var(y, axis=0) + eps)  # (M, h, w, F, C/F)
     y = jnp.mean(y, axis=(1, 2, 4))  # (M, F)
     y = jnp.tile(y, (group, 1))  # (N, F), row i = stats of i mod M
@@ -280,8 +285,8 @@ class Discriminator(nn.Module):
             if labels is None:
                 raise ValueError(f"this discriminator is class-conditional (c_dim={self.c_dim}): give labels")
             emb = EqualLinear(ch[4], use_bias=False, dtype=self.dtype, name="embed")(
-                jnp.asarray(labels, jnp.float32))
+                jnp.asarray(labels, wide_dtype(self.dtype)))
             out = out + jnp.sum(emb * phi, axis=-1, keepdims=True)
         elif labels is not None:
             raise ValueError("labels given to an unconditional discriminator (c_dim=0)")
-        return out.astype(jnp.float32)
+        return out.astype(wide_dtype(self.dtype))
