@@ -19,6 +19,12 @@ DATA = "data"
 
 
 CACHE_ENV = "SAGE_JAX_COMPILATION_CACHE"
+# A size limit is what makes JAX take its file lock around every cache read and write
+# (jax._src.lru_cache: without one, a process can read an entry another is still
+# writing, and deserialising the torn executable crashes the reader: seen as segfaults of
+# one pytest-xdist worker while the other compiled the same function). Least recently
+# used entries are evicted beyond it.
+CACHE_MAX_BYTES = 8 * 2**30
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
@@ -27,7 +33,8 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
 
     The directory is ``path``, else ``$SAGE_JAX_COMPILATION_CACHE``, else
     ``$JAX_COMPILATION_CACHE_DIR`` (JAX's own setting, left as it is), else
-    ``$XDG_CACHE_HOME/sage-jax/xla`` (``~/.cache/sage-jax/xla``).
+    ``$XDG_CACHE_HOME/sage-jax/xla-lru`` (``~/.cache/sage-jax/xla-lru``; "lru": written
+    with the size limit and lock below, which a directory written without them cannot take).
     ``SAGE_JAX_COMPILATION_CACHE=off`` disables it. Returns the directory used, or None.
     Executables that compile in under half a second are not stored."""
     setting = path or os.environ.get(CACHE_ENV, "")
@@ -37,13 +44,15 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
     if not setting:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        setting = os.path.join(base, "sage-jax", "xla")
+        setting = os.path.join(base, "sage-jax", "xla-lru")
     try:
         os.makedirs(setting, exist_ok=True)
     except OSError:
         return None  # an unwritable cache is no reason to fail: compile as usual
     jax.config.update("jax_compilation_cache_dir", setting)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if jax.config.jax_compilation_cache_max_size == -1:
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return setting
 
 

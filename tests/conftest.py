@@ -10,7 +10,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "SAGE_JAX_COMPILATION_CACHE" not in os.environ:
     import tempfile
 
-    _cache = os.path.join(tempfile.gettempdir(), f"sage-jax-test-xla-cache-{os.getuid()}")
+    _cache = os.path.join(tempfile.gettempdir(), f"sage-jax-test-xla-cache-lru-{os.getuid()}")
     os.environ["SAGE_JAX_COMPILATION_CACHE"] = _cache
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+    # a size limit turns on JAX's file lock around cache reads and writes: the two xdist
+    # workers share the cache, and a read of an entry the other is still writing crashed
+    # a worker (segfault) without it (sage_jax.parallel.CACHE_MAX_BYTES)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

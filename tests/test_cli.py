@@ -117,10 +117,17 @@ def test_compilation_cache_setting(tmp_path, monkeypatch):
 
     from sage_jax.parallel import enable_compilation_cache
 
+    from sage_jax.parallel import CACHE_MAX_BYTES
+
     before = jax.config.jax_compilation_cache_dir
+    before_max = jax.config.jax_compilation_cache_max_size
     try:
+        # JAX's default, no size limit, is also no file lock: the CLI sets a limit
+        jax.config.update("jax_compilation_cache_max_size", -1)
         assert enable_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c") and (tmp_path / "c").is_dir()
+        assert jax.config.jax_compilation_cache_max_size == CACHE_MAX_BYTES
+        import filelock  # noqa: F401  (JAX needs it for the lock; a dependency of ours)
         monkeypatch.setenv("SAGE_JAX_COMPILATION_CACHE", "off")
         assert enable_compilation_cache() is None
         (tmp_path / "file").write_text("x")
@@ -128,3 +135,4 @@ def test_compilation_cache_setting(tmp_path, monkeypatch):
         assert enable_compilation_cache() is None
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+        jax.config.update("jax_compilation_cache_max_size", before_max)
