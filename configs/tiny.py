@@ -65,6 +65,7 @@ def get_config(arg=None):
     t.steps = 3000         # rosinality: 800k at 256 px; the tiny model converges far sooner
     t.batch_size = 16
     t.lr = 0.002           # rosinality default
+    t.d_lr = 0.0           # > 0: the discriminator's own rate (two time-scale updates); 0: lr, as rosinality
     t.r1 = 10.0            # rosinality default R1 weight
     t.d_reg_every = 16     # lazy R1 interval (StyleGAN2)
     t.path_regularize = 2.0

@@ -186,3 +186,44 @@ def test_encoder_training_with_lpips_weights(tmp_path, data):
     log = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
     assert "lpips" in log[0] and log[0]["lpips"] > 0
     assert log[0]["loss"] > log[0]["l2"] + log[0]["latent"]  # the perceptual term is in the total
+
+
+def test_discriminator_learning_rate_and_skipped_path_step():
+    """``gan.d_lr`` scales only the discriminator's Adam step (the first step of Adam
+    with beta1 = 0 moves every parameter by about lr * sign(grad), so doubling d_lr
+    doubles D's move and leaves G's untouched), and ``path_regularize=0`` runs no
+    path-length update at all (no 'path' metric; it used to run one with weight 0)."""
+    import jax.numpy as jnp
+
+    from sage_jax.train.gan import init_state, make_steps
+
+    def first_moves(**over):
+        cfg = micro_cfg(**over)
+        G, D, s = init_state(cfg.model.generator, cfg.model.discriminator, cfg.gan, jax.random.PRNGKey(0))
+        d_step, _, g_step, _, _, _ = make_steps(G.module, D.module, cfg.gan)
+        real = jnp.asarray(seen_dataset(cfg.data).load_batch(range(8))[0])
+        s1, _ = d_step(s, real, jax.random.PRNGKey(1))
+        s2, _ = g_step(s1, jax.random.PRNGKey(2), 8)
+        d_move = [np.abs(np.asarray(a) - np.asarray(b)) for a, b in
+                  zip(jax.tree_util.tree_leaves(s1["d"]), jax.tree_util.tree_leaves(s["d"]))]
+        g_move = [np.asarray(a) - np.asarray(b) for a, b in
+                  zip(jax.tree_util.tree_leaves(s2["g"]), jax.tree_util.tree_leaves(s1["g"]))]
+        return d_move, g_move
+
+    d_plain, g_plain = first_moves()
+    d_fast, g_fast = first_moves(**{"gan.d_lr": 0.004})   # 2 x gan.lr (0.002)
+    big = [(a > 1e-4) for a in d_plain]                    # parameters with a real gradient
+    assert sum(int(m.sum()) for m in big) > 100
+    ratio = np.concatenate([f[m] / p[m] for f, p, m in zip(d_fast, d_plain, big)])
+    np.testing.assert_allclose(np.median(ratio), 2.0, rtol=0.02)
+    # G's first update sees a different D, but its step size is still lr: same scale
+    g_scale = [np.abs(np.concatenate([x.ravel() for x in g])).max() for g in (g_plain, g_fast)]
+    np.testing.assert_allclose(g_scale[0], g_scale[1], rtol=0.05)
+
+    cfg = micro_cfg(**{"gan.steps": 4, "gan.path_regularize": 0.0, "gan.g_reg_every": 2})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, seen_dataset(cfg.data), tmp, quiet=True)
+        log = [json.loads(l) for l in open(os.path.join(tmp, "metrics.jsonl"))]
+    assert len(log) == 4 and not any("path" in m for m in log) and all("g_loss" in m for m in log)

@@ -5,9 +5,10 @@ Per step: a discriminator update with the non-saturating logistic loss; every
 ``d_reg_every`` steps a lazy R1 update (``r1/2 * ||grad D(x)||^2 * d_reg_every``); a
 generator update; every ``g_reg_every`` steps a path-length update
 (``path_regularize * g_reg_every * (|J^T y| - a)^2``, on a batch shrunk by
-``path_batch_shrink``); style mixing with probability ``mixing``; an EMA copy of the
+``path_batch_shrink``; skipped when ``path_regularize`` is 0); style mixing with probability ``mixing``; an EMA copy of the
 generator (``accum = 0.5 ** (32 / (10 * 1000))``). Adam with the lazy-regularisation
-corrections of the paper (lr * c, betas ** c, c = every / (every + 1)). Optional
+corrections of the paper (lr * c, betas ** c, c = every / (every + 1)); the
+discriminator's rate is ``d_lr`` when set (two time-scale updates), else ``lr``. Optional
 differentiable augmentation (colour, translation, cutout; Zhao et al. 2020) of real and
 fake images for small datasets.
 
@@ -54,6 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.steps = 800000
     c.batch_size = 16
     c.lr = 0.002
+    c.d_lr = 0.0               # > 0: the discriminator's own learning rate (0: lr, as rosinality)
     c.r1 = 10.0
     c.d_reg_every = 16
     c.path_regularize = 2.0
@@ -167,6 +169,7 @@ class StepOptions:
     ema: float
     augment: bool
     ema_rampup: float = 0.0
+    d_lr: float = 0.0
 
     @classmethod
     def from_config(cls, cfg):
@@ -190,7 +193,7 @@ def make_steps(g_module, d_module, cfg):
 
 @functools.lru_cache(maxsize=8)
 def _make_steps(g_module, d_module, cfg: StepOptions):
-    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.lr, cfg.d_reg_every)
+    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.d_lr or cfg.lr, cfg.d_reg_every)
     augment = (lambda k, x: diff_augment(k, x)) if cfg.augment else (lambda k, x: x)
     c_dim = g_module.c_dim
 
@@ -285,7 +288,7 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
 def init_state(g_cfg, d_cfg, cfg, key):
     G = init_generator(g_cfg, jax.random.fold_in(key, 0))
     D = init_discriminator(d_cfg, jax.random.fold_in(key, 1))
-    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.lr, cfg.d_reg_every)
+    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.get("d_lr", 0.0) or cfg.lr, cfg.d_reg_every)
     g = G.variables["params"]
     return G, D, {
         "g": g, "g_ema": jax.tree_util.tree_map(jnp.array, g), "d": D.variables["params"],
@@ -332,7 +335,7 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
             metrics.update(m)
         state, m = g_step(state, k[2], cfg.batch_size, *g_args)
         metrics.update(m)
-        if step % cfg.g_reg_every == 0:
+        if cfg.path_regularize and step % cfg.g_reg_every == 0:
             state, m = g_reg_step(state, k[3], cfg.batch_size, *g_args)
             metrics.update(m)
         return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
