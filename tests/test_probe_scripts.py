@@ -1,0 +1,67 @@
+"""The stage probes for finding a tiny-model setting (issue 16): scripts/gan_experiment.py
+(the GAN stage judged by existing oracles), scripts/discriminator_probe.py (how fast a
+fresh discriminator separates real from generated images) and
+scripts/generator_probe.py (a generator as an autoencoder's decoder). Each is run for a
+few steps at a small size: what it writes must be well formed and in range, and bad
+arguments are refused before any work."""
+
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+
+from fixture_utils import ROOT
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MICRO = ["--config.data.size=8", "--config.model.generator.size=8", "--config.model.generator.style_dim=8",
+         "--config.model.generator.channels=((4, 8), (8, 8))", "--config.gan.batch_size=8",
+         "--config.data.samples_per_class=4"]
+
+
+def test_gan_experiment_writes_the_learning_curve_and_pictures(tmp_path, capsys):
+    work = tmp_path / "run"
+    assert _script("gan_experiment").main(
+        ["--workdir", str(work), "--samples", "16", "--config.gan.steps=2", "--config.gan.eval_every=2",
+         "--config.gan.sample_every=0", "--config.gan.path_regularize=0", *MICRO]) == 0
+    curve = json.load(open(work / "curve.json"))
+    assert [row["step"] for row in curve] == [2]
+    assert 0 <= curve[0]["confident_share"] <= 1 and 0 <= curve[0]["seen_classes_hit"] <= 40
+    assert curve[0]["oracle_fid"] >= 0
+    assert (work / "eval_000002.png").stat().st_size > 0
+    assert "confident share" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _script("gan_experiment").main(["--workdir", str(work), "--oracles", str(tmp_path)])
+
+
+def test_discriminator_probe_reports_held_out_accuracy(capsys):
+    assert _script("discriminator_probe").main(["--steps", "2", "--every", "1", "--small-cnn"]) == 0
+    acc = [float(a) for a in re.findall(r"held-out accuracy ([0-9.]+)", capsys.readouterr().out)]
+    assert len(acc) == 2 and all(0 <= a <= 1 for a in acc)
+    with pytest.raises(SystemExit):
+        _script("discriminator_probe").main(["--batch", "6"])
+
+
+def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
+    out = tmp_path / "probe.png"
+    assert _script("generator_probe").main(
+        ["--steps", "2", "--every", "2", "--batch", "4", "--out", str(out),
+         "--config.model.generator.channels=((4, 8), (8, 8), (16, 8), (32, 8))",
+         "--config.model.generator.style_dim=16", "--config.model.encoder.style_dim=16",
+         "--config.model.encoder.num_layers=18", "--config.model.encoder.mode=ir",
+         "--config.model.encoder.widths=(8, 8, 8, 16)", "--config.data.samples_per_class=4"]) == 0
+    line = capsys.readouterr().out
+    ret = [float(r) for r in re.findall(r"retention ([0-9.]+)", line)]
+    mse = [float(m) for m in re.findall(r"MSE ([0-9.]+)", line)]
+    assert len(ret) == 2 and all(0 <= r <= 1 for r in ret) and len(mse) == 3 and all(m > 0 for m in mse)
+    assert out.stat().st_size > 0
+    with pytest.raises(SystemExit):
+        _script("generator_probe").main(["--lr", "0"])
