@@ -63,5 +63,14 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
     mse = [float(m) for m in re.findall(r"MSE ([0-9.]+)", line)]
     assert len(ret) == 2 and all(0 <= r <= 1 for r in ret) and len(mse) == 3 and all(m > 0 for m in mse)
     assert out.stat().st_size > 0
+    # the generator alone, with a learned code per training image (10 per seen class)
+    assert _script("generator_probe").main(
+        ["--free-codes", "--steps", "2", "--every", "2", "--batch", "4",
+         "--config.model.generator.channels=((4, 8), (8, 8), (16, 8), (32, 8))",
+         "--config.model.generator.style_dim=16", "--config.model.encoder.style_dim=16",
+         "--config.model.encoder.num_layers=18", "--config.model.encoder.mode=ir",
+         "--config.model.encoder.widths=(8, 8, 8, 16)", "--config.data.samples_per_class=10"]) == 0
+    line = capsys.readouterr().out
+    assert re.search(r"training retention ([0-9.]+) MSE ([0-9.]+)", line) and "unseen" not in line
     with pytest.raises(SystemExit):
         _script("generator_probe").main(["--lr", "0"])
