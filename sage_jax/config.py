@@ -127,6 +127,10 @@ def check_section(section: ml_collections.ConfigDict, name: str) -> None:
             v = section[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 problems.append(f"{name}.{key}={v!r} must be a positive number")
+    if "d_lr" in section:   # 0: the discriminator uses lr
+        v = section.d_lr
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            problems.append(f"{name}.d_lr={v!r} must be 0 (use lr) or a positive number")
     if "sample_every" in section and (not isinstance(section.sample_every, int) or section.sample_every < 0):
         problems.append(f"{name}.sample_every={section.sample_every!r} must be 0 (never) or a positive integer")
     if problems:

@@ -21,6 +21,7 @@ TINY = os.path.join(ROOT, "configs", "tiny.py")
     ("gan.ckpt_every=0", "gan.ckpt_every=0 must be a positive integer"),
     ("gan.lr=0.0", "gan.lr=0.0 must be a positive number"),
     ("gan.lr=nan", "gan.lr=nan must be a positive number"),
+    ("gan.d_lr=-0.001", "gan.d_lr=-0.001 must be 0 (use lr) or a positive number"),
     ("model.generator.size=64", "model.generator.size=64 needs channel counts for resolutions [64]"),
     ("model.generator.size=48", "power-of-two resolutions"),
 ])
