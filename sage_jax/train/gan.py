@@ -5,8 +5,9 @@ Per step: a discriminator update with the non-saturating logistic loss; every
 ``d_reg_every`` steps a lazy R1 update (``r1/2 * ||grad D(x)||^2 * d_reg_every``); a
 generator update; every ``g_reg_every`` steps a path-length update
 (``path_regularize * g_reg_every * (|J^T y| - a)^2``, on a batch shrunk by
-``path_batch_shrink``; skipped when ``path_regularize`` is 0); style mixing with probability ``mixing``; an EMA copy of the
-generator (``accum = 0.5 ** (32 / (10 * 1000))``). Adam with the lazy-regularisation
+``path_batch_shrink``; skipped when ``path_regularize`` is 0); style mixing with
+probability ``mixing``; an EMA copy of the generator (``accum = 0.5 ** (32 / (10 *
+1000))``). Adam with the lazy-regularisation
 corrections of the paper (lr * c, betas ** c, c = every / (every + 1)); the
 discriminator's rate is ``d_lr`` when set (two time-scale updates), else ``lr``. Optional
 differentiable augmentation (colour, translation, cutout; Zhao et al. 2020) of real and
