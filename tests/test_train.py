@@ -188,7 +188,7 @@ def test_encoder_training_with_lpips_weights(tmp_path, data):
     assert log[0]["loss"] > log[0]["l2"] + log[0]["latent"]  # the perceptual term is in the total
 
 
-def test_discriminator_learning_rate_and_skipped_path_step():
+def test_discriminator_learning_rate_and_skipped_path_step(tmp_path):
     """``gan.d_lr`` scales only the discriminator's Adam step (the first step of Adam
     with beta1 = 0 moves every parameter by about lr * sign(grad), so doubling d_lr
     doubles D's move and leaves G's untouched), and ``path_regularize=0`` runs no
@@ -221,9 +221,6 @@ def test_discriminator_learning_rate_and_skipped_path_step():
     np.testing.assert_allclose(g_scale[0], g_scale[1], rtol=0.05)
 
     cfg = micro_cfg(**{"gan.steps": 4, "gan.path_regularize": 0.0, "gan.g_reg_every": 2})
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, seen_dataset(cfg.data), tmp, quiet=True)
-        log = [json.loads(l) for l in open(os.path.join(tmp, "metrics.jsonl"))]
+    train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, seen_dataset(cfg.data), str(tmp_path), quiet=True)
+    log = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert len(log) == 4 and not any("path" in m for m in log) and all("g_loss" in m for m in log)
