@@ -105,6 +105,23 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+# the checkout's tiny config, the default of the scripts run from a checkout
+CHECKOUT_TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.py")
+
+
+def parse_with_config(parser, argv: Sequence[str], default: str = CHECKOUT_TINY_CONFIG):
+    """``parser``'s arguments plus ``--config FILE`` (default ``default``) and any
+    ``--config.X=Y`` overrides: returns ``(args, config)``; a missing file or a bad
+    override ends in ``parser.error`` before any work."""
+    rest, overrides = split_overrides(list(argv))
+    parser.add_argument("--config", default=default, help=f"config file (default {os.path.relpath(default)})")
+    args = parser.parse_args(rest)
+    try:
+        return args, apply_overrides(load_config(args.config), overrides)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+
+
 # ------------------------------------------------------------------ validation
 _POSITIVE_INTS = ("steps", "batch_size", "log_every", "ckpt_every", "keep", "a_length",
                   "latent_avg_samples", "n_sample")

@@ -18,18 +18,12 @@ import argparse
 import os
 import sys
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tiny.py")
-
-
 def main(argv=None) -> int:
-    from sage_jax.config import apply_overrides, load_config, split_overrides
+    from sage_jax.config import parse_with_config
     from sage_jax.demo import ASSET_DIR
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", default=os.path.join(ASSET_DIR, "psp", "decoder"), help="generator directory")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default configs/tiny.py)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--every", type=int, default=250, help="held-out accuracy every this many steps")
     p.add_argument("--batch", type=int, default=16)
@@ -37,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--beta1", type=float, default=0.0)
     p.add_argument("--small-cnn", action="store_true", help="the oracles' SmallCNN instead of the discriminator")
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(rest)
+    a, cfg = parse_with_config(p, sys.argv[1:] if argv is None else argv)
     if a.steps < 1 or a.every < 1 or a.batch < 4 or a.batch % 4 or a.lr <= 0 or not 0 <= a.beta1 < 1:
         p.error("--steps, --every >= 1; --batch a multiple of 4; --lr > 0; 0 <= --beta1 < 1")
 
@@ -51,7 +45,6 @@ def main(argv=None) -> int:
     from sage_jax.models import init_discriminator
     from sage_jax.nn.classifier import SmallCNN
 
-    cfg = apply_overrides(load_config(a.config), overrides)
     G = checkpoints.load_generator(a.generator)
     real = seen_dataset(cfg.data, G.size).images
     key = jax.random.PRNGKey(a.seed)

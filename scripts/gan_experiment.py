@@ -22,21 +22,15 @@ import os
 import sys
 import time
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tiny.py")
-
-
 def main(argv=None) -> int:
-    from sage_jax.config import apply_overrides, load_config, split_overrides
+    from sage_jax.config import parse_with_config
     from sage_jax.demo import ASSET_DIR
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="run directory (resumable)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default configs/tiny.py)")
     p.add_argument("--oracles", default=os.path.join(ASSET_DIR, "oracles"), help="oracle directory")
     p.add_argument("--samples", type=int, default=500, help="random samples scored at each evaluation")
-    a = p.parse_args(rest)
+    a, cfg = parse_with_config(p, sys.argv[1:] if argv is None else argv)
     if a.samples < 10:
         p.error("--samples must be at least 10")
     if not os.path.exists(os.path.join(a.oracles, "oracles.json")):
@@ -50,7 +44,6 @@ def main(argv=None) -> int:
     from sage_jax.train.gan import train_gan
     from sage_jax.train.pipeline import _StageJudge
 
-    cfg = apply_overrides(load_config(a.config), overrides)
     if cfg.data.name != "synthetic":
         p.error("the oracles judge the synthetic data only (data.name=synthetic)")
     cfg.quality.samples = a.samples

@@ -25,17 +25,11 @@ import os
 import sys
 import time
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tiny.py")
-
-
 def main(argv=None) -> int:
-    from sage_jax.config import apply_overrides, load_config, split_overrides
+    from sage_jax.config import parse_with_config
     from sage_jax.demo import ASSET_DIR
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default configs/tiny.py)")
     p.add_argument("--oracles", default=os.path.join(ASSET_DIR, "oracles"), help="oracle directory")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--every", type=int, default=500)
@@ -44,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="PNG of held-out unseen images and their reconstructions")
     p.add_argument("--free-codes", action="store_true", help="a learned W code per training image, no encoder")
-    a = p.parse_args(rest)
+    a, cfg = parse_with_config(p, sys.argv[1:] if argv is None else argv)
     if a.steps < 1 or a.every < 1 or a.batch < 2 or a.lr <= 0:
         p.error("--steps, --every >= 1, --batch >= 2, --lr > 0")
 
@@ -59,7 +53,6 @@ def main(argv=None) -> int:
     from sage_jax.models import init_encoder, init_generator
     from sage_jax.train.pipeline import _StageJudge
 
-    cfg = apply_overrides(load_config(a.config), overrides)
     cfg.model.encoder.input_size = cfg.model.generator.size
     key = jax.random.PRNGKey(a.seed)
     G = init_generator(cfg.model.generator, jax.random.fold_in(key, 0))

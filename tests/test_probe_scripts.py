@@ -48,6 +48,9 @@ def test_discriminator_probe_reports_held_out_accuracy(capsys):
     assert len(acc) == 2 and all(0 <= a <= 1 for a in acc)
     with pytest.raises(SystemExit):
         _script("discriminator_probe").main(["--batch", "6"])
+    with pytest.raises(SystemExit):   # an unknown config key, refused by the shared parser
+        _script("discriminator_probe").main(["--config.gan.stepz=1"])
+    assert "did you mean steps" in capsys.readouterr().err
 
 
 def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
