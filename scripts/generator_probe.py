@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     from sage_jax.data.loader import seen_dataset
     from sage_jax.images import make_grid, save_png, to_uint8
-    from sage_jax.metrics.stages import heldout_images, inversion_quality
+    from sage_jax.metrics.stages import heldout_images, inversion_quality, reconstruction_scores
     from sage_jax.models import init_encoder, init_generator
     from sage_jax.train.pipeline import _StageJudge
 
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             if a.free_codes:
                 recon = np.concatenate([np.asarray(reconstruct(params, stats, jnp.arange(j, min(j + 100, len(images)))))
                                         for j in range(0, len(images), 100)])
-                scores = {"training": _scores(recon, images, code_names, judge)}
+                scores = {"training": reconstruction_scores(judge.oracles, recon, images, code_names, size=judge.size)}
             else:
                 scores = {split: inversion_quality(lambda x: reconstruct(params, stats, x), judge.oracles, x, names,
                                                    size=judge.size)
@@ -130,17 +130,6 @@ def main(argv=None) -> int:
             r = np.asarray(reconstruct(params, stats, jnp.asarray(x)))
         save_png(a.out, make_grid(to_uint8(np.concatenate([x, r])), ncols=len(x)))
     return 0
-
-
-def _scores(recon, images, names, judge):
-    """Oracle retention and MSE of reconstructions ``recon`` of ``images`` (classes ``names``)."""
-    import numpy as np
-
-    from sage_jax.metrics.stages import class_probabilities
-
-    target = np.array([judge.oracles.class_names.index(n) for n in names])
-    pred = class_probabilities(judge.oracles, recon, size=judge.size).argmax(axis=1)
-    return {"retention": float(np.mean(pred == target)), "mse": float(np.mean(np.square(recon - images)))}
 
 
 if __name__ == "__main__":

@@ -129,7 +129,13 @@ def inversion_quality(reconstruct: Callable, oracles, images, class_names: Seque
     if recon.shape != images.shape:
         recon = np.asarray(jax.image.resize(recon, images.shape, "bilinear"))
     target = np.array([oracles.class_names.index(n) for n in class_names])
-    pred = class_probabilities(oracles, recon, size=size).argmax(axis=1)
-    return {"images": int(len(images)), "retention": float(np.mean(pred == target)),
-            "mse": float(np.mean(np.square(recon - images))),
+    return {"images": int(len(images)), **reconstruction_scores(oracles, recon, images, class_names, size=size),
             "input_retention": float(np.mean(class_probabilities(oracles, images, size=size).argmax(axis=1) == target))}
+
+
+def reconstruction_scores(oracles, recon, images, class_names: Sequence[str], size: int | None = None) -> dict:
+    """Oracle retention (the share of ``recon`` classified as ``class_names``) and the
+    MSE of ``recon`` to ``images`` (same shape, [-1, 1])."""
+    target = np.array([oracles.class_names.index(n) for n in class_names])
+    pred = class_probabilities(oracles, recon, size=size).argmax(axis=1)
+    return {"retention": float(np.mean(pred == target)), "mse": float(np.mean(np.square(recon - images)))}
