@@ -187,6 +187,11 @@ class StepOptions:
         return jnp.power(0.5, 1.0 / jnp.maximum(h, 1e-8))
 
 
+def _optimizers(opts: StepOptions):
+    """(G's, D's) Adam with the lazy-regularisation corrections; D at ``d_lr`` when set."""
+    return _adam(opts.lr, opts.g_reg_every), _adam(opts.d_lr or opts.lr, opts.d_reg_every)
+
+
 def make_steps(g_module, d_module, cfg):
     """The four jitted updates: D, lazy R1, G, lazy path length."""
     return _make_steps(g_module, d_module, StepOptions.from_config(cfg))
@@ -194,7 +199,7 @@ def make_steps(g_module, d_module, cfg):
 
 @functools.lru_cache(maxsize=8)
 def _make_steps(g_module, d_module, cfg: StepOptions):
-    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.d_lr or cfg.lr, cfg.d_reg_every)
+    g_tx, d_tx = _optimizers(cfg)
     augment = (lambda k, x: diff_augment(k, x)) if cfg.augment else (lambda k, x: x)
     c_dim = g_module.c_dim
 
@@ -289,7 +294,7 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
 def init_state(g_cfg, d_cfg, cfg, key):
     G = init_generator(g_cfg, jax.random.fold_in(key, 0))
     D = init_discriminator(d_cfg, jax.random.fold_in(key, 1))
-    g_tx, d_tx = _adam(cfg.lr, cfg.g_reg_every), _adam(cfg.get("d_lr", 0.0) or cfg.lr, cfg.d_reg_every)
+    g_tx, d_tx = _optimizers(StepOptions.from_config(cfg))
     g = G.variables["params"]
     return G, D, {
         "g": g, "g_ema": jax.tree_util.tree_map(jnp.array, g), "d": D.variables["params"],
