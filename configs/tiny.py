@@ -42,6 +42,7 @@ def get_config(arg=None):
     g.channels = ((4, 32), (8, 32), (16, 16), (32, 16))  # config-f: 512 at these resolutions
     g.blur_kernel = (1.0, 3.0, 3.0, 1.0)  # the reference's FIR filter
     g.lr_mlp = 0.01        # mapping-network learning-rate multiplier, as StyleGAN2
+    g.upsample_mode = "blur"  # "blur": the reference's transposed conv + FIR blur; "nearest": no blur
     g.c_dim = 0            # 0: unconditional (default); > 0: class-conditional, label vectors of
                            # this length (gan.conditional=True sets it to the number of seen classes)
 

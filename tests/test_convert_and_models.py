@@ -135,3 +135,51 @@ def test_style_mixing_and_truncation_semantics(tiny):
     center = G.mean_latent(256, jax.random.PRNGKey(9))
     img = G(z1, truncation=0.0, truncation_latent=center)
     np.testing.assert_allclose(np.asarray(img[0]), np.asarray(img[1]), atol=1e-5)
+
+
+# ------------------------------------------------------- upsample_mode="nearest" (not in the reference)
+def test_nearest_upsampling_is_the_same_size_convolution_of_the_doubled_input():
+    from sage_jax.nn.layers import ModulatedConv2d, ToRGB, upsample_nearest
+
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = jax.random.normal(k[0], (2, 4, 4, 6))
+    style = jax.random.normal(k[1], (2, 5))
+    up = ModulatedConv2d(7, 3, upsample=True, upsample_mode="nearest")
+    same = ModulatedConv2d(7, 3)
+    v = up.init(k[2], x, style)
+    # perturb the modulation bias so that the test sees the modulation, not just the weights
+    v = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(k[3], a.shape), v)
+    doubled = np.repeat(np.repeat(np.asarray(x), 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(np.asarray(upsample_nearest(x)), doubled)
+    np.testing.assert_allclose(np.asarray(up.apply(v, x, style)), np.asarray(same.apply(v, doubled, style)),
+                               rtol=1e-6, atol=1e-6)
+    # the reference's mode is a different function of the same weights
+    blur = ModulatedConv2d(7, 3, upsample=True)
+    assert np.abs(np.asarray(blur.apply(v, x, style)) - np.asarray(up.apply(v, x, style))).max() > 1e-2
+    # ToRGB adds the nearest-doubled skip image
+    rgb = ToRGB(upsample_mode="nearest")
+    skip = jax.random.normal(k[3], (2, 2, 2, 3))
+    rv = rgb.init(k[2], x, style, skip)
+    no_skip = np.asarray(ToRGB().apply(rv, x, style))
+    np.testing.assert_allclose(np.asarray(rgb.apply(rv, x, style, skip)) - no_skip,
+                               np.repeat(np.repeat(np.asarray(skip), 2, axis=1), 2, axis=2), rtol=1e-6, atol=1e-6)
+
+
+def test_nearest_generator_trains_saves_and_has_no_reference_layout(tmp_path):
+    from sage_jax.models import init_generator
+
+    cfg = dict(size=16, style_dim=8, n_mlp=1, channels=((4, 8), (8, 8), (16, 8)), upsample_mode="nearest")
+    G = init_generator(cfg, jax.random.PRNGKey(0))
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, 8)))
+    img = np.asarray(G(z))
+    assert img.shape == (3, 16, 16, 3) and np.isfinite(img).all()
+    blur = init_generator(dict(cfg, upsample_mode="blur"), jax.random.PRNGKey(0))
+    assert np.abs(np.asarray(blur(z)) - img).max() > 1e-3   # same weights, another function
+    checkpoints.save_model(tmp_path / "g", G)
+    G2 = checkpoints.load_generator(tmp_path / "g")
+    assert G2.config["upsample_mode"] == "nearest"
+    np.testing.assert_array_equal(np.asarray(G2(z)), img)
+    with pytest.raises(CheckpointError, match="upsample_mode='nearest' has no rosinality"):
+        checkpoints.generator_to_state_dict(G.config, G.variables)
+    with pytest.raises(ValueError, match="upsample_mode must be one of"):
+        init_generator(dict(cfg, upsample_mode="bilinear"), jax.random.PRNGKey(0))

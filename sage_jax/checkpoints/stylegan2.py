@@ -179,6 +179,9 @@ def generator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]
     :func:`convert_generator`, blur kernels included), e.g. to save with torch."""
     if cfg.get("c_dim"):
         raise CheckpointError("a class-conditional generator (c_dim > 0) has no rosinality state-dict layout")
+    if cfg.get("upsample_mode", "blur") != "blur":
+        raise CheckpointError(f"a generator with upsample_mode={cfg['upsample_mode']!r} has no rosinality "
+                              "state-dict layout (the reference always upsamples with the FIR blur)")
     entries, kernels = _generator_entries(cfg)
     return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 4.0))
 

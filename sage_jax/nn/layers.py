@@ -37,6 +37,21 @@ def accumulation_type(dtype: Dtype) -> Any:
     return jnp.float32 if jnp.finfo(dtype).bits < 32 else None
 
 
+UPSAMPLE_MODES = ("blur", "nearest")
+
+
+def check_upsample_mode(mode: str) -> str:
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+    return mode
+
+
+def upsample_nearest(x: jax.Array) -> jax.Array:
+    """NHWC -> twice the height and width, each pixel repeated 2x2."""
+    n, h, w, c = x.shape
+    return jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
+
+
 def make_kernel(taps: Sequence[float]) -> np.ndarray:
     """2-D FIR kernel from 1-D taps (outer product), normalised to sum 1, as
     ``make_kernel`` of the reference."""
@@ -237,7 +252,9 @@ class ModulatedConv2d(nn.Module):
     Computed as modulate-input / shared-weight convolution / demodulate-output, which is
     algebraically the reference's per-sample grouped convolution but runs as one dense
     convolution over the batch. ``upsample`` is a stride-2 transposed convolution
-    followed by the FIR blur, as in the reference.
+    followed by the FIR blur, as in the reference (``upsample_mode="blur"``), or with
+    ``upsample_mode="nearest"`` (not in the reference) nearest-neighbour doubling followed
+    by the same-size convolution: no blur, so the finest textures survive at small sizes.
     """
 
     features: int
@@ -246,6 +263,7 @@ class ModulatedConv2d(nn.Module):
     upsample: bool = False
     blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
     eps: float = 1e-8
+    upsample_mode: str = "blur"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -261,7 +279,10 @@ class ModulatedConv2d(nn.Module):
         # float32, so only the convolution inputs are rounded (bfloat16 images stay
         # within about half an 8-bit level of float32)
         acc = accumulation_type(self.dtype)
-        if self.upsample:
+        check_upsample_mode(self.upsample_mode)
+        if self.upsample and self.upsample_mode == "nearest":
+            x = upsample_nearest(x)
+        if self.upsample and self.upsample_mode == "blur":
             # conv_transpose2d(stride 2, padding 0), then the blur
             out = conv_transpose_stride2(x, w.astype(self.dtype), preferred_element_type=acc)
             factor = 2
@@ -299,12 +320,14 @@ class StyledConv(nn.Module):
     kernel_size: int = 3
     upsample: bool = False
     blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    upsample_mode: str = "blur"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, style, noise):
         out = ModulatedConv2d(self.features, self.kernel_size, upsample=self.upsample,
-                              blur_kernel=self.blur_kernel, dtype=self.dtype, name="conv")(x, style)
+                              blur_kernel=self.blur_kernel, upsample_mode=self.upsample_mode,
+                              dtype=self.dtype, name="conv")(x, style)
         out = NoiseInjection(name="noise")(out, noise)
         bias = self.param("activate_bias", nn.initializers.zeros, (self.features,))
         return fused_leaky_relu(out, bias)
@@ -313,6 +336,7 @@ class StyledConv(nn.Module):
 class ToRGB(nn.Module):
     upsample: bool = True
     blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    upsample_mode: str = "blur"   # of the skip images: the FIR filter (reference) or "nearest"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -323,7 +347,9 @@ class ToRGB(nn.Module):
         # keep it in float32 (float64 for a float64 network) whatever the compute dtype.
         wide = wide_dtype(self.dtype)
         out = out.astype(wide) + bias.astype(wide)
-        if skip is not None:
+        if skip is not None and check_upsample_mode(self.upsample_mode) == "nearest":
+            out = out + upsample_nearest(skip.astype(wide))
+        elif skip is not None:
             factor = 2
             p = len(self.blur_kernel) - factor
             pad = ((p + 1) // 2 + factor - 1, p // 2)

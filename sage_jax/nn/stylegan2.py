@@ -25,7 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sage_jax.nn.layers import (ConvLayer, EqualLinear, StyledConv, ToRGB, pixel_norm, wide_dtype)
+from sage_jax.nn.layers import (ConvLayer, EqualLinear, StyledConv, ToRGB, check_upsample_mode, pixel_norm,
+                                wide_dtype)
 
 Dtype = Any
 BLUR = (1.0, 3.0, 3.0, 1.0)
@@ -92,6 +93,7 @@ class Generator(nn.Module):
     blur_kernel: tuple[float, ...] = BLUR
     lr_mlp: float = 0.01
     c_dim: int = 0           # > 0: class-conditional (label vectors of this length)
+    upsample_mode: str = "blur"  # "blur": the reference's; "nearest": nearest-neighbour doubling, no blur
     dtype: Dtype = jnp.float32
 
     @property
@@ -127,16 +129,18 @@ class Generator(nn.Module):
             for i in range(self.n_mlp)
         ]
         self.input = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, ch[4]))
+        up = check_upsample_mode(self.upsample_mode)
         self.conv1 = StyledConv(ch[4], 3, blur_kernel=self.blur_kernel, dtype=self.dtype)
         self.to_rgb1 = ToRGB(upsample=False, blur_kernel=self.blur_kernel, dtype=self.dtype)
         convs, to_rgbs = [], []
         for j, i in enumerate(range(3, self.log_size + 1)):
             out_ch = ch[2 ** i]
-            convs.append(StyledConv(out_ch, 3, upsample=True, blur_kernel=self.blur_kernel,
+            convs.append(StyledConv(out_ch, 3, upsample=True, blur_kernel=self.blur_kernel, upsample_mode=up,
                                     dtype=self.dtype, name=f"convs_{2 * j}"))
             convs.append(StyledConv(out_ch, 3, blur_kernel=self.blur_kernel, dtype=self.dtype,
                                     name=f"convs_{2 * j + 1}"))
-            to_rgbs.append(ToRGB(blur_kernel=self.blur_kernel, dtype=self.dtype, name=f"to_rgbs_{j}"))
+            to_rgbs.append(ToRGB(blur_kernel=self.blur_kernel, upsample_mode=up, dtype=self.dtype,
+                                 name=f"to_rgbs_{j}"))
         self.convs = convs
         self.to_rgbs = to_rgbs
         self.noises = [
