@@ -75,5 +75,15 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
          "--config.model.encoder.widths=(8, 8, 8, 16)", "--config.data.samples_per_class=10"]) == 0
     line = capsys.readouterr().out
     assert re.search(r"training retention ([0-9.]+) MSE ([0-9.]+)", line) and "unseen" not in line
+    # the plain-decoder yardstick in place of the generator
+    assert _script("generator_probe").main(
+        ["--free-codes", "--plain-width", "8", "--b1", "0.9", "--code-lr", "0.1", "--steps", "2", "--every", "2",
+         "--batch", "4", "--config.model.generator.style_dim=16", "--config.data.samples_per_class=10"]) == 0
+    line = capsys.readouterr().out
+    assert "plain decoder: " in line and re.search(r"training retention ([0-9.]+) MSE ([0-9.]+)", line)
     with pytest.raises(SystemExit):
         _script("generator_probe").main(["--lr", "0"])
+    with pytest.raises(SystemExit):   # the yardstick replaces the generator only in free-code mode
+        _script("generator_probe").main(["--plain-width", "16"])
+    with pytest.raises(SystemExit):
+        _script("generator_probe").main(["--free-codes", "--b1", "1"])
