@@ -17,8 +17,9 @@ c_dim), so one-hot and soft labels (Softlabel-GAN) go through one linear path.
 
 ``upsample_mode="nearest"`` (not in the reference; default ``"blur"``) doubles feature
 maps and skip images by nearest neighbour instead of the transposed convolution and FIR
-blur: same parameters, another function. At 32 px it lets the tiny generator learn the
-synthetic textures several times faster (README, "Where the shipped model stands").
+blur: same parameters, another function. At 32 px the tiny generator learns the
+synthetic textures faster with it (free-code probe: retention 0.70 against 0.46 after
+2,000 steps; README, "Where the shipped model stands").
 """
 
 from __future__ import annotations
