@@ -23,7 +23,7 @@ replaces the generator by a plain convolutional decoder (linear layer to a 4x4xW
 nearest upsampling, two 3x3 convolutions per resolution; no modulation) as a yardstick:
 with ``--lr 2e-3 --b1 0.9 --code-lr 0.1`` for 2,000 steps, W=64 (242k parameters)
 reaches training retention 0.85 where the tiny generator (58k synthesis parameters)
-reaches 0.42, and W=16 (28k parameters) 0.52 (README, "Where the shipped model stands").
+reaches 0.34, and W=16 (28k parameters) 0.54 (README, "Where the shipped model stands").
 """
 
 import argparse
