@@ -300,9 +300,26 @@ def _init_variables(module, key, *args, **kwargs) -> dict:
     its own small XLA program (hundreds of compilations: minutes on a CPU for the tiny
     encoder); here they are one, compiled once per architecture, without LLVM's
     optimisations (it runs once; they would triple its compile time). Host numpy
-    arrays out."""
-    variables = _jit_init(module, {"params": key}, args, kwargs)
+    arrays out.
+
+    Not written to the persistent compilation cache: serialising this unoptimised
+    executable for the cache segfaulted (``put_executable_and_time`` -> ``serialize``,
+    in ``init_encoder``, seen twice in the test suite on 2-core machines, once with a
+    cache no other process used), and it compiles in about a second anyway."""
+    with _no_cache_writes():
+        variables = _jit_init(module, {"params": key}, args, kwargs)
     return jax.tree_util.tree_map(np.asarray, dict(variables))
+
+
+def _no_cache_writes():
+    """A context in which JAX stores no new executable in its persistent compilation
+    cache (JAX's minimum compile time for an entry set to infinity; reads unchanged)."""
+    import contextlib
+
+    from jax._src import config as jax_config  # the State is public as a flag, not as a context
+
+    state = getattr(jax_config, "persistent_cache_min_compile_time_secs", None)
+    return state(float("inf")) if callable(state) else contextlib.nullcontext()
 
 
 def init_generator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> GeneratorModel:

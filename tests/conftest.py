@@ -10,15 +10,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "SAGE_JAX_COMPILATION_CACHE" not in os.environ:
     import tempfile
 
-    # one directory per pytest-xdist worker: a worker segfaulted in CI (test_psp, once
-    # before that test_demo) while the other worker shared its cache, even with JAX's
-    # file lock around every read and write, and the crash did not reproduce with one
-    # process per cache; so the workers no longer share one (a worker's subprocesses do)
-    _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    _cache = os.path.join(tempfile.gettempdir(), f"sage-jax-test-xla-cache-lru-{os.getuid()}-{_worker}")
+    _cache = os.path.join(tempfile.gettempdir(), f"sage-jax-test-xla-cache-lru-{os.getuid()}")
     os.environ["SAGE_JAX_COMPILATION_CACHE"] = _cache
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
-    # a size limit turns on JAX's file lock around cache reads and writes, which a worker
-    # and the CLI subprocesses it starts still need (sage_jax.parallel.CACHE_MAX_BYTES)
+    # a size limit turns on JAX's file lock around cache reads and writes: the two xdist
+    # workers share the cache, and a read of an entry the other is still writing crashed
+    # a worker (segfault) without it (sage_jax.parallel.CACHE_MAX_BYTES)
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
