@@ -305,7 +305,7 @@ def _init_variables(module, key, *args, **kwargs) -> dict:
     Not written to the persistent compilation cache: serialising this unoptimised
     executable for the cache segfaulted (``put_executable_and_time`` -> ``serialize``,
     in ``init_encoder``, seen twice in the test suite on 2-core machines, once with a
-    cache no other process used), and it compiles in about a second anyway."""
+    cache no other process used); it runs once per model, so storing it saves little."""
     with _no_cache_writes():
         variables = _jit_init(module, {"params": key}, args, kwargs)
     return jax.tree_util.tree_map(np.asarray, dict(variables))
