@@ -291,7 +291,7 @@ def _config_dict(cfg) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("module",),
                    compiler_options={"xla_backend_optimization_level": 0})
-def _jit_init(module, rngs, args, kwargs):
+def _jit_init_uncached(module, rngs, args, kwargs):
     return module.init(rngs, *args, **kwargs)
 
 
@@ -305,9 +305,11 @@ def _init_variables(module, key, *args, **kwargs) -> dict:
     Not written to the persistent compilation cache: serialising this unoptimised
     executable for the cache segfaulted (``put_executable_and_time`` -> ``serialize``,
     in ``init_encoder``, seen twice in the test suite on 2-core machines, once with a
-    cache no other process used); it runs once per model, so storing it saves little."""
+    cache no other process used; and reading such an entry back crashed too, so the
+    function has a name no entry written before this change has); it runs once per
+    model, so storing it saves little."""
     with _no_cache_writes():
-        variables = _jit_init(module, {"params": key}, args, kwargs)
+        variables = _jit_init_uncached(module, {"params": key}, args, kwargs)
     return jax.tree_util.tree_map(np.asarray, dict(variables))
 
 
