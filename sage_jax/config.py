@@ -139,15 +139,14 @@ def check_section(section: ml_collections.ConfigDict, name: str) -> None:
             v = section[key]
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 problems.append(f"{name}.{key}={v!r} must be a positive integer")
+    def number(v):
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
     for key in _POSITIVE_FLOATS:
-        if key in section:
-            v = section[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                problems.append(f"{name}.{key}={v!r} must be a positive number")
-    if "d_lr" in section:   # 0: the discriminator uses lr
-        v = section.d_lr
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            problems.append(f"{name}.d_lr={v!r} must be 0 (use lr) or a positive number")
+        if key in section and not (number(section[key]) and section[key] > 0):
+            problems.append(f"{name}.{key}={section[key]!r} must be a positive number")
+    if "d_lr" in section and not (number(section.d_lr) and section.d_lr >= 0):   # 0: the discriminator uses lr
+        problems.append(f"{name}.d_lr={section.d_lr!r} must be 0 (use lr) or a positive number")
     if "sample_every" in section and (not isinstance(section.sample_every, int) or section.sample_every < 0):
         problems.append(f"{name}.sample_every={section.sample_every!r} must be 0 (never) or a positive integer")
     if problems:
