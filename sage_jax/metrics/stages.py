@@ -128,9 +128,8 @@ def inversion_quality(reconstruct: Callable, oracles, images, class_names: Seque
     recon = _padded_map(reconstruct, np.asarray(images), batch)
     if recon.shape != images.shape:
         recon = np.asarray(jax.image.resize(recon, images.shape, "bilinear"))
-    target = np.array([oracles.class_names.index(n) for n in class_names])
     return {"images": int(len(images)), **reconstruction_scores(oracles, recon, images, class_names, size=size),
-            "input_retention": float(np.mean(class_probabilities(oracles, images, size=size).argmax(axis=1) == target))}
+            "input_retention": reconstruction_scores(oracles, images, images, class_names, size=size)["retention"]}
 
 
 def reconstruction_scores(oracles, recon, images, class_names: Sequence[str], size: int | None = None) -> dict:
