@@ -316,12 +316,9 @@ def _init_variables(module, key, *args, **kwargs) -> dict:
 def _no_cache_writes():
     """A context in which JAX stores no new executable in its persistent compilation
     cache (JAX's minimum compile time for an entry set to infinity; reads unchanged)."""
-    import contextlib
-
     from jax._src import config as jax_config  # the State is public as a flag, not as a context
 
-    state = getattr(jax_config, "persistent_cache_min_compile_time_secs", None)
-    return state(float("inf")) if callable(state) else contextlib.nullcontext()
+    return jax_config.persistent_cache_min_compile_time_secs(float("inf"))
 
 
 def init_generator(cfg, key: jax.Array, dtype: Any = jnp.float32) -> GeneratorModel:
