@@ -36,7 +36,8 @@ def _plain_decoder(width: int, size: int):
     nearest upsampling and two 3x3 convolutions with leaky ReLU (width W, halved at the
     last resolution), a 1x1 convolution to RGB. No modulation, no constant input."""
     import flax.linen as nn
-    import jax
+
+    from sage_jax.nn.layers import upsample_nearest
 
     class PlainDecoder(nn.Module):
         @nn.compact
@@ -46,7 +47,7 @@ def _plain_decoder(width: int, size: int):
             while res < size:
                 res *= 2
                 ch = width if res < size else width // 2
-                x = jax.image.resize(x, (x.shape[0], res, res, x.shape[3]), "nearest")
+                x = upsample_nearest(x)
                 x = nn.leaky_relu(nn.Conv(ch, (3, 3))(x), 0.2)
                 x = nn.leaky_relu(nn.Conv(ch, (3, 3))(x), 0.2)
             return nn.Conv(3, (1, 1))(x)
