@@ -16,6 +16,6 @@ if "SAGE_JAX_COMPILATION_CACHE" not in os.environ:
     # a size limit turns on JAX's file lock around cache reads and writes, so the two
     # xdist workers never read an entry the other is still writing
     # (sage_jax.parallel.CACHE_MAX_BYTES). The worker segfaults once blamed on sharing
-    # came from serialising the unoptimised init executable (sage_jax.models._init_variables)
+    # came from an unoptimised init executable (sage_jax.models._init_variables)
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
