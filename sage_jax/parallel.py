@@ -22,8 +22,8 @@ CACHE_ENV = "SAGE_JAX_COMPILATION_CACHE"
 # A size limit is what makes JAX take its file lock around every cache read and write
 # (jax._src.lru_cache: without one, a process can read an entry another is still
 # writing). Least recently used entries are evicted beyond it. (The test workers'
-# crashes once put down to such torn reads came from one unoptimised executable, see
-# sage_jax.models._init_variables.)
+# crashes once put down to such torn reads were a worker running out of memory
+# mappings, see tests/conftest.py.)
 CACHE_MAX_BYTES = 8 * 2**30
 
 
