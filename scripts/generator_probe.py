@@ -24,6 +24,21 @@ nearest upsampling, two 3x3 convolutions per resolution; no modulation) as a yar
 with ``--lr 2e-3 --b1 0.9 --code-lr 0.1`` for 2,000 steps, W=64 (242k parameters)
 reaches training retention 0.85 where the tiny generator (58k synthesis parameters)
 reaches 0.34, and W=16 (28k parameters) 0.54 (README, "Where the shipped model stands").
+``--per-class`` sets how many training images per seen class get a code (10).
+
+Random samples need more than a decoder: ``--fit-mapping STEPS`` then fits a fresh mapping
+network (the config's ``n_mlp`` layers, z -> w) to the learned codes with a GAN in W (a
+3-layer MLP discriminator on whitened codes, R1 10, batch 256), and scores 1,000 samples
+``G(z)`` with the oracles, beside the
+same measure on the training codes themselves (the ceiling). ``--code-noise S`` makes the
+codes samplable: each is normalised to unit RMS and, in training, N(0, S^2) noise is
+added, so the generator must draw the same image in a neighbourhood of every code.
+In encoder mode, ``--single-code`` averages the encoder's codes over the layers into one W
+per image (what a sample ``G(z)`` gets), and ``--fit-mapping`` then fits the mapping to
+those codes of all training images. ``--plain-encoder W`` replaces the pSp encoder by a
+plain CNN (two 3x3 convolutions per halving, widths W, 2W, 4W, 4W; no normalisation),
+``--enc-lr`` sets the encoder's Adam rate (default ``--lr``), ``--b1`` the generator's.
+The samples and the codes are drawn with the generator's stored noise, as in training.
 """
 
 import argparse
@@ -55,6 +70,113 @@ def _plain_decoder(width: int, size: int):
     return PlainDecoder()
 
 
+def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, every: int = 1000):
+    """Fit a fresh mapping network z -> w to ``codes`` (N, D) with a GAN in W and print the
+    oracles' scores of 1,000 samples ``G(z)`` every ``every`` steps (see the docstring)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from sage_jax.metrics.stages import sample_quality
+    from sage_jax.nn.stylegan2 import Generator
+
+    gm, noises, n_latent, dim = G.module, G.variables["noises"], G.n_latent, codes.shape[1]
+    lr_mul = float(G.config.get("lr_mlp", 0.01))
+    mp = {k: v for k, v in G.variables["params"].items() if k.startswith("style_")}   # fresh mapping
+    syn = {k: v for k, v in gparams.items() if not k.startswith("style_")}
+    mu, sd = codes.mean(0), codes.std(0) + 1e-6
+    real = jnp.asarray((codes - mu) / sd)
+
+    class WDisc(nn.Module):
+        @nn.compact
+        def __call__(self, w):
+            for _ in range(3):
+                w = nn.leaky_relu(nn.Dense(256)(w), 0.2)
+            return nn.Dense(1)(w)[:, 0]
+
+    disc = WDisc()
+    dp = disc.init(jax.random.fold_in(key, 0), jnp.zeros((1, dim)))
+    # Adam's step on a weight stored divided by lr_mul: scale the rate so the effective
+    # rate is 1e-3 whatever the config's multiplier
+    gtx, dtx = optax.adam(1e-3 / lr_mul, b1=0.5, b2=0.99), optax.adam(5e-4, b1=0.5, b2=0.99)
+    go, do = gtx.init(mp), dtx.init(dp)
+
+    def mapping(mp, z):
+        return gm.apply({"params": {**syn, **mp}, "noises": noises}, z, None, method=Generator.mapping)
+
+    def white(w):
+        return (w - mu) / sd
+
+    @jax.jit
+    def step(mp, dp, go, do, k):
+        k1, k2 = jax.random.split(k)
+        r = real[jax.random.randint(k1, (batch,), 0, len(codes))]
+        z = jax.random.normal(k2, (batch, dim))
+        fake = white(mapping(mp, z))
+
+        def d_loss(dp):
+            lr_, lf = disc.apply(dp, r), disc.apply(dp, jax.lax.stop_gradient(fake))
+            grad = jax.grad(lambda x: disc.apply(dp, x).sum())(r)
+            return (jnp.mean(jax.nn.softplus(-lr_)) + jnp.mean(jax.nn.softplus(lf))
+                    + 5.0 * jnp.mean(jnp.sum(grad ** 2, axis=1)))
+
+        ld, gd = jax.value_and_grad(d_loss)(dp)
+        u, do = dtx.update(gd, do, dp)
+        dp = optax.apply_updates(dp, u)
+        lg, gg = jax.value_and_grad(lambda mp: jnp.mean(jax.nn.softplus(-disc.apply(dp, white(mapping(mp, z))))))(mp)
+        u, go = gtx.update(gg, go, mp)
+        return optax.apply_updates(mp, u), dp, go, do, ld, lg
+
+    @jax.jit
+    def render(mp, w):
+        return gm.apply({"params": {**syn, **mp}, "noises": noises}, [jnp.broadcast_to(w[:, None], (len(w), n_latent, dim))],
+                        input_is_latent=True)
+
+    def score(ws, what):
+        s = np.concatenate([np.asarray(render(mp, ws[i:i + 250]))
+                            for i in range(0, len(ws), 250)])
+        q = sample_quality(judge.oracles, s, judge.seen_names, judge.real_seen, size=judge.size)
+        print(f"{what}: confident share {q['confident_share']:.3f}, seen classes hit {q['seen_classes_hit']}, "
+              f"oracle FID {q['oracle_fid']:.1f}", flush=True)
+
+    score(jnp.asarray(codes)[jnp.arange(1000) % len(codes)], "the training codes themselves")
+    z_eval = jax.random.normal(jax.random.fold_in(key, 1), (1000, dim))
+    for i in range(1, steps + 1):
+        mp, dp, go, do, ld, lg = step(mp, dp, go, do, jax.random.fold_in(key, 10_000 + i))
+        if i % every == 0 or i == steps:
+            score(mapping(mp, z_eval), f"fit-mapping step {i} (D loss {float(ld):.2f}): G(z)")
+
+
+def _plain_encoder(width: int, n_latent: int, dim: int):
+    """``--plain-encoder``: per halving two 3x3 convolutions (the second of stride 2) with
+    leaky ReLU, widths W, 2W, 4W, 4W, then a 256-unit layer and n_latent codes of dim."""
+    import flax.linen as nn
+
+    class PlainEncoder(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for c in (width, 2 * width, 4 * width, 4 * width):
+                x = nn.leaky_relu(nn.Conv(c, (3, 3))(x), 0.2)
+                x = nn.leaky_relu(nn.Conv(c, (3, 3), strides=2)(x), 0.2)
+            x = nn.leaky_relu(nn.Dense(256)(x.reshape(x.shape[0], -1)), 0.2)
+            return nn.Dense(n_latent * dim)(x).reshape(-1, n_latent, dim)
+
+    return PlainEncoder()
+
+
+class _Stateless:
+    """A flax module without batch statistics behind the encoder's ``apply`` signature."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def apply(self, variables, x, train=False, mutable=None):
+        out = self.module.apply({"params": variables["params"]}, x)
+        return (out, {"batch_stats": variables["batch_stats"]}) if mutable else out
+
+
 def main(argv=None) -> int:
     from sage_jax.config import parse_with_config
     from sage_jax.demo import ASSET_DIR
@@ -70,6 +192,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="", help="PNG of held-out unseen images and their reconstructions")
     p.add_argument("--free-codes", action="store_true", help="a learned W code per training image, no encoder")
     p.add_argument("--code-lr", type=float, default=0.01, help="--free-codes: Adam rate of the codes")
+    p.add_argument("--per-class", type=int, default=10, help="--free-codes: training images per seen class")
+    p.add_argument("--code-noise", type=float, default=0.0,
+                   help="--free-codes: > 0: unit-RMS codes with N(0, S^2) noise in training")
+    p.add_argument("--fit-mapping", type=int, default=0, metavar="STEPS",
+                   help="--free-codes: fit a mapping network to the codes (GAN in W) and score G(z)")
+    p.add_argument("--single-code", action="store_true", help="encoder mode: one W per image (codes averaged)")
+    p.add_argument("--plain-encoder", type=int, default=0, help="encoder mode: a plain CNN encoder of this width")
+    p.add_argument("--enc-lr", type=float, default=0.0, help="encoder mode: the encoder's Adam rate (default --lr)")
     p.add_argument("--plain-width", type=int, default=0,
                    help="--free-codes: a plain convolutional decoder of this width instead of the generator (yardstick)")
     a, cfg = parse_with_config(p, sys.argv[1:] if argv is None else argv)
@@ -77,6 +207,16 @@ def main(argv=None) -> int:
         p.error("--steps, --every >= 1, --batch >= 2, --lr, --code-lr > 0, 0 <= --b1 < 1")
     if a.plain_width and (not a.free_codes or a.plain_width < 2 or a.plain_width % 2):
         p.error("--plain-width needs --free-codes and an even width >= 2")
+    if (a.code_noise or a.per_class != 10) and not a.free_codes:
+        p.error("--code-noise and --per-class need --free-codes")
+    if a.free_codes and (a.single_code or a.plain_encoder or a.enc_lr):
+        p.error("--single-code, --plain-encoder and --enc-lr are for the encoder mode (no --free-codes)")
+    if a.fit_mapping and not (a.free_codes or a.single_code):
+        p.error("--fit-mapping needs --free-codes or --single-code (one W per image)")
+    if a.fit_mapping and a.plain_width:
+        p.error("--fit-mapping needs the generator (no --plain-width)")
+    if a.per_class < 1 or a.code_noise < 0 or a.fit_mapping < 0 or a.plain_encoder < 0 or a.enc_lr < 0:
+        p.error("--per-class >= 1; --code-noise, --fit-mapping, --plain-encoder, --enc-lr >= 0")
 
     import jax
     import jax.numpy as jnp
@@ -97,7 +237,7 @@ def main(argv=None) -> int:
     data = seen_dataset(cfg.data, G.size)
     images = data.images
     if a.free_codes:   # 10 images per seen class, each with its own W code
-        pick = np.concatenate([np.flatnonzero(data.labels_array == c)[:10] for c in range(data.num_classes)])
+        pick = np.concatenate([np.flatnonzero(data.labels_array == c)[:a.per_class] for c in range(data.num_classes)])
         images, code_names = images[pick], [data.class_names[c] for c in data.labels_array[pick]]
         codes = 0.1 * jax.random.normal(jax.random.fold_in(key, 2), (len(images), 1, G.style_dim))
         if a.plain_width:
@@ -111,14 +251,29 @@ def main(argv=None) -> int:
         tx = optax.multi_transform({"g": optax.adam(a.lr, b1=a.b1, b2=0.99), "c": optax.adam(a.code_lr)},
                                    {"g": "g", "c": "c"})
     else:
-        params = {"g": G.variables["params"], "e": E.variables["params"]}
-        tx = optax.adam(a.lr)
-    stats = E.variables["batch_stats"]
+        if a.plain_encoder:
+            plain_enc = _plain_encoder(a.plain_encoder, n_latent, G.style_dim)
+            E_params, E_stats = plain_enc.init(jax.random.fold_in(key, 1), images[:1])["params"], {}
+            em = _Stateless(plain_enc)
+        else:
+            E_params, E_stats = E.variables["params"], E.variables["batch_stats"]
+        params = {"g": G.variables["params"], "e": E_params}
+        if a.enc_lr or a.b1:
+            tx = optax.multi_transform({"g": optax.adam(a.lr, b1=a.b1, b2=0.99),
+                                        "e": optax.adam(a.enc_lr or a.lr)}, {"g": "g", "e": "e"})
+        else:   # the original recipe: one Adam for both
+            tx = optax.adam(a.lr)
+    stats = E_stats if not a.free_codes else E.variables["batch_stats"]
     opt = tx.init(params)
 
-    def forward(p, stats, x, train):
+    def unit(c):   # --code-noise: codes normalised to unit RMS
+        return c / jnp.sqrt(jnp.mean(jnp.square(c), -1, keepdims=True) + 1e-8) if a.code_noise > 0 else c
+
+    def forward(p, stats, x, train, noise_key=None):
         if a.free_codes:   # x: indices of the training images
-            c = p["c"][x]
+            c = unit(p["c"][x])
+            if train and a.code_noise > 0:
+                c = c + a.code_noise * jax.random.normal(noise_key, c.shape)
             if a.plain_width:
                 return plain.apply({"params": p["g"]}, c[:, 0]), stats
             return gm.apply({"params": p["g"], "noises": noises}, [jnp.broadcast_to(c, (c.shape[0], n_latent, c.shape[2]))],
@@ -128,12 +283,15 @@ def main(argv=None) -> int:
             stats = upd["batch_stats"]
         else:
             codes = em.apply({"params": p["e"], "batch_stats": stats}, x, train=False)
-        return gm.apply({"params": p["g"], "noises": noises}, [codes[:, :n_latent]], input_is_latent=True), stats
+        codes = codes[:, :n_latent]
+        if a.single_code:
+            codes = jnp.broadcast_to(codes.mean(1, keepdims=True), codes.shape)
+        return gm.apply({"params": p["g"], "noises": noises}, [codes], input_is_latent=True), stats
 
     @jax.jit
-    def step(p, opt, stats, x, target):
+    def step(p, opt, stats, x, target, noise_key):
         def loss(p):
-            r, new = forward(p, stats, x, True)
+            r, new = forward(p, stats, x, True, noise_key)
             return jnp.mean(jnp.square(r - target)), new
 
         (value, new), grads = jax.value_and_grad(loss, has_aux=True)(p)
@@ -154,7 +312,8 @@ def main(argv=None) -> int:
     for i in range(1, a.steps + 1):
         idx = rng.choice(len(images), a.batch, replace=False)
         x = jnp.asarray(idx) if a.free_codes else jnp.asarray(images[idx])
-        params, opt, stats, value = step(params, opt, stats, x, jnp.asarray(images[idx]))
+        params, opt, stats, value = step(params, opt, stats, x, jnp.asarray(images[idx]),
+                                         jax.random.fold_in(jax.random.fold_in(key, 4), i))
         if i % a.every == 0 or i == a.steps:
             if a.free_codes:
                 recon = np.concatenate([np.asarray(reconstruct(params, stats, jnp.arange(j, min(j + 100, len(images)))))
@@ -166,6 +325,13 @@ def main(argv=None) -> int:
                           for split, (x, names) in held.items()}
             print(f"[{time.perf_counter() - t0:.0f} s] step {i}: train MSE {float(value):.4f}; " + ", ".join(
                 f"{s} retention {q['retention']:.3f} MSE {q['mse']:.4f}" for s, q in scores.items()), flush=True)
+    if a.fit_mapping:
+        if a.free_codes:
+            codes = np.asarray(unit(params["c"][:, 0]))
+        else:   # the encoder's one W of every training image
+            enc = jax.jit(lambda x: em.apply({"params": params["e"], "batch_stats": stats}, x, train=False)[:, :n_latent].mean(1))
+            codes = np.concatenate([np.asarray(enc(jnp.asarray(images[j:j + 250]))) for j in range(0, len(images), 250)])
+        _fit_mapping(G, params["g"], codes, a.fit_mapping, jax.random.fold_in(key, 5), judge)
     if a.out:
         if a.free_codes:
             pos = np.arange(0, len(images), max(1, len(images) // 20))
