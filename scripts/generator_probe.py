@@ -29,16 +29,19 @@ reaches 0.34, and W=16 (28k parameters) 0.54 (README, "Where the shipped model s
 Random samples need more than a decoder: ``--fit-mapping STEPS`` then fits a fresh mapping
 network (the config's ``n_mlp`` layers, z -> w) to the learned codes with a GAN in W (a
 3-layer MLP discriminator on whitened codes, R1 10, batch 256), and scores 1,000 samples
-``G(z)`` with the oracles, beside the
-same measure on the training codes themselves (the ceiling). ``--code-noise S`` makes the
-codes samplable: each is normalised to unit RMS and, in training, N(0, S^2) noise is
-added, so the generator must draw the same image in a neighbourhood of every code.
+``G(z)`` with the oracles (``--out x.png``: 64 of them in ``x_samples.png``), beside the
+same measure on the training codes themselves (the ceiling). ``--code-noise S``: each code
+is normalised to unit RMS and, in training, N(0, S^2) noise is added, so the generator
+must draw the same image in a neighbourhood of every code.
 In encoder mode, ``--single-code`` averages the encoder's codes over the layers into one W
 per image (what a sample ``G(z)`` gets), and ``--fit-mapping`` then fits the mapping to
 those codes of all training images. ``--plain-encoder W`` replaces the pSp encoder by a
 plain CNN (two 3x3 convolutions per halving, widths W, 2W, 4W, 4W; no normalisation),
 ``--enc-lr`` sets the encoder's Adam rate (default ``--lr``), ``--b1`` the generator's.
 The samples and the codes are drawn with the generator's stored noise, as in training.
+``--conditional``: the mapping reads the class label too (StyleGAN2-ADA's label embedding;
+the codes' classes are known), the W discriminator sees it, and the samples cycle
+through the seen classes; the synthesis network never sees a label.
 """
 
 import argparse
@@ -70,15 +73,20 @@ def _plain_decoder(width: int, size: int):
     return PlainDecoder()
 
 
-def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, every: int = 1000):
+def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, every: int = 1000, out: str = "",
+                 labels=None):
     """Fit a fresh mapping network z -> w to ``codes`` (N, D) with a GAN in W and print the
-    oracles' scores of 1,000 samples ``G(z)`` every ``every`` steps (see the docstring)."""
+    oracles' scores of 1,000 samples ``G(z)`` every ``every`` steps (see the docstring);
+    ``out``: a PNG of 64 of the last samples. ``labels`` (N,) class indices: a
+    class-conditional mapping (``G.c_dim`` classes) and discriminator; samples cycle
+    through the classes."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
+    from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.metrics.stages import sample_quality
     from sage_jax.nn.stylegan2 import Generator
 
@@ -88,23 +96,27 @@ def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, ev
     syn = {k: v for k, v in gparams.items() if not k.startswith("style_")}
     mu, sd = codes.mean(0), codes.std(0) + 1e-6
     real = jnp.asarray((codes - mu) / sd)
+    n_cls = G.c_dim
+    onehot = jax.nn.one_hot(jnp.asarray(labels if labels is not None else np.zeros(len(codes), int)), max(n_cls, 1))
 
     class WDisc(nn.Module):
         @nn.compact
-        def __call__(self, w):
+        def __call__(self, w, y):
+            if n_cls:
+                w = jnp.concatenate([w, y], axis=-1)
             for _ in range(3):
                 w = nn.leaky_relu(nn.Dense(256)(w), 0.2)
             return nn.Dense(1)(w)[:, 0]
 
     disc = WDisc()
-    dp = disc.init(jax.random.fold_in(key, 0), jnp.zeros((1, dim)))
+    dp = disc.init(jax.random.fold_in(key, 0), jnp.zeros((1, dim)), onehot[:1])
     # Adam's step on a weight stored divided by lr_mul: scale the rate so the effective
     # rate is 1e-3 whatever the config's multiplier
     gtx, dtx = optax.adam(1e-3 / lr_mul, b1=0.5, b2=0.99), optax.adam(5e-4, b1=0.5, b2=0.99)
     go, do = gtx.init(mp), dtx.init(dp)
 
-    def mapping(mp, z):
-        return gm.apply({"params": {**syn, **mp}, "noises": noises}, z, None, method=Generator.mapping)
+    def mapping(mp, z, y):
+        return gm.apply({"params": {**syn, **mp}, "noises": noises}, z, y if n_cls else None, method=Generator.mapping)
 
     def white(w):
         return (w - mu) / sd
@@ -112,20 +124,21 @@ def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, ev
     @jax.jit
     def step(mp, dp, go, do, k):
         k1, k2 = jax.random.split(k)
-        r = real[jax.random.randint(k1, (batch,), 0, len(codes))]
+        pick = jax.random.randint(k1, (batch,), 0, len(codes))
+        r, y = real[pick], onehot[pick]   # fakes get the real batch's classes
         z = jax.random.normal(k2, (batch, dim))
-        fake = white(mapping(mp, z))
+        fake = white(mapping(mp, z, y))
 
         def d_loss(dp):
-            lr_, lf = disc.apply(dp, r), disc.apply(dp, jax.lax.stop_gradient(fake))
-            grad = jax.grad(lambda x: disc.apply(dp, x).sum())(r)
+            lr_, lf = disc.apply(dp, r, y), disc.apply(dp, jax.lax.stop_gradient(fake), y)
+            grad = jax.grad(lambda x: disc.apply(dp, x, y).sum())(r)
             return (jnp.mean(jax.nn.softplus(-lr_)) + jnp.mean(jax.nn.softplus(lf))
                     + 5.0 * jnp.mean(jnp.sum(grad ** 2, axis=1)))
 
         ld, gd = jax.value_and_grad(d_loss)(dp)
         u, do = dtx.update(gd, do, dp)
         dp = optax.apply_updates(dp, u)
-        lg, gg = jax.value_and_grad(lambda mp: jnp.mean(jax.nn.softplus(-disc.apply(dp, white(mapping(mp, z))))))(mp)
+        lg, gg = jax.value_and_grad(lambda mp: jnp.mean(jax.nn.softplus(-disc.apply(dp, white(mapping(mp, z, y)), y))))(mp)
         u, go = gtx.update(gg, go, mp)
         return optax.apply_updates(mp, u), dp, go, do, ld, lg
 
@@ -138,15 +151,19 @@ def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, ev
         s = np.concatenate([np.asarray(render(mp, ws[i:i + 250]))
                             for i in range(0, len(ws), 250)])
         q = sample_quality(judge.oracles, s, judge.seen_names, judge.real_seen, size=judge.size)
+        if out:
+            save_png(out, make_grid(to_uint8(s[:64]), ncols=8))
         print(f"{what}: confident share {q['confident_share']:.3f}, seen classes hit {q['seen_classes_hit']}, "
               f"oracle FID {q['oracle_fid']:.1f}", flush=True)
 
-    score(jnp.asarray(codes)[jnp.arange(1000) % len(codes)], "the training codes themselves")
+    spread = (np.arange(1000) * len(codes)) // 1000   # 1,000 codes spread over every class
+    score(jnp.asarray(codes)[spread], "the training codes themselves")
     z_eval = jax.random.normal(jax.random.fold_in(key, 1), (1000, dim))
+    y_eval = jax.nn.one_hot(jnp.arange(1000) % max(n_cls, 1), max(n_cls, 1))
     for i in range(1, steps + 1):
         mp, dp, go, do, ld, lg = step(mp, dp, go, do, jax.random.fold_in(key, 10_000 + i))
         if i % every == 0 or i == steps:
-            score(mapping(mp, z_eval), f"fit-mapping step {i} (D loss {float(ld):.2f}): G(z)")
+            score(mapping(mp, z_eval, y_eval), f"fit-mapping step {i} (D loss {float(ld):.2f}): G(z)")
 
 
 def _plain_encoder(width: int, n_latent: int, dim: int):
@@ -197,6 +214,8 @@ def main(argv=None) -> int:
                    help="--free-codes: > 0: unit-RMS codes with N(0, S^2) noise in training")
     p.add_argument("--fit-mapping", type=int, default=0, metavar="STEPS",
                    help="--free-codes: fit a mapping network to the codes (GAN in W) and score G(z)")
+    p.add_argument("--conditional", action="store_true",
+                   help="--fit-mapping: a class-conditional mapping (the codes' classes are known)")
     p.add_argument("--single-code", action="store_true", help="encoder mode: one W per image (codes averaged)")
     p.add_argument("--plain-encoder", type=int, default=0, help="encoder mode: a plain CNN encoder of this width")
     p.add_argument("--enc-lr", type=float, default=0.0, help="encoder mode: the encoder's Adam rate (default --lr)")
@@ -211,6 +230,8 @@ def main(argv=None) -> int:
         p.error("--code-noise and --per-class need --free-codes")
     if a.free_codes and (a.single_code or a.plain_encoder or a.enc_lr):
         p.error("--single-code, --plain-encoder and --enc-lr are for the encoder mode (no --free-codes)")
+    if a.conditional and not a.fit_mapping:
+        p.error("--conditional needs --fit-mapping")
     if a.fit_mapping and not (a.free_codes or a.single_code):
         p.error("--fit-mapping needs --free-codes or --single-code (one W per image)")
     if a.fit_mapping and a.plain_width:
@@ -230,6 +251,8 @@ def main(argv=None) -> int:
     from sage_jax.train.pipeline import _StageJudge
 
     cfg.model.encoder.input_size = cfg.model.generator.size
+    if a.conditional:   # only the mapping network reads the label
+        cfg.model.generator.c_dim = int(cfg.data.num_seen)
     key = jax.random.PRNGKey(a.seed)
     G = init_generator(cfg.model.generator, jax.random.fold_in(key, 0))
     E = init_encoder(cfg.model.encoder, jax.random.fold_in(key, 1))
@@ -327,11 +350,14 @@ def main(argv=None) -> int:
                 f"{s} retention {q['retention']:.3f} MSE {q['mse']:.4f}" for s, q in scores.items()), flush=True)
     if a.fit_mapping:
         if a.free_codes:
-            codes = np.asarray(unit(params["c"][:, 0]))
+            codes, code_labels = np.asarray(unit(params["c"][:, 0])), data.labels_array[pick]
         else:   # the encoder's one W of every training image
             enc = jax.jit(lambda x: em.apply({"params": params["e"], "batch_stats": stats}, x, train=False)[:, :n_latent].mean(1))
             codes = np.concatenate([np.asarray(enc(jnp.asarray(images[j:j + 250]))) for j in range(0, len(images), 250)])
-        _fit_mapping(G, params["g"], codes, a.fit_mapping, jax.random.fold_in(key, 5), judge)
+            code_labels = data.labels_array
+        _fit_mapping(G, params["g"], codes, a.fit_mapping, jax.random.fold_in(key, 5), judge,
+                     out=a.out[:-4] + "_samples.png" if a.out.endswith(".png") else "",
+                     labels=code_labels if a.conditional else None)
     if a.out:
         if a.free_codes:
             pos = np.arange(0, len(images), max(1, len(images) // 20))

@@ -81,9 +81,9 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
          "--batch", "4", "--config.model.generator.style_dim=16", "--config.data.samples_per_class=10"]) == 0
     line = capsys.readouterr().out
     assert "plain decoder: " in line and re.search(r"training retention ([0-9.]+) MSE ([0-9.]+)", line)
-    # samplable codes and a mapping network fitted to them: G(z) scored beside the codes
+    # noisy codes and a class-conditional mapping network fitted to them: G(z) scored beside the codes
     assert _script("generator_probe").main(
-        ["--free-codes", "--per-class", "2", "--code-noise", "0.3", "--fit-mapping", "2", "--steps", "2",
+        ["--free-codes", "--per-class", "2", "--code-noise", "0.3", "--fit-mapping", "2", "--conditional", "--steps", "2",
          "--every", "2", "--batch", "4", "--config.model.generator.channels=((4, 8), (8, 8), (16, 8), (32, 8))",
          "--config.model.generator.style_dim=16", "--config.data.samples_per_class=4"]) == 0
     line = capsys.readouterr().out
@@ -98,6 +98,7 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
     line = capsys.readouterr().out
     assert "fit-mapping step 2" in line and len(re.findall(r"unseen retention ([0-9.]+)", line)) == 1
     for bad in (["--fit-mapping", "5"], ["--free-codes", "--code-noise", "-1"], ["--free-codes", "--single-code"],
+                ["--free-codes", "--conditional"],
                 ["--free-codes", "--plain-width", "8", "--fit-mapping", "5"], ["--free-codes", "--per-class", "0"]):
         with pytest.raises(SystemExit):
             _script("generator_probe").main(bad)
