@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--code-noise", type=float, default=0.0,
                    help="--free-codes: > 0: unit-RMS codes with N(0, S^2) noise in training")
     p.add_argument("--fit-mapping", type=int, default=0, metavar="STEPS",
-                   help="--free-codes: fit a mapping network to the codes (GAN in W) and score G(z)")
+                   help="--free-codes or --single-code: fit a mapping network to the codes (GAN in W), score G(z)")
     p.add_argument("--conditional", action="store_true",
                    help="--fit-mapping: a class-conditional mapping (the codes' classes are known)")
     p.add_argument("--single-code", action="store_true", help="encoder mode: one W per image (codes averaged)")
