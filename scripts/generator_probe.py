@@ -147,11 +147,11 @@ def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, ev
         return gm.apply({"params": {**syn, **mp}, "noises": noises}, [jnp.broadcast_to(w[:, None], (len(w), n_latent, dim))],
                         input_is_latent=True)
 
-    def score(ws, what):
+    def score(ws, what, last=False):
         s = np.concatenate([np.asarray(render(mp, ws[i:i + 250]))
                             for i in range(0, len(ws), 250)])
         q = sample_quality(judge.oracles, s, judge.seen_names, judge.real_seen, size=judge.size)
-        if out:
+        if out and last:
             save_png(out, make_grid(to_uint8(s[:64]), ncols=8))
         print(f"{what}: confident share {q['confident_share']:.3f}, seen classes hit {q['seen_classes_hit']}, "
               f"oracle FID {q['oracle_fid']:.1f}", flush=True)
@@ -163,7 +163,7 @@ def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, ev
     for i in range(1, steps + 1):
         mp, dp, go, do, ld, lg = step(mp, dp, go, do, jax.random.fold_in(key, 10_000 + i))
         if i % every == 0 or i == steps:
-            score(mapping(mp, z_eval, y_eval), f"fit-mapping step {i} (D loss {float(ld):.2f}): G(z)")
+            score(mapping(mp, z_eval, y_eval), f"fit-mapping step {i} (D loss {float(ld):.2f}): G(z)", last=i == steps)
 
 
 def _plain_encoder(width: int, n_latent: int, dim: int):
