@@ -95,6 +95,18 @@ def get_config(arg=None):
     t.keep = 3
     t.sample_every = 500
     t.n_sample = 16
+    # The reconstruction recipe (sage_jax/train/reconstruction.py; not in the reference): no
+    # discriminator; the synthesis network learns by reconstruction beside a plain encoder,
+    # then a class-conditional mapping is fitted to a per-class sampler of the codes.
+    # Measured best with model.generator.upsample_mode="nearest", n_mlp=8 (README).
+    t.recipe = "adversarial"   # "adversarial" (StyleGAN2, as rosinality) | "reconstruction"
+    t.recon_lr = 0.01
+    t.recon_b1 = 0.9
+    t.encoder_width = 32
+    t.encoder_lr = 1e-3
+    t.sampler_rank = 4     # principal directions per class
+    t.mapping_steps = 20000
+    t.mapping_lr = 3e-3
     t.eval_every = 500     # the learning curve: oracle confidence of random samples (synthetic data)
 
     # ---------------------------------------------------------------- encoder training

@@ -82,6 +82,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep = 3
     c.sample_every = 1000
     c.n_sample = 16
+    c.recipe = "adversarial"   # "reconstruction": no GAN (sage_jax/train/reconstruction.py)
+    c.recon_lr = 0.01          # reconstruction recipe: the generator's Adam rate
+    c.recon_b1 = 0.9           #   and beta1
+    c.encoder_width = 32       #   its plain encoder's base width
+    c.encoder_lr = 1e-3        #   and Adam rate
+    c.sampler_rank = 4         #   principal directions per class of the class sampler
+    c.mapping_steps = 20000    #   regression steps of the conditional mapping
+    c.mapping_lr = 3e-3        #   and its (cosine-decayed) Adam rate
     c.eval_every = 0           # > 0: call train_gan's ``evaluate`` (the learning curve) every this many steps
     return c
 
@@ -307,12 +315,21 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
               stop_after: int | None = None, evaluate=None):
     """Train (or resume) a StyleGAN2 on ``dataset`` (``load_batch`` interface, images
     at ``g_cfg.size``) in ``workdir``; returns (G_ema, D) models, also written to
-    ``workdir/g_ema`` and ``workdir/d``. ``stop_after`` ends the run (with a checkpoint)
+    ``workdir/g_ema`` and ``workdir/d``. ``cfg.recipe = "reconstruction"`` trains the
+    generator without a discriminator instead (:mod:`sage_jax.train.reconstruction`;
+    returns ``(G, None)``). ``stop_after`` ends the run (with a checkpoint)
     after that many steps of this call, as an interruption would. ``evaluate(G_ema, step)
     -> dict`` is called every ``cfg.eval_every`` steps (and at the end) with the EMA
     generator; what it returns is logged in ``metrics.jsonl`` (the learning curve)."""
     from sage_jax.checkpoints import save_model
+    from sage_jax.train import reconstruction
 
+    recipe = cfg.get("recipe", "adversarial")
+    if recipe not in reconstruction.RECIPES:
+        raise ValueError(f"gan.recipe must be one of {reconstruction.RECIPES}, got {recipe!r}")
+    if recipe == "reconstruction":
+        return reconstruction.train_reconstruction(g_cfg, cfg, dataset, workdir, quiet=quiet, mesh=mesh,
+                                                   stop_after=stop_after, evaluate=evaluate)
     mesh = mesh or parallel.make_mesh()
     key = jax.random.PRNGKey(cfg.seed)
     extra: dict = {}
