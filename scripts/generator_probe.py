@@ -39,6 +39,9 @@ those codes of all training images. ``--plain-encoder W`` replaces the pSp encod
 plain CNN (two 3x3 convolutions per halving, widths W, 2W, 4W, 4W; no normalisation),
 ``--enc-lr`` sets the encoder's Adam rate (default ``--lr``), ``--b1`` the generator's.
 The samples and the codes are drawn with the generator's stored noise, as in training.
+``--samplers`` (with ``--single-code``): after training, render 1,000 codes from each of
+several samplers of the training codes (the codes, Gaussians, per-class PCA of rank
+4 / 8 / 16, interpolation within a class) and score them: where the decoder draws well.
 ``--conditional``: the mapping reads the class label too (StyleGAN2-ADA's label embedding;
 the codes' classes are known), the W discriminator sees it, and the samples cycle
 through the seen classes; the synthesis network never sees a label.
@@ -166,6 +169,54 @@ def _fit_mapping(G, gparams, codes, steps: int, key, judge, batch: int = 256, ev
             score(mapping(mp, z_eval, y_eval), f"fit-mapping step {i} (D loss {float(ld):.2f}): G(z)", last=i == steps)
 
 
+def _score_samplers(codes, labels, render, judge, key, out: str = ""):
+    """``--samplers``: where around its codes does the decoder draw well? Scores 1,000
+    renders each of the codes themselves, one Gaussian fitted to all codes, one per class
+    (covariance shrunk 10% toward its mean variance), per-class PCA samplers of rank
+    4 / 8 / 16 (what ``gan.recipe="reconstruction"`` fits its mapping to) and random
+    interpolations between two codes of one class; classes in turn. ``out``: a PNG of 64
+    rank-4 samples."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sage_jax.images import make_grid, save_png, to_uint8
+    from sage_jax.metrics.stages import sample_quality
+    from sage_jax.train.reconstruction import class_sampler, sampler_target
+
+    n_cls, dim = int(labels.max()) + 1, codes.shape[1]
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    ys = np.arange(1000) % n_cls
+
+    def score(ws, what, save=""):
+        s = np.concatenate([np.asarray(render(jnp.asarray(ws[i:i + 250], jnp.float32))) for i in range(0, len(ws), 250)])
+        q = sample_quality(judge.oracles, s, judge.seen_names, judge.real_seen, size=judge.size)
+        if save:
+            save_png(save, make_grid(to_uint8(s[:64]), ncols=8))
+        print(f"sampler {what}: confident share {q['confident_share']:.3f}, seen classes hit {q['seen_classes_hit']}, "
+              f"oracle FID {q['oracle_fid']:.1f}", flush=True)
+
+    score(codes[(np.arange(1000) * len(codes)) // 1000], "the codes themselves")
+    x = codes - codes.mean(0)
+    chol = np.linalg.cholesky(x.T @ x / len(x) + 1e-6 * np.eye(dim))
+    score(codes.mean(0) + rng.standard_normal((1000, dim)) @ chol.T, "one Gaussian")
+    mus = np.stack([codes[labels == c].mean(0) for c in range(n_cls)])
+    chols = []
+    for c in range(n_cls):
+        x = codes[labels == c] - mus[c]
+        cov = x.T @ x / len(x)
+        chols.append(np.linalg.cholesky(0.9 * cov + 0.1 * np.trace(cov) / dim * np.eye(dim) + 1e-8 * np.eye(dim)))
+    score(np.stack([mus[y] + chols[y] @ rng.standard_normal(dim) for y in ys]), "a Gaussian per class")
+    z = jax.random.normal(jax.random.fold_in(key, 1), (1000, dim))
+    for rank in (4, 8, 16):
+        m, b = class_sampler(codes, labels, n_cls, rank)
+        score(np.asarray(sampler_target(jnp.asarray(m), jnp.asarray(b), z, jnp.asarray(ys))),
+              f"per-class PCA rank {rank}", save=out if rank == 4 else "")
+    pairs = np.stack([rng.choice(np.flatnonzero(labels == y), 2, replace=False) for y in ys])
+    t = rng.uniform(0, 1, (1000, 1))
+    score(t * codes[pairs[:, 0]] + (1 - t) * codes[pairs[:, 1]], "between two codes of a class")
+
+
 def _plain_encoder(width: int, n_latent: int, dim: int):
     """``--plain-encoder``: per halving two 3x3 convolutions (the second of stride 2) with
     leaky ReLU, widths W, 2W, 4W, 4W, then a 256-unit layer and n_latent codes of dim."""
@@ -216,6 +267,8 @@ def main(argv=None) -> int:
                    help="--free-codes or --single-code: fit a mapping network to the codes (GAN in W), score G(z)")
     p.add_argument("--conditional", action="store_true",
                    help="--fit-mapping: a class-conditional mapping (the codes' classes are known)")
+    p.add_argument("--samplers", action="store_true",
+                   help="--single-code: after training, score samplers of the codes (Gaussians, per-class PCA, interpolation)")
     p.add_argument("--single-code", action="store_true", help="encoder mode: one W per image (codes averaged)")
     p.add_argument("--plain-encoder", type=int, default=0, help="encoder mode: a plain CNN encoder of this width")
     p.add_argument("--enc-lr", type=float, default=0.0, help="encoder mode: the encoder's Adam rate (default --lr)")
@@ -234,6 +287,8 @@ def main(argv=None) -> int:
         p.error("--conditional needs --fit-mapping")
     if a.fit_mapping and not (a.free_codes or a.single_code):
         p.error("--fit-mapping needs --free-codes or --single-code (one W per image)")
+    if a.samplers and not a.single_code:
+        p.error("--samplers needs --single-code (one W per image)")
     if a.fit_mapping and a.plain_width:
         p.error("--fit-mapping needs the generator (no --plain-width)")
     if a.per_class < 1 or a.code_noise < 0 or a.fit_mapping < 0 or a.plain_encoder < 0 or a.enc_lr < 0:
@@ -348,6 +403,14 @@ def main(argv=None) -> int:
                           for split, (x, names) in held.items()}
             print(f"[{time.perf_counter() - t0:.0f} s] step {i}: train MSE {float(value):.4f}; " + ", ".join(
                 f"{s} retention {q['retention']:.3f} MSE {q['mse']:.4f}" for s, q in scores.items()), flush=True)
+    if a.samplers:
+        enc = jax.jit(lambda x: em.apply({"params": params["e"], "batch_stats": stats}, x, train=False)[:, :n_latent].mean(1))
+        codes = np.concatenate([np.asarray(enc(jnp.asarray(images[j:j + 250]))) for j in range(0, len(images), 250)])
+        render = jax.jit(lambda w: gm.apply({"params": params["g"], "noises": noises},
+                                            [jnp.broadcast_to(w[:, None], (len(w), n_latent, w.shape[-1]))],
+                                            input_is_latent=True))
+        _score_samplers(codes, data.labels_array, render, judge, jax.random.fold_in(key, 6),
+                        out=a.out[:-4] + "_pca4.png" if a.out.endswith(".png") else "")
     if a.fit_mapping:
         if a.free_codes:
             codes, code_labels = np.asarray(unit(params["c"][:, 0])), data.labels_array[pick]

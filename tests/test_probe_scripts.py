@@ -93,14 +93,20 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
     # the same from an encoder's one-W codes (a plain CNN encoder at its own rate)
     assert _script("generator_probe").main(
         ["--single-code", "--plain-encoder", "4", "--enc-lr", "1e-3", "--b1", "0.9", "--fit-mapping", "2",
-         "--out", str(tmp_path / "enc.png"),
+         "--samplers", "--out", str(tmp_path / "enc.png"),
          "--steps", "2", "--every", "2", "--batch", "4", "--config.model.generator.channels=((4, 8), (8, 8), (16, 8), (32, 8))",
          "--config.model.generator.style_dim=16", "--config.data.samples_per_class=4"]) == 0
     line = capsys.readouterr().out
     assert "fit-mapping step 2" in line and len(re.findall(r"unseen retention ([0-9.]+)", line)) == 1
     assert (tmp_path / "enc_samples.png").stat().st_size > 0   # 64 of the fitted mapping's last samples
+    samplers = re.findall(r"sampler (.+?): confident share ([0-9.]+), seen classes hit (\d+)", line)
+    assert [name for name, _, _ in samplers] == [
+        "the codes themselves", "one Gaussian", "a Gaussian per class", "per-class PCA rank 4", "per-class PCA rank 8",
+        "per-class PCA rank 16", "between two codes of a class"]
+    assert all(0 <= float(v) <= 1 and 0 <= int(n) <= 40 for _, v, n in samplers)
+    assert (tmp_path / "enc_pca4.png").stat().st_size > 0
     for bad in (["--fit-mapping", "5"], ["--free-codes", "--code-noise", "-1"], ["--free-codes", "--single-code"],
-                ["--free-codes", "--conditional"],
+                ["--free-codes", "--conditional"], ["--samplers"], ["--free-codes", "--samplers"],
                 ["--free-codes", "--plain-width", "8", "--fit-mapping", "5"], ["--free-codes", "--per-class", "0"]):
         with pytest.raises(SystemExit):
             _script("generator_probe").main(bad)
