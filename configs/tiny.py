@@ -106,7 +106,7 @@ def get_config(arg=None):
     t.encoder_lr = 1e-3
     t.sampler_rank = 4     # principal directions per class
     t.mapping_steps = 20000
-    t.mapping_lr = 3e-3
+    t.mapping_lr = 1e-2
     t.eval_every = 500     # the learning curve: oracle confidence of random samples (synthetic data)
 
     # ---------------------------------------------------------------- encoder training

@@ -89,7 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.encoder_lr = 1e-3        #   and Adam rate
     c.sampler_rank = 4         #   principal directions per class of the class sampler
     c.mapping_steps = 20000    #   regression steps of the conditional mapping
-    c.mapping_lr = 3e-3        #   and its (cosine-decayed) Adam rate
+    c.mapping_lr = 1e-2        #   and its (cosine-decayed) Adam rate
     c.eval_every = 0           # > 0: call train_gan's ``evaluate`` (the learning curve) every this many steps
     return c
 
