@@ -403,21 +403,18 @@ def main(argv=None) -> int:
                           for split, (x, names) in held.items()}
             print(f"[{time.perf_counter() - t0:.0f} s] step {i}: train MSE {float(value):.4f}; " + ", ".join(
                 f"{s} retention {q['retention']:.3f} MSE {q['mse']:.4f}" for s, q in scores.items()), flush=True)
-    if a.samplers:
+    if a.single_code and (a.samplers or a.fit_mapping):   # the encoder's one W of every training image
         enc = jax.jit(lambda x: em.apply({"params": params["e"], "batch_stats": stats}, x, train=False)[:, :n_latent].mean(1))
-        codes = np.concatenate([np.asarray(enc(jnp.asarray(images[j:j + 250]))) for j in range(0, len(images), 250)])
-        render = jax.jit(lambda w: gm.apply({"params": params["g"], "noises": noises},
-                                            [jnp.broadcast_to(w[:, None], (len(w), n_latent, w.shape[-1]))],
-                                            input_is_latent=True))
-        _score_samplers(codes, data.labels_array, render, judge, jax.random.fold_in(key, 6),
+        enc_codes = np.concatenate([np.asarray(enc(jnp.asarray(images[j:j + 250]))) for j in range(0, len(images), 250)])
+    if a.samplers:
+        render = jax.jit(lambda w: gm.apply({"params": params["g"], "noises": noises}, [w], input_is_latent=True))
+        _score_samplers(enc_codes, data.labels_array, render, judge, jax.random.fold_in(key, 6),
                         out=a.out[:-4] + "_pca4.png" if a.out.endswith(".png") else "")
     if a.fit_mapping:
         if a.free_codes:
             codes, code_labels = np.asarray(unit(params["c"][:, 0])), data.labels_array[pick]
-        else:   # the encoder's one W of every training image
-            enc = jax.jit(lambda x: em.apply({"params": params["e"], "batch_stats": stats}, x, train=False)[:, :n_latent].mean(1))
-            codes = np.concatenate([np.asarray(enc(jnp.asarray(images[j:j + 250]))) for j in range(0, len(images), 250)])
-            code_labels = data.labels_array
+        else:
+            codes, code_labels = enc_codes, data.labels_array
         _fit_mapping(G, params["g"], codes, a.fit_mapping, jax.random.fold_in(key, 5), judge,
                      out=a.out[:-4] + "_samples.png" if a.out.endswith(".png") else "",
                      labels=code_labels if a.conditional else None)

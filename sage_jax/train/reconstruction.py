@@ -59,10 +59,6 @@ def check_config(cfg) -> None:
                          + ", ".join(bad))
 
 
-def _broadcast(w, n_latent):
-    return jnp.broadcast_to(w[:, None], (w.shape[0], n_latent, w.shape[-1]))
-
-
 def class_sampler(codes: np.ndarray, labels: np.ndarray, num_classes: int, rank: int):
     """Per class: the codes' mean (C, D) and a basis (C, D, rank) of their top ``rank``
     principal directions scaled by the standard deviations along them (zero columns
@@ -148,7 +144,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     g_cfg = dict(_config_dict(g_cfg), c_dim=n_classes)
     key = jax.random.PRNGKey(cfg.seed)
     G = init_generator(g_cfg, jax.random.fold_in(key, 0))
-    gm, noises, n_latent, dim = G.module, G.variables["noises"], G.n_latent, G.style_dim
+    gm, noises, dim = G.module, G.variables["noises"], G.style_dim
     enc = PlainEncoder(int(cfg.encoder_width), dim)
     e_params = enc.init(jax.random.fold_in(key, 1), jnp.zeros((1, G.size, G.size, 3)))["params"]
     tx = optax.multi_transform({"g": optax.adam(cfg.recon_lr, b1=cfg.recon_b1, b2=0.99),
@@ -158,7 +154,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
 
     def reconstruct(p, x):
         w = enc.apply({"params": p["e"]}, x)
-        return gm.apply({"params": p["g"], "noises": noises}, [_broadcast(w, n_latent)], input_is_latent=True)
+        return gm.apply({"params": p["g"], "noises": noises}, [w], input_is_latent=True)   # W -> W+ in G
 
     @jax.jit
     def update(state, x):
