@@ -347,7 +347,8 @@ def test_train_pipeline_with_a_conditional_generator(tmp_path):
              "--config.model.generator.size=16", "--config.model.generator.style_dim=8",
              "--config.model.generator.channels=((4, 8), (8, 8), (16, 8))",
              "--config.model.encoder.style_dim=8"]
-    cond = ["--config.gan.conditional=true", "--config.gan.labels=soft", "--config.gan.soft_classifier_steps=5"]
+    cond = ["--config.gan.recipe=adversarial", "--config.gan.conditional=true", "--config.gan.labels=soft",
+            "--config.gan.soft_classifier_steps=5"]
     work = tmp_path / "run"
     assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST, *small, *cond]) == 0
     model = work / "model"

@@ -14,7 +14,7 @@ from sage_jax.demo import ASSET_DIR
 TINY = os.path.join(ROOT, "configs", "tiny.py")
 FAST = ["--config.gan.steps=4", "--config.gan.batch_size=8", "--config.psp.steps=4", "--config.psp.batch_size=8",
         "--config.psp.latent_avg_samples=64", "--config.dictionary.steps=4", "--config.dictionary.batch_size=8",
-        "--config.oracles.steps=30", "--config.data.samples_per_class=6",
+        "--config.oracles.steps=30", "--config.data.samples_per_class=6", "--config.gan.mapping_steps=20",
         # an 18-layer encoder backbone (the tiny config has 50): the same code, fewer units to compile
         "--config.model.encoder.num_layers=18"]
 

@@ -24,7 +24,7 @@ def _script(name):
 
 MICRO = ["--config.data.size=8", "--config.model.generator.size=8", "--config.model.generator.style_dim=8",
          "--config.model.generator.channels=((4, 8), (8, 8))", "--config.gan.batch_size=8",
-         "--config.data.samples_per_class=4"]
+         "--config.data.samples_per_class=4", "--config.gan.recipe=adversarial"]
 
 
 def test_gan_experiment_writes_the_learning_curve_and_pictures(tmp_path, capsys):
@@ -116,3 +116,23 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
         _script("generator_probe").main(["--plain-width", "16"])
     with pytest.raises(SystemExit):
         _script("generator_probe").main(["--free-codes", "--b1", "1"])
+
+
+def test_learning_curve_reads_the_quality_rows_with_their_minutes_and_draws_them(tmp_path, capsys):
+    rows = [{"step": 50, "recon_mse": 0.1, "interval_s": 30.0},
+            {"step": 100, "recon_mse": 0.05, "interval_s": 30.0},
+            {"step": 100, "quality/confident_share": 0.4, "quality/seen_classes_hit": 20.0, "quality/oracle_fid": 30.0},
+            {"step": 150, "recon_mse": 0.04, "interval_s": 60.0},
+            {"step": 150, "quality/confident_share": 0.7, "quality/seen_classes_hit": 37.0, "quality/oracle_fid": 9.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mod = _script("learning_curve")
+    curve = mod.read_curve(str(tmp_path))
+    assert [(r["step"], r["minutes"], r["confident_share"]) for r in curve] == [(100, 1.0, 0.4), (150, 2.0, 0.7)]
+    assert mod.main([str(tmp_path), "--out", str(tmp_path / "c.png")]) == 0
+    assert "| 150 | 2.0 | 0.700 | 37 | 9.0 |" in capsys.readouterr().out
+    assert (tmp_path / "c.png").stat().st_size > 0
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    for bad in (tmp_path / "nothing", tmp_path / "empty"):
+        with pytest.raises(SystemExit):
+            mod.main([str(bad)])

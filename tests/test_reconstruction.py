@@ -104,7 +104,8 @@ def test_bad_recipe_settings_are_refused_before_work(tmp_path):
     cfg = micro_cfg(**{"gan.recipe": "vae"})
     with pytest.raises(ValueError, match="gan.recipe must be one of"):
         train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, str(tmp_path / "x"), quiet=True)
-    for key, value in (("gan.recon_lr", 0.0), ("gan.sampler_rank", 0), ("gan.recon_b1", 1.0)):
+    for key, value in (("gan.recon_lr", 0.0), ("gan.sampler_rank", 0), ("gan.recon_b1", 1.0),
+                       ("gan.recon_schedule", "linear")):
         cfg = micro_cfg(**{**RECIPE, key: value})
         with pytest.raises(ValueError, match=key.split(".")[1]):
             check_config(cfg.gan)
@@ -114,3 +115,28 @@ def test_bad_recipe_settings_are_refused_before_work(tmp_path):
     cfg = micro_cfg(**RECIPE, **{"model.generator.c_dim": 3})
     with pytest.raises(ValueError, match="c_dim=3 but the training data has 8 classes"):
         train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, str(tmp_path / "z"), quiet=True)
+
+
+def test_the_recipe_logs_a_learning_curve_of_phase_1_and_of_the_finished_generator(tmp_path):
+    from sage_jax.metrics.stages import generator_samples
+    from sage_jax.train.reconstruction import SamplerGenerator
+
+    cfg = micro_cfg(**RECIPE, **{"gan.steps": 20, "gan.eval_every": 10, "gan.ckpt_every": 10})
+    data = seen_dataset(cfg.data)
+    seen = []
+
+    def evaluate(G, step):
+        x = generator_samples(G, 6, jax.random.PRNGKey(0), batch=4)
+        seen.append((step, type(G).__name__, x.shape))
+        return {"quality/mean_pixel": float(np.mean(x))}
+
+    G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, str(tmp_path), quiet=True,
+                     evaluate=evaluate)
+    assert seen == [(10, "SamplerGenerator", (6, 8, 8, 3)), (20, "GeneratorModel", (6, 8, 8, 3))]
+    logged = {m["step"]: m for m in map(json.loads, open(tmp_path / "metrics.jsonl")) if "quality/mean_pixel" in m}
+    assert sorted(logged) == [10, 20]
+    # the phase-1 generator draws at the sampler's codes: z = 0 gives the decoder at the class means
+    sampler = np.load(tmp_path / "class_sampler.npz")
+    sg = SamplerGenerator(G, sampler["mean"], sampler["basis"])
+    np.testing.assert_allclose(np.asarray(sg(np.zeros((3, G.style_dim)), labels=np.array([0, 1, 5]))),
+                               np.asarray(G(sampler["mean"][[0, 1, 5]], input_is_latent=True)), rtol=1e-5, atol=1e-6)

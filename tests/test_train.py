@@ -9,6 +9,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -31,12 +32,12 @@ def tiny_cfg(**overrides):
     return apply_overrides(cfg, base + [f"{k}={v}" for k, v in overrides.items()])
 
 
-# an 8 px StyleGAN2 for the tests of the GAN loop (logging, resume, devices, signals):
+# an 8 px StyleGAN2 for the tests of the (adversarial) GAN loop (logging, resume, devices, signals):
 # the loop is the same at every size, and its four updates compile in a fraction of
 # the tiny model's time (the tiny config itself trains in test_demo's pipeline test;
 # test_conditional trains the class-conditional one at this size)
 MICRO_GAN = {"data.size": 8, "model.generator.size": 8, "model.generator.style_dim": 8,
-             "model.generator.channels": "((4, 8), (8, 8))"}
+             "model.generator.channels": "((4, 8), (8, 8))", "gan.recipe": "adversarial"}
 
 
 def micro_cfg(**overrides):
@@ -224,3 +225,25 @@ def test_discriminator_learning_rate_and_skipped_path_step(tmp_path):
     train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, seen_dataset(cfg.data), str(tmp_path), quiet=True)
     log = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert len(log) == 4 and not any("path" in m for m in log) and all("g_loss" in m for m in log)
+
+
+def test_encoder_learning_rate_schedules():
+    """``psp.lr_schedule``: constant (pSp) or cosine-decayed to 0 over the steps; anything
+    else refused."""
+    from sage_jax.train.encoder import _optimizer
+
+    p = {"w": jnp.ones(3)}
+    g = {"w": jnp.ones(3)}
+
+    def update_at(tx, step):
+        state = tx.init(p)
+        for _ in range(step + 1):
+            upd, state = tx.update(g, state, p)
+        return float(jnp.abs(upd["w"]).max())
+
+    assert update_at(_optimizer(0.1, "constant", 10), 10) == pytest.approx(0.1, rel=1e-3)
+    assert update_at(_optimizer(0.1, "cosine", 10), 0) == pytest.approx(0.1, rel=1e-3)
+    assert update_at(_optimizer(0.1, "cosine", 10), 5) == pytest.approx(0.05, rel=1e-3)
+    assert update_at(_optimizer(0.1, "cosine", 10), 10) == 0.0
+    with pytest.raises(ValueError, match="psp.lr_schedule"):
+        _optimizer(0.1, "linear", 10)

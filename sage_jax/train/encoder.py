@@ -35,6 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.steps = 500000
     c.batch_size = 8
     c.lr = 1e-4
+    c.lr_schedule = "constant"  # "cosine": the rate decays to 0 over ``steps`` (not in pSp)
     c.l2_lambda = 1.0
     c.lpips_lambda = 0.8     # used only when an LPIPS network is given
     c.w_norm_lambda = 0.0
@@ -102,13 +103,20 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
     return total, (metrics, new_stats)
 
 
+def _optimizer(lr: float, schedule: str, steps: int):
+    """Adam at ``lr``, constant or cosine-decayed to 0 over ``steps``."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"psp.lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    return optax.adam(optax.cosine_decay_schedule(lr, steps) if schedule == "cosine" else lr)
+
+
 @functools.lru_cache(maxsize=8)
-def _make_step(enc_module, gen_module, weights, n_gen, lr, lpips_module=None):
+def _make_step(enc_module, gen_module, weights, n_gen, opt_args, lpips_module=None):
     """The jitted update, built once per models and options (also across resumes)."""
     plain = dict(zip(WEIGHTS, weights))
     loss = functools.partial(_loss, enc_module=enc_module, gen_module=gen_module, cfg=plain, n_gen=n_gen,
                              lpips_module=lpips_module)
-    tx = optax.adam(lr)
+    tx = _optimizer(*opt_args)
 
     @jax.jit
     def step_fn(s, frozen, x, key):
@@ -135,7 +143,8 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     if E.style_dim != G.style_dim:
         raise ValueError(f"encoder style_dim {E.style_dim} != generator {G.style_dim}")
     latent_avg = np.asarray(G.mean_latent(cfg.latent_avg_samples, jax.random.fold_in(key, 1)))  # (1, D)
-    tx = optax.adam(cfg.lr)
+    opt_args = (float(cfg.lr), str(cfg.get("lr_schedule", "constant")), int(cfg.steps))
+    tx = _optimizer(*opt_args)
     state = {"params": E.variables["params"], "batch_stats": E.variables["batch_stats"],
              "opt": tx.init(E.variables["params"]), "step": jnp.zeros((), jnp.int32)}
     n_gen = int(round(cfg.batch_size * cfg.generated_fraction)) if cfg.latent_lambda > 0 else 0
@@ -144,7 +153,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
         raise ValueError(f"real ({n_real}) and generated ({n_gen}) parts of the batch must be positive "
                          f"multiples of the {mesh.devices.size} devices")
     weights = tuple(float(cfg[k]) for k in WEIGHTS)
-    step_fn = _make_step(E.module, G.module, weights, n_gen, float(cfg.lr),
+    step_fn = _make_step(E.module, G.module, weights, n_gen, opt_args,
                          lpips.module if lpips is not None else None)
     rep = parallel.replicated(mesh)
     frozen = {"gen": jax.device_put(G.variables, rep), "latent_avg": jax.device_put(jnp.asarray(latent_avg), rep)}

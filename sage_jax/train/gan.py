@@ -85,6 +85,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.recipe = "adversarial"   # "reconstruction": no GAN (sage_jax/train/reconstruction.py)
     c.recon_lr = 0.01          # reconstruction recipe: the generator's Adam rate
     c.recon_b1 = 0.9           #   and beta1
+    c.recon_schedule = "constant"  #   "cosine": both phase-1 rates decay to 0 over the steps
     c.encoder_width = 32       #   its plain encoder's base width
     c.encoder_lr = 1e-3        #   and Adam rate
     c.sampler_rank = 4         #   principal directions per class of the class sampler

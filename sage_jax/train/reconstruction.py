@@ -54,6 +54,8 @@ def check_config(cfg) -> None:
     for k in ("encoder_width", "sampler_rank", "mapping_steps"):
         if int(cfg.get(k, 0)) < 1:
             bad.append(f"{k}={cfg.get(k)!r}")
+    if cfg.get("recon_schedule", "constant") not in ("constant", "cosine"):
+        bad.append(f"recon_schedule={cfg.get('recon_schedule')!r} (constant | cosine)")
     if bad:
         raise ValueError("gan.recipe='reconstruction' needs positive rates and sizes and 0 <= recon_b1 < 1; got "
                          + ", ".join(bad))
@@ -125,12 +127,39 @@ def fit_mapping(G: GeneratorModel, mus, bases, steps: int, lr: float, key, quiet
     return jax.tree_util.tree_map(np.asarray, mp), err
 
 
+class SamplerGenerator:
+    """A generator during phase 1, before it has a mapping: the synthesis network of ``G``
+    at codes of the class sampler (``mus``, ``bases``; what phase 2's mapping is fitted
+    to). Called as a class-conditional :class:`GeneratorModel` is by
+    :func:`sage_jax.metrics.stages.generator_samples`, for the learning curve."""
+
+    def __init__(self, G: GeneratorModel, mus, bases):
+        self.G, self.mus, self.bases = G, jnp.asarray(mus), jnp.asarray(bases)
+        self.style_dim, self.c_dim = G.style_dim, int(mus.shape[0])
+
+    def __call__(self, z, *, labels, noise="stored", key=None):
+        w = sampler_target(self.mus, self.bases, jnp.asarray(z), jnp.asarray(labels))
+        return self.G(w, input_is_latent=True, noise=noise, key=key)
+
+
+def _sampler_of(enc, e_params, dataset, n_classes: int, rank: int):
+    """The class sampler (:func:`class_sampler`) of every training image's code."""
+    encode = jax.jit(lambda x: enc.apply({"params": e_params}, x))
+    codes, labels = [], []
+    for images, y in dataset.batches(256):
+        keep = y >= 0
+        codes.append(np.asarray(encode(jnp.asarray(images)))[keep])
+        labels.append(np.asarray(y)[keep])
+    return class_sampler(np.concatenate(codes), np.concatenate(labels), n_classes, rank)
+
+
 def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
                          stop_after: int | None = None, evaluate=None):
     """Train a class-conditional generator on ``dataset`` by the two phases of the module
     docstring in ``workdir``; returns ``(G, None)`` (no discriminator) and writes
-    ``workdir/g_ema``. ``evaluate(G, step) -> dict`` is called once at the end; what it
-    returns is logged in ``metrics.jsonl``."""
+    ``workdir/g_ema``. ``evaluate(G, step) -> dict`` (the learning curve) is called every
+    ``cfg.eval_every`` steps of phase 1 with a :class:`SamplerGenerator` and once at the
+    end with the finished generator; what it returns is logged in ``metrics.jsonl``."""
     from sage_jax.checkpoints import save_model
     from sage_jax.models import _config_dict
     from sage_jax.train.common import MetricsLog
@@ -147,8 +176,11 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     gm, noises, dim = G.module, G.variables["noises"], G.style_dim
     enc = PlainEncoder(int(cfg.encoder_width), dim)
     e_params = enc.init(jax.random.fold_in(key, 1), jnp.zeros((1, G.size, G.size, 3)))["params"]
-    tx = optax.multi_transform({"g": optax.adam(cfg.recon_lr, b1=cfg.recon_b1, b2=0.99),
-                                "e": optax.adam(cfg.encoder_lr)}, {"g": "g", "e": "e"})
+    g_rate, e_rate = float(cfg.recon_lr), float(cfg.encoder_lr)
+    if cfg.get("recon_schedule", "constant") == "cosine":   # both rates decay to 0 over the steps
+        g_rate, e_rate = (optax.cosine_decay_schedule(r, int(cfg.steps)) for r in (g_rate, e_rate))
+    tx = optax.multi_transform({"g": optax.adam(g_rate, b1=cfg.recon_b1, b2=0.99),
+                                "e": optax.adam(e_rate)}, {"g": "g", "e": "e"})
     params = {"g": G.variables["params"], "e": e_params}
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
@@ -166,10 +198,23 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
         state, m = update(state, real)
         return dict(state, step=jnp.asarray(step + 1, jnp.int32)), m
 
+    eval_every = int(cfg.get("eval_every", 0) or 0)
+
+    def after_step(state, done):
+        """The learning curve of phase 1 (the final point comes after phase 2): the
+        synthesis network at codes of the class sampler of the current encoder's codes."""
+        if evaluate is None or not eval_every or done % eval_every or done >= cfg.steps:
+            return None
+        p = jax.tree_util.tree_map(np.asarray, state["params"])
+        mus, bases = _sampler_of(enc, p["e"], dataset, n_classes, int(cfg.sampler_rank))
+        return evaluate(SamplerGenerator(GeneratorModel(G.config, {"params": p["g"], "noises": noises}), mus, bases),
+                        done)
+
     state, done = run_loop(workdir=workdir, state=state, step_fn=step_fn, dataset=dataset,
                            batch_size=cfg.batch_size, data_key=jax.random.fold_in(key, 3), mesh=mesh,
                            steps=cfg.steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every, keep=cfg.keep,
                            desc="train-generator (reconstruction)", quiet=quiet, stop_after=stop_after,
+                           after_step=after_step,
                            postfix=lambda m: {"mse": f"{m['recon_mse']:.4f}"})
     if done < cfg.steps:   # interrupted: the checkpoint holds the work; no model yet
         if stop_after is not None:
@@ -179,14 +224,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
         raise RunStopped(f"train-generator (reconstruction) stopped at step {done} of {cfg.steps}; the checkpoint "
                          f"in {workdir} is kept: run the same command again to resume.")
     p = jax.tree_util.tree_map(np.asarray, state["params"])
-    encode = jax.jit(lambda x: enc.apply({"params": p["e"]}, x))
-    codes, labels = [], []
-    for images, y in dataset.batches(256):
-        keep = y >= 0
-        codes.append(np.asarray(encode(jnp.asarray(images)))[keep])
-        labels.append(np.asarray(y)[keep])
-    codes, labels = np.concatenate(codes), np.concatenate(labels)
-    mus, bases = class_sampler(codes, labels, n_classes, int(cfg.sampler_rank))
+    mus, bases = _sampler_of(enc, p["e"], dataset, n_classes, int(cfg.sampler_rank))
     G_trained = GeneratorModel(G.config, {"params": p["g"], "noises": noises})
     mp, err = fit_mapping(G_trained, mus, bases, int(cfg.mapping_steps), float(cfg.mapping_lr),
                           jax.random.fold_in(key, 4), quiet=quiet)
