@@ -5,7 +5,7 @@ import numpy as np
 
 from fixture_utils import ROOT, fixture
 from sage_jax import checkpoints
-from sage_jax.config import load_config
+from sage_jax.config import apply_overrides, load_config
 from sage_jax.models import init_discriminator, init_generator
 
 
@@ -13,8 +13,13 @@ def _shapes(tree):
     return jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), tree)
 
 
-def test_tiny_config_is_the_architecture_of_the_tiny_checkpoints():
-    cfg = load_config(os.path.join(ROOT, "configs", "tiny.py"))
+# The reference's tiny checkpoints (``Generator(32, 64, 2)``, channels {4: 32, 8: 32, 16: 16,
+# 32: 16}): configs/tiny.py with these overrides (its own generator is wider, with 8 mapping layers)
+REFERENCE_TINY = ["model.generator.channels=((4, 32), (8, 32), (16, 16), (32, 16))", "model.generator.n_mlp=2"]
+
+
+def test_tiny_config_with_the_reference_overrides_is_the_architecture_of_the_tiny_checkpoints():
+    cfg = apply_overrides(load_config(os.path.join(ROOT, "configs", "tiny.py")), REFERENCE_TINY)
     G = init_generator(cfg.model.generator, jax.random.PRNGKey(cfg.seed))
     D = init_discriminator(cfg.model.discriminator, jax.random.PRNGKey(1))
     ckpt = checkpoints.read_torch(fixture("tiny_rosinality_ckpt.pt"))
