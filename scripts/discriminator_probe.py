@@ -30,10 +30,12 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.002)
     p.add_argument("--beta1", type=float, default=0.0)
     p.add_argument("--small-cnn", action="store_true", help="the oracles' SmallCNN instead of the discriminator")
+    p.add_argument("--max-images", dest="max_images", type=int, default=4000,
+                   help="real images (a random subset of the seen training set) and as many samples")
     p.add_argument("--seed", type=int, default=0)
     a, cfg = parse_with_config(p, sys.argv[1:] if argv is None else argv)
-    if a.steps < 1 or a.every < 1 or a.batch < 4 or a.batch % 4 or a.lr <= 0 or not 0 <= a.beta1 < 1:
-        p.error("--steps, --every >= 1; --batch a multiple of 4; --lr > 0; 0 <= --beta1 < 1")
+    if a.max_images < 20 or a.steps < 1 or a.every < 1 or a.batch < 4 or a.batch % 4 or a.lr <= 0 or not 0 <= a.beta1 < 1:
+        p.error("--max-images >= 20; --steps, --every >= 1; --batch a multiple of 4; --lr > 0; 0 <= --beta1 < 1")
 
     import jax
     import jax.numpy as jnp
@@ -42,16 +44,18 @@ def main(argv=None) -> int:
 
     from sage_jax import checkpoints
     from sage_jax.data.loader import seen_dataset
+    from sage_jax.metrics.stages import generator_samples
     from sage_jax.models import init_discriminator
     from sage_jax.nn.classifier import SmallCNN
 
     G = checkpoints.load_generator(a.generator)
     real = seen_dataset(cfg.data, G.size).images
     key = jax.random.PRNGKey(a.seed)
+    if len(real) > a.max_images:   # a fixed random subset of the training images
+        real = real[np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 20_000), len(real)))[:a.max_images])]
     n = len(real)
-    fake = np.concatenate([np.asarray(G(jax.random.normal(jax.random.fold_in(key, i), (250, G.style_dim)),
-                                        noise="random", key=jax.random.fold_in(key, 10_000 + i)))
-                           for i in range(-(-n // 250))])[:n]
+    # random samples (a class-conditional generator draws uniformly drawn classes)
+    fake = generator_samples(G, n, key)
     held = min(500, n // 5)
     if a.small_cnn:
         module = SmallCNN(1)
