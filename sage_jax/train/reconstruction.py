@@ -10,8 +10,10 @@ between the codes of one class too. So the generator is trained in two phases:
    (:class:`sage_jax.nn.plain.PlainEncoder`) are trained jointly on the MSE of
    ``G.synthesis(E(x))`` to ``x``, one W code per image (the same code at every layer:
    what a random sample gets), the generator's stored noise. Adam (``recon_lr``,
-   ``recon_b1``) for the generator, Adam ``encoder_lr`` for the encoder; ``steps`` steps of
-   ``batch_size``, checkpointed and resumable as every trainer.
+   ``recon_b1``) for the generator, Adam ``encoder_lr`` for the encoder, both constant or
+   (``recon_schedule="cosine"``) decayed to 0 over ``steps`` steps of ``batch_size``,
+   checkpointed and resumable as every trainer. Every ``eval_every`` steps the learning
+   curve scores the synthesis network at the class sampler's codes (:class:`SamplerGenerator`).
 2. **A class-conditional mapping by regression.** Every training image is encoded; per
    class, the codes' mean and their top ``sampler_rank`` principal directions (scaled by
    their standard deviations) define a sampler ``w = mu_y + B_y z[:rank]``. A fresh
