@@ -144,13 +144,13 @@ class SamplerGenerator:
         return self.G(w, input_is_latent=True, noise=noise, key=key)
 
 
-def _sampler_of(enc, e_params, dataset, n_classes: int, rank: int):
-    """The class sampler (:func:`class_sampler`) of every training image's code."""
-    encode = jax.jit(lambda x: enc.apply({"params": e_params}, x))
+def _sampler_of(encode, e_params, dataset, n_classes: int, rank: int):
+    """The class sampler (:func:`class_sampler`) of every training image's code
+    (``encode(e_params, images)``: the jitted encoder, compiled once per run)."""
     codes, labels = [], []
     for images, y in dataset.batches(256):
         keep = y >= 0
-        codes.append(np.asarray(encode(jnp.asarray(images)))[keep])
+        codes.append(np.asarray(encode(e_params, jnp.asarray(images)))[keep])
         labels.append(np.asarray(y)[keep])
     return class_sampler(np.concatenate(codes), np.concatenate(labels), n_classes, rank)
 
@@ -178,6 +178,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     gm, noises, dim = G.module, G.variables["noises"], G.style_dim
     enc = PlainEncoder(int(cfg.encoder_width), dim)
     e_params = enc.init(jax.random.fold_in(key, 1), jnp.zeros((1, G.size, G.size, 3)))["params"]
+    encode = jax.jit(lambda e, x: enc.apply({"params": e}, x))
     g_rate, e_rate = float(cfg.recon_lr), float(cfg.encoder_lr)
     if cfg.get("recon_schedule", "constant") == "cosine":   # both rates decay to 0 over the steps
         g_rate, e_rate = (optax.cosine_decay_schedule(r, int(cfg.steps)) for r in (g_rate, e_rate))
@@ -208,7 +209,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
         if evaluate is None or not eval_every or done % eval_every or done >= cfg.steps:
             return None
         p = jax.tree_util.tree_map(np.asarray, state["params"])
-        mus, bases = _sampler_of(enc, p["e"], dataset, n_classes, int(cfg.sampler_rank))
+        mus, bases = _sampler_of(encode, p["e"], dataset, n_classes, int(cfg.sampler_rank))
         return evaluate(SamplerGenerator(GeneratorModel(G.config, {"params": p["g"], "noises": noises}), mus, bases),
                         done)
 
@@ -226,7 +227,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
         raise RunStopped(f"train-generator (reconstruction) stopped at step {done} of {cfg.steps}; the checkpoint "
                          f"in {workdir} is kept: run the same command again to resume.")
     p = jax.tree_util.tree_map(np.asarray, state["params"])
-    mus, bases = _sampler_of(enc, p["e"], dataset, n_classes, int(cfg.sampler_rank))
+    mus, bases = _sampler_of(encode, p["e"], dataset, n_classes, int(cfg.sampler_rank))
     G_trained = GeneratorModel(G.config, {"params": p["g"], "noises": noises})
     mp, err = fit_mapping(G_trained, mus, bases, int(cfg.mapping_steps), float(cfg.mapping_lr),
                           jax.random.fold_in(key, 4), quiet=quiet)
