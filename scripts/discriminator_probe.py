@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     real = seen_dataset(cfg.data, G.size).images
     key = jax.random.PRNGKey(a.seed)
     if len(real) > a.max_images:   # a fixed random subset of the training images
-        real = real[np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 20_000), len(real)))[:a.max_images])]
+        pick = jax.random.permutation(jax.random.fold_in(key, 20_000), len(real))[:a.max_images]
+        real = real[np.sort(np.asarray(pick))]
     n = len(real)
     # random samples (a class-conditional generator draws uniformly drawn classes)
     fake = generator_samples(G, n, key)

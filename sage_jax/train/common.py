@@ -36,8 +36,19 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sage_jax.errors import RunStopped
+
+SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_rate(lr: float, schedule: str, steps: int, name: str = "lr_schedule"):
+    """A learning rate for optax: ``lr`` itself ("constant") or cosine-decayed to 0 over
+    ``steps`` ("cosine"); anything else refused, naming the config key ``name``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"{name} must be one of {SCHEDULES}, got {schedule!r}")
+    return optax.cosine_decay_schedule(lr, steps) if schedule == "cosine" else lr
 
 
 # ------------------------------------------------------------------ TensorBoard

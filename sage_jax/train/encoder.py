@@ -26,7 +26,7 @@ import optax
 from sage_jax import parallel
 from sage_jax.models import EncoderModel, PSPModel, init_encoder
 from sage_jax.nn.stylegan2 import Generator, mix_styles
-from sage_jax.train.common import run_loop
+from sage_jax.train.common import run_loop, scheduled_rate
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -105,9 +105,7 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
 
 def _optimizer(lr: float, schedule: str, steps: int):
     """Adam at ``lr``, constant or cosine-decayed to 0 over ``steps``."""
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"psp.lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
-    return optax.adam(optax.cosine_decay_schedule(lr, steps) if schedule == "cosine" else lr)
+    return optax.adam(scheduled_rate(lr, schedule, steps, "psp.lr_schedule"))
 
 
 @functools.lru_cache(maxsize=8)

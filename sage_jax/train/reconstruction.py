@@ -42,7 +42,7 @@ from sage_jax.models import GeneratorModel, init_generator
 from sage_jax.nn.layers import pixel_norm
 from sage_jax.nn.plain import PlainEncoder
 from sage_jax.nn.stylegan2 import Generator
-from sage_jax.train.common import run_loop
+from sage_jax.train.common import SCHEDULES, run_loop, scheduled_rate
 
 RECIPES = ("adversarial", "reconstruction")
 MAPPING_BATCH = 256
@@ -56,8 +56,8 @@ def check_config(cfg) -> None:
     for k in ("encoder_width", "sampler_rank", "mapping_steps"):
         if int(cfg.get(k, 0)) < 1:
             bad.append(f"{k}={cfg.get(k)!r}")
-    if cfg.get("recon_schedule", "constant") not in ("constant", "cosine"):
-        bad.append(f"recon_schedule={cfg.get('recon_schedule')!r} (constant | cosine)")
+    if cfg.get("recon_schedule", "constant") not in SCHEDULES:
+        bad.append(f"recon_schedule={cfg.get('recon_schedule')!r} (one of {SCHEDULES})")
     if bad:
         raise ValueError("gan.recipe='reconstruction' needs positive rates and sizes and 0 <= recon_b1 < 1; got "
                          + ", ".join(bad))
@@ -179,9 +179,9 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     enc = PlainEncoder(int(cfg.encoder_width), dim)
     e_params = enc.init(jax.random.fold_in(key, 1), jnp.zeros((1, G.size, G.size, 3)))["params"]
     encode = jax.jit(lambda e, x: enc.apply({"params": e}, x))
-    g_rate, e_rate = float(cfg.recon_lr), float(cfg.encoder_lr)
-    if cfg.get("recon_schedule", "constant") == "cosine":   # both rates decay to 0 over the steps
-        g_rate, e_rate = (optax.cosine_decay_schedule(r, int(cfg.steps)) for r in (g_rate, e_rate))
+    schedule = cfg.get("recon_schedule", "constant")
+    g_rate, e_rate = (scheduled_rate(float(r), schedule, int(cfg.steps), "gan.recon_schedule")
+                      for r in (cfg.recon_lr, cfg.encoder_lr))
     tx = optax.multi_transform({"g": optax.adam(g_rate, b1=cfg.recon_b1, b2=0.99),
                                 "e": optax.adam(e_rate)}, {"g": "g", "e": "e"})
     params = {"g": G.variables["params"], "e": e_params}
