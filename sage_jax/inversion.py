@@ -104,8 +104,7 @@ def check_setting(made: InversionSetting, used: InversionSetting, what: str = "t
 
 def code_offset(psp) -> jax.Array:
     """What :meth:`PSPModel.absolute_codes` adds to raw codes: (1 or n_latent, D)."""
-    G = psp.decoder
-    return psp.absolute_codes(jnp.zeros((1, G.n_latent, G.style_dim)))[0]
+    return psp.code_offset()
 
 
 def _reconstruct(module, variables, w):
@@ -192,9 +191,10 @@ def refine_codes(decoder, latent_avg, images, raw_codes, steps: int, lr: float =
 
 
 class Inverter:
-    """``images -> raw codes (N, n_styles, D)``: a pSp model's encoder, refined as its
-    ``setting`` says. Has the encoder's ``n_styles``, ``style_dim``, ``input_size`` and
-    ``variables`` (so it stands where an encoder does)."""
+    """``images -> raw codes (N, n_styles, D)``: a pSp model's encoder (all its passes,
+    for an iterative one), refined as its ``setting`` says. Has the encoder's
+    ``n_styles``, ``style_dim``, ``input_size`` and ``variables`` (so it stands where an
+    encoder does)."""
 
     def __init__(self, psp, setting: InversionSetting = InversionSetting(), lpips=None, chunk: int | None = None):
         if psp.encoder is None:
@@ -214,7 +214,7 @@ class Inverter:
     variables = property(lambda self: self.encoder.variables)
 
     def __call__(self, images) -> jax.Array:
-        raw = self.encoder(images)
+        raw = self.psp.encode(images)
         if not self.setting.refines:
             return raw
         return refine_codes(self.psp.decoder, self._offset, images, raw, self.setting.refine_steps,

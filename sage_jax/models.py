@@ -332,6 +332,60 @@ def _encode(module, variables, images):
     return module.apply(variables, images)
 
 
+def pass_variables(variables: dict, t: int) -> dict:
+    """An encoder's variables for pass ``t``. An iterative (ReStyle) encoder keeps one set
+    of BatchNorm running statistics per trained pass (a leading axis on every
+    ``batch_stats`` array: its passes see different inputs, the first always the same
+    start image, so one shared set fits none of them); passes beyond the trained ones
+    reuse the last set. A pSp encoder's variables are returned as they are."""
+    stats = variables.get("batch_stats")
+    leaves = jax.tree_util.tree_leaves(stats) if stats else []
+    if not leaves or leaves[0].ndim == 1:
+        return variables
+    last = leaves[0].shape[0] - 1
+    return {**variables, "batch_stats": jax.tree_util.tree_map(lambda a: a[min(t, last)], stats)}
+
+
+def restyle_start(gen_module, gen_variables, offset, n: int, size: int) -> jax.Array:
+    """ReStyle's first "current reconstruction": the image of the codes' origin
+    (``latent_avg``; zero codes for a model that does not start from it), (n, size, size, 3)."""
+    n_latent = gen_module.n_latent
+    w0 = jnp.broadcast_to(jnp.asarray(offset, jnp.float32)[None], (1, n_latent, gen_module.style_dim))
+    y0 = gen_module.apply(gen_variables, [w0], input_is_latent=True, randomize_noise=False).astype(jnp.float32)
+    if y0.shape[1:3] != (size, size):
+        y0 = jax.image.resize(y0, (1, size, size, 3), "bilinear")
+    return jnp.broadcast_to(y0, (n, size, size, 3))
+
+
+def encode_images(enc_module, enc_variables, gen_module, gen_variables, offset, images, iterations: int):
+    """Raw codes (N, n_styles, D) of images (N, S, S, 3) in [-1, 1] (traceable; call it
+    under ``jit``). ``iterations`` 0: one pass of a pSp encoder. ``iterations`` N > 0: an
+    iterative encoder (ReStyle, Alaluf et al. 2021) that sees the image beside the current
+    reconstruction and adds a residual to the codes, N times from the codes' origin:
+    ``raw_{t+1} = raw_t + E([x, G(raw_t + offset)])``, ``raw_0 = 0``. ``offset``: what is
+    added to raw codes before decoding, (1 or n_latent, D); the decoder runs with its
+    stored noise, so the codes are a deterministic function of the images."""
+    if iterations == 0:
+        return enc_module.apply(enc_variables, images)
+    n_latent, size = gen_module.n_latent, images.shape[1]
+    images = images.astype(jnp.float32)
+    y = restyle_start(gen_module, gen_variables, offset, images.shape[0], size)
+    raw = None
+    for t in range(iterations):
+        delta = enc_module.apply(pass_variables(enc_variables, t),
+                                 jnp.concatenate([images, y], axis=-1).astype(images.dtype))
+        raw = delta if raw is None else raw + delta
+        if t + 1 < iterations:
+            y = gen_module.apply(gen_variables, [raw[:, :n_latent] + offset], input_is_latent=True,
+                                 randomize_noise=False).astype(jnp.float32)
+            if y.shape[1:3] != (size, size):
+                y = jax.image.resize(y, (y.shape[0], size, size, 3), "bilinear")
+    return raw
+
+
+_encode_images = jax.jit(encode_images, static_argnames=("enc_module", "gen_module", "iterations"))
+
+
 class EncoderModel:
     """A pSp encoder with its parameters and BatchNorm statistics:
     ``E(images) -> raw W+ codes (N, n_styles, style_dim)`` (offsets from ``latent_avg``
@@ -357,6 +411,11 @@ class EncoderModel:
         return self.config["input_size"]
 
     @property
+    def input_nc(self) -> int:
+        """Input channels: 3 (an image), or 6 for an iterative (ReStyle) encoder."""
+        return int(self.config.get("input_nc", 3))
+
+    @property
     def n_styles(self) -> int:
         return self.config.get("n_styles", 1)
 
@@ -368,16 +427,29 @@ class EncoderModel:
         """The same weights with another compute dtype (parameters stay float32)."""
         return EncoderModel(self.config, self.variables, dtype)
 
-    def __call__(self, images) -> jax.Array:
+    @property
+    def stat_sets(self) -> int:
+        """Sets of BatchNorm statistics: 1, or one per trained pass of an iterative encoder."""
+        leaves = jax.tree_util.tree_leaves(self.variables.get("batch_stats") or {})
+        return 1 if not leaves or leaves[0].ndim == 1 else int(leaves[0].shape[0])
+
+    def __call__(self, images, pass_index: int = 0) -> jax.Array:
+        """Raw codes of ``images``; for an iterative encoder, inputs of 6 channels (image
+        and current reconstruction) and the BatchNorm statistics of pass ``pass_index``."""
         images = jnp.asarray(images, wide_dtype(self.dtype))
-        s = self.input_size
-        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
-            raise ValueError(f"images must be (N, {s}, {s}, 3) in [-1, 1], got {images.shape}")
-        return _encode(self.module, self.variables, images)
+        s, c = self.input_size, self.input_nc
+        if images.ndim != 4 or images.shape[1:] != (s, s, c):
+            if c != 3 and images.ndim == 4 and images.shape[1:] == (s, s, 3):
+                raise ValueError(f"this is an iterative (ReStyle) encoder: it takes an image and a "
+                                 f"reconstruction ({c} channels); encode images through its pSp model "
+                                 f"(PSPModel.encode), which runs the iterations with the decoder")
+            raise ValueError(f"images must be (N, {s}, {s}, {c}) in [-1, 1], got {images.shape}")
+        return _encode(self.module, pass_variables(self.variables, int(pass_index)), images)
 
     def __repr__(self):
         c = self.config
-        return (f"EncoderModel({c['kind']}, {c['mode']}{c['num_layers']}, input {c['input_size']} px, "
+        extra = f", {self.input_nc} input channels" if self.input_nc != 3 else ""
+        return (f"EncoderModel({c['kind']}, {c['mode']}{c['num_layers']}, input {c['input_size']} px{extra}, "
                 f"{self.n_styles} styles x {c['style_dim']})")
 
 
@@ -396,6 +468,17 @@ class PSPModel:
         self.config = dict(config)
         self.ax = ax
         self.latent_avg = None if latent_avg is None else self._check_latent_avg(np.asarray(latent_avg, np.float32))
+        iters = self.config.get("restyle_iterations", 0)
+        if isinstance(iters, bool) or int(iters) != iters or iters < 0:
+            raise ValueError(f"restyle_iterations must be a whole number >= 0, got {iters!r}")
+        self.config["restyle_iterations"] = int(iters)
+        if encoder is not None and encoder.input_nc not in (3, 6):
+            raise ValueError(f"encoders take 3 (image) or 6 (image + reconstruction) channels, "
+                             f"got {encoder.input_nc}")
+        if encoder is not None and (encoder.input_nc == 6) != (int(iters) > 0):
+            raise ValueError(f"an encoder with {encoder.input_nc} input channels needs restyle_iterations "
+                             + ("> 0 (it is iterative)" if encoder.input_nc == 6 else "0 (it is not iterative)")
+                             + f", got {iters}")
 
     def _check_latent_avg(self, avg: np.ndarray) -> np.ndarray:
         d, n = self.decoder.style_dim, self.decoder.n_latent
@@ -428,11 +511,38 @@ class PSPModel:
             raw = raw + avg[None]
         return raw
 
-    def invert(self, images) -> tuple[jax.Array, jax.Array]:
-        """Images -> (raw codes (N, n_styles, D), absolute W+ codes (N, n_latent, D))."""
+    @property
+    def restyle_iterations(self) -> int:
+        """Passes of an iterative (ReStyle) encoder; 0 for a pSp encoder (one pass)."""
+        return self.config["restyle_iterations"]
+
+    def code_offset(self) -> jax.Array:
+        """What :meth:`absolute_codes` adds to raw codes: (1 or n_latent, D)."""
+        G = self.decoder
+        return self.absolute_codes(jnp.zeros((1, G.n_latent, G.style_dim)))[0]
+
+    def encode(self, images, iterations: int | None = None) -> jax.Array:
+        """Images (N, S, S, 3) in [-1, 1] at the encoder's input size -> raw codes
+        (N, n_styles, D): one pass of a pSp encoder, or ``iterations`` (default: the
+        model's ``restyle_iterations``) passes of an iterative (ReStyle) one."""
         if self.encoder is None:
             raise ValueError("this model was loaded without its encoder")
-        raw = self.encoder(images)
+        E = self.encoder
+        if not self.restyle_iterations:
+            return E(images)
+        n = self.restyle_iterations if iterations is None else iterations
+        if isinstance(n, bool) or int(n) != n or n < 1:
+            raise ValueError(f"an iterative encoder needs iterations >= 1, got {n!r}")
+        images = jnp.asarray(images, wide_dtype(E.dtype))
+        s = E.input_size
+        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise ValueError(f"images must be (N, {s}, {s}, 3) in [-1, 1], got {images.shape}")
+        G = self.decoder
+        return _encode_images(E.module, E.variables, G.module, G.variables, self.code_offset(), images, int(n))
+
+    def invert(self, images) -> tuple[jax.Array, jax.Array]:
+        """Images -> (raw codes (N, n_styles, D), absolute W+ codes (N, n_latent, D))."""
+        raw = self.encode(images)
         return raw, self.absolute_codes(raw)
 
     def reconstruct(self, images, noise="stored", key=None) -> jax.Array:
@@ -455,7 +565,7 @@ def init_encoder(cfg, key: jax.Array, dtype: Any = jnp.float32) -> EncoderModel:
     cfg = full_config(cfg)
     module = build_encoder(cfg)
     size = cfg.get("input_size", 256)
-    variables = _init_variables(module, key, jnp.zeros((1, size, size, 3)))
+    variables = _init_variables(module, key, jnp.zeros((1, size, size, int(cfg.get("input_nc", 3)))))
     return EncoderModel(cfg, variables, dtype)
 
 

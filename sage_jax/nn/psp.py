@@ -9,7 +9,9 @@ in ``eval()``.
 Widths and input size are attributes: the reference is ``widths=(64, 128, 256, 512)``,
 ``style_dim=512`` at 256 px; the tiny configuration uses a narrow encoder at 32 px. The
 number of stride-2 convolutions of each style head follows from the input size (for
-256 px: 4, 5 and 6 for the coarse, middle and fine heads).
+256 px: 4, 5 and 6 for the coarse, middle and fine heads). ``input_nc`` is 3 for pSp;
+6 for an iterative (ReStyle) encoder, which sees the image beside the current
+reconstruction (:func:`sage_jax.models.encode_images`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def upsample_bilinear_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.
     mh = jnp.asarray(align_corners_matrix(size[0], x.shape[1]), x.dtype)
     mw = jnp.asarray(align_corners_matrix(size[1], x.shape[2]), x.dtype)
     return jnp.einsum("oh,nhwc,pw->nopc", mh, x, mw)
+
+
+def _check_input(x, size: int, channels: int) -> None:
+    if x.ndim != 4 or x.shape[1:] != (size, size, channels):
+        raise ValueError(f"encoder expects (N, {size}, {size}, {channels}) inputs, got {x.shape}")
 
 
 def _out_dtype(dtype) -> Any:
@@ -246,6 +253,7 @@ class GradualStyleEncoder(nn.Module):
     widths: tuple[int, ...] = (64, 128, 256, 512)
     coarse_ind: int = 3
     middle_ind: int = 7
+    input_nc: int = 3   # 6: an iterative (ReStyle) encoder, fed the image and the current reconstruction
     dtype: Dtype = jnp.float32
 
     def head_convs(self) -> tuple[int, int, int]:
@@ -257,8 +265,7 @@ class GradualStyleEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        if x.shape[1:3] != (self.input_size, self.input_size):
-            raise ValueError(f"encoder expects {self.input_size}x{self.input_size} images, got {x.shape}")
+        _check_input(x, self.input_size, self.input_nc)
         i1, i2, i3 = stage_ends(self.num_layers)
         _, f = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(
             x, taps=(i1, i2, i3), train=train)
@@ -287,10 +294,12 @@ class BackboneEncoderUsingLastLayerIntoW(nn.Module):
     input_size: int = 256
     style_dim: int = 512
     widths: tuple[int, ...] = (64, 128, 256, 512)
+    input_nc: int = 3
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        _check_input(x, self.input_size, self.input_nc)
         x, _ = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x, train=train)
         dt = _out_dtype(self.dtype)
         x = jnp.mean(x.astype(dt), axis=(1, 2))
@@ -318,10 +327,12 @@ class BackboneEncoderUsingLastLayerIntoWPlus(nn.Module):
     n_styles: int = 18
     style_dim: int = 512
     widths: tuple[int, ...] = (64, 128, 256, 512)
+    input_nc: int = 3
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        _check_input(x, self.input_size, self.input_nc)
         x, _ = Backbone(self.num_layers, self.mode, self.widths, self.dtype, name="backbone")(x, train=train)
         dt = _out_dtype(self.dtype)
         x = BatchNorm(dtype=self.dtype, name="output_bn")(x, train).astype(dt)

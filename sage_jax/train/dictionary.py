@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from sage_jax import parallel
-from sage_jax.models import DictionaryModel, init_dictionary
+from sage_jax.models import DictionaryModel, encode_images, init_dictionary
 from sage_jax.sage import losses
 from sage_jax.train.common import run_loop
 
@@ -49,9 +49,10 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _loss_fn(params, frozen, x, y, *, dict_module, enc_module, gen_module, layers, n_latent, cfg):
+def _loss_fn(params, frozen, x, y, *, dict_module, enc_module, gen_module, layers, n_latent, iterations, cfg):
     emb, latent_avg = frozen["emb"], frozen["latent_avg"]
-    w = jax.lax.stop_gradient(enc_module.apply(frozen["enc"], x))  # (B, L, D)
+    w = jax.lax.stop_gradient(encode_images(enc_module, frozen["enc"], gen_module, frozen["gen"], latent_avg, x,
+                                            iterations))  # (B, L, D)
     valid = (y >= 0).astype(jnp.float32)
     e = emb[jnp.clip(y, 0)]
     dw = w - e
@@ -69,10 +70,10 @@ def _loss_fn(params, frozen, x, y, *, dict_module, enc_module, gen_module, layer
 
 
 @functools.lru_cache(maxsize=8)
-def _make_step(dict_module, enc_module, gen_module, layers, n_latent, loss_cfg, lr):
+def _make_step(dict_module, enc_module, gen_module, layers, n_latent, iterations, loss_cfg, lr):
     """The jitted update, built once per models and options (also across resumes)."""
     loss = functools.partial(_loss_fn, dict_module=dict_module, enc_module=enc_module, gen_module=gen_module,
-                             layers=layers, n_latent=n_latent, cfg=dict(loss_cfg))
+                             layers=layers, n_latent=n_latent, iterations=iterations, cfg=dict(loss_cfg))
     tx = optax.adam(lr)
 
     @jax.jit
@@ -109,15 +110,11 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
 
     rep = parallel.replicated(mesh)
     emb = jax.device_put(jnp.asarray(stats.embeddings, jnp.float32), rep)
-    if psp.config.get("start_from_latent_avg", True):
-        avg = jnp.asarray(psp.latent_avg)
-        avg = avg[: psp.n_latent] if avg.shape[0] > 1 else avg
-    else:
-        avg = jnp.zeros((1, psp.decoder.style_dim))
+    avg = psp.code_offset()
     frozen = {"enc": jax.device_put(psp.encoder.variables, rep), "gen": jax.device_put(psp.decoder.variables, rep),
               "emb": emb, "latent_avg": jax.device_put(avg, rep)}
     update = _make_step(model.module, psp.encoder.module, psp.decoder.module,
-                        tuple(int(i) for i in model.edited_layers), psp.n_latent,
+                        tuple(int(i) for i in model.edited_layers), psp.n_latent, psp.restyle_iterations,
                         tuple(sorted(plain.items())), float(cfg.lr))
 
     def step_fn(state, x, y, step):

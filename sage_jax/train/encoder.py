@@ -10,6 +10,13 @@ own latent space quickly. BatchNorm trains with batch statistics and keeps runni
 ones, as PyTorch's ``train()`` mode. Adam (pSp uses Ranger; Adam is the usual
 substitute). The result is written as a pSp model directory (``WORKDIR/psp``) with
 the encoder, the decoder and ``latent_avg``.
+
+``restyle_iterations`` N > 0 trains an iterative encoder instead (ReStyle, Alaluf et al.
+2021; not in pSp, AGE or SAGE): it takes the image beside the current reconstruction (6
+channels) and adds a residual to the current codes; each step runs N passes from
+``latent_avg`` and trains every pass on the loss above, with no gradient between passes.
+BatchNorm keeps one set of running statistics per pass (``models.pass_variables``). The
+model records the N it runs at inference (``PSPModel.encode``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 import optax
 
 from sage_jax import parallel
-from sage_jax.models import EncoderModel, PSPModel, init_encoder
+from sage_jax.models import EncoderModel, PSPModel, init_encoder, pass_variables, restyle_start
 from sage_jax.nn.stylegan2 import Generator, mix_styles
 from sage_jax.train.common import run_loop, scheduled_rate
 
@@ -41,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.w_norm_lambda = 0.0
     c.latent_lambda = 0.0    # latent regression on generated images (tiny: 1.0)
     c.generated_fraction = 0.5  # share of each batch that is generated (when latent_lambda > 0)
+    c.restyle_iterations = 0    # > 0: an iterative (ReStyle) encoder with this many passes (not in pSp)
     c.latent_avg_samples = 10000
     c.seed = 0
     c.log_every = 50
@@ -49,7 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n_gen, lpips_module=None):
+def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n_gen, lpips_module=None,
+          iterations=0):
     avg = frozen["latent_avg"]
     n_latent = gen_module.n_latent
     gvars = frozen["gen"]
@@ -81,26 +90,53 @@ def _loss(params, batch_stats, frozen, x, key, *, enc_module, gen_module, cfg, n
             gen_imgs = jax.image.resize(gen_imgs, (n_gen, *x.shape[1:]), "bilinear")
         inputs = jnp.concatenate([x, gen_imgs])
         target_codes = w
-    codes, new_stats = encode(inputs, batch_stats)
-    recon = decode(codes)
-    target = inputs if inputs.shape[1:3] == recon.shape[1:3] else jax.image.resize(inputs, recon.shape, "bilinear")
-    l2 = jnp.mean(jnp.square(recon - target))
-    total = cfg["l2_lambda"] * l2
-    metrics["l2"] = l2
-    if lpips_module is not None:
-        lp = jnp.mean(lpips_module.apply(frozen["lpips"], recon, target))
-        total += cfg["lpips_lambda"] * lp
-        metrics["lpips"] = lp
-    if cfg["w_norm_lambda"]:
-        wn = jnp.mean(jnp.sqrt(jnp.sum(jnp.square(codes[:, :n_latent]), axis=(1, 2))))
-        total += cfg["w_norm_lambda"] * wn
-        metrics["w_norm"] = wn
-    if target_codes is not None:
-        lat = jnp.mean(jnp.square(codes[-n_gen:, :n_latent] + avg - target_codes))
-        total += cfg["latent_lambda"] * lat
-        metrics["latent"] = lat
+    def pass_loss(codes):
+        """The loss of one pass's codes, and its terms."""
+        recon = decode(codes)
+        target = inputs if inputs.shape[1:3] == recon.shape[1:3] else jax.image.resize(inputs, recon.shape,
+                                                                                      "bilinear")
+        terms = {"l2": jnp.mean(jnp.square(recon - target))}
+        total = cfg["l2_lambda"] * terms["l2"]
+        if lpips_module is not None:
+            terms["lpips"] = jnp.mean(lpips_module.apply(frozen["lpips"], recon, target))
+            total += cfg["lpips_lambda"] * terms["lpips"]
+        if cfg["w_norm_lambda"]:
+            terms["w_norm"] = jnp.mean(jnp.sqrt(jnp.sum(jnp.square(codes[:, :n_latent]), axis=(1, 2))))
+            total += cfg["w_norm_lambda"] * terms["w_norm"]
+        if target_codes is not None:
+            terms["latent"] = jnp.mean(jnp.square(codes[-n_gen:, :n_latent] + avg - target_codes))
+            total += cfg["latent_lambda"] * terms["latent"]
+        return total, terms, recon
+
+    if not iterations:   # pSp: one pass
+        codes, new_stats = encode(inputs, batch_stats)
+        total, terms, _ = pass_loss(codes)
+        metrics.update(terms)
+        metrics["loss"] = total
+        return total, (metrics, new_stats)
+
+    # ReStyle (Alaluf et al. 2021): pass t sees [x, y_t] and adds a residual to the codes
+    # of pass t - 1; every pass is trained on its own loss (their sum, as ReStyle's
+    # per-pass backward before one optimiser step), with no gradient between passes.
+    size = inputs.shape[1]
+    y = restyle_start(gen_module, gvars, avg, inputs.shape[0], size)
+    raw, total, new_stats = None, 0.0, []
+    for t in range(iterations):
+        stats_t = pass_variables({"batch_stats": batch_stats}, t)["batch_stats"]   # pass t's own statistics
+        delta, stats_t = encode(jnp.concatenate([inputs, y], axis=-1), stats_t)
+        new_stats.append(stats_t)
+        codes = delta if raw is None else raw + delta
+        loss_t, terms, recon = pass_loss(codes)
+        total = total + loss_t
+        if t == 0:
+            metrics["l2_first"] = terms["l2"]
+        raw = jax.lax.stop_gradient(codes)
+        y = jax.lax.stop_gradient(recon.astype(jnp.float32))
+        if y.shape[1:3] != (size, size):
+            y = jax.image.resize(y, (y.shape[0], size, size, 3), "bilinear")
+    metrics.update(terms)   # the last pass's terms
     metrics["loss"] = total
-    return total, (metrics, new_stats)
+    return total, (metrics, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new_stats))
 
 
 def _optimizer(lr: float, schedule: str, steps: int):
@@ -109,11 +145,11 @@ def _optimizer(lr: float, schedule: str, steps: int):
 
 
 @functools.lru_cache(maxsize=8)
-def _make_step(enc_module, gen_module, weights, n_gen, opt_args, lpips_module=None):
+def _make_step(enc_module, gen_module, weights, n_gen, opt_args, lpips_module=None, iterations=0):
     """The jitted update, built once per models and options (also across resumes)."""
     plain = dict(zip(WEIGHTS, weights))
     loss = functools.partial(_loss, enc_module=enc_module, gen_module=gen_module, cfg=plain, n_gen=n_gen,
-                             lpips_module=lpips_module)
+                             lpips_module=lpips_module, iterations=iterations)
     tx = _optimizer(*opt_args)
 
     @jax.jit
@@ -137,13 +173,22 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
 
     mesh = mesh or parallel.make_mesh()
     key = jax.random.PRNGKey(cfg.seed)
+    iterations = cfg.get("restyle_iterations", 0)
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"psp.restyle_iterations must be a whole number >= 0, got {iterations!r}")
+    iterations = int(iterations)
+    enc_cfg = dict(enc_cfg.to_dict() if hasattr(enc_cfg, "to_dict") else enc_cfg)
+    enc_cfg["input_nc"] = 6 if iterations else 3
     E = init_encoder(enc_cfg, jax.random.fold_in(key, 0))
     if E.style_dim != G.style_dim:
         raise ValueError(f"encoder style_dim {E.style_dim} != generator {G.style_dim}")
     latent_avg = np.asarray(G.mean_latent(cfg.latent_avg_samples, jax.random.fold_in(key, 1)))  # (1, D)
     opt_args = (float(cfg.lr), str(cfg.get("lr_schedule", "constant")), int(cfg.steps))
     tx = _optimizer(*opt_args)
-    state = {"params": E.variables["params"], "batch_stats": E.variables["batch_stats"],
+    batch_stats = E.variables["batch_stats"]
+    if iterations:   # one set of BatchNorm statistics per pass (models.pass_variables)
+        batch_stats = jax.tree_util.tree_map(lambda a: jnp.stack([a] * iterations), batch_stats)
+    state = {"params": E.variables["params"], "batch_stats": batch_stats,
              "opt": tx.init(E.variables["params"]), "step": jnp.zeros((), jnp.int32)}
     n_gen = int(round(cfg.batch_size * cfg.generated_fraction)) if cfg.latent_lambda > 0 else 0
     n_real = cfg.batch_size - n_gen
@@ -152,7 +197,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
                          f"multiples of the {mesh.devices.size} devices")
     weights = tuple(float(cfg[k]) for k in WEIGHTS)
     step_fn = _make_step(E.module, G.module, weights, n_gen, opt_args,
-                         lpips.module if lpips is not None else None)
+                         lpips.module if lpips is not None else None, iterations)
     rep = parallel.replicated(mesh)
     frozen = {"gen": jax.device_put(G.variables, rep), "latent_avg": jax.device_put(jnp.asarray(latent_avg), rep)}
     if lpips is not None:
@@ -172,6 +217,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     E_out = EncoderModel(E.config, {"params": host["params"], "batch_stats": host["batch_stats"]})
     psp = PSPModel(E_out, G, latent_avg, {"output_size": G.size, "encoder_type": E.config["kind"],
                                            "start_from_latent_avg": True, "A_length": None,
-                                           "input_nc": 3, "n_latent": G.n_latent})
+                                           "input_nc": E_out.input_nc, "n_latent": G.n_latent,
+                                           "restyle_iterations": iterations})
     save_psp(os.path.join(workdir, "psp"), psp, overwrite=True)
     return psp
