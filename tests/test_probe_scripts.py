@@ -136,3 +136,36 @@ def test_learning_curve_reads_the_quality_rows_with_their_minutes_and_draws_them
     for bad in (tmp_path / "nothing", tmp_path / "empty"):
         with pytest.raises(SystemExit):
             mod.main([str(bad)])
+
+
+def test_encoder_experiment_judges_a_restyle_encoder_and_the_recipe_encoder(tmp_path, capsys):
+    from sage_jax.demo import ASSET_DIR
+
+    small = ["--config.model.encoder.num_layers=18", "--config.psp.batch_size=4", "--config.psp.steps=2",
+             "--config.psp.latent_avg_samples=64", "--config.data.samples_per_class=4",
+             "--config.quality.heldout_per_class=2"]
+    script = _script("encoder_experiment")
+    assert script.main(["--workdir", str(tmp_path / "enc"), "--generator", os.path.join(ASSET_DIR, "psp"),
+                        "--refine", "0,2", "--per-class", "--config.psp.restyle_iterations=2", *small]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["refine"], r["restyle_iterations"]) for r in rows] == [(0, 2), (2, 2)]
+    for r in rows:
+        assert r["seen"]["images"] == 80 and r["unseen"]["images"] == 20
+        assert all(0 <= r[s]["retention"] <= 1 and 0 < r[s]["mse"] < 4 for s in ("seen", "unseen"))
+        assert sum(c["kept"] for c in r["unseen_classes"].values()) == round(20 * r["unseen"]["retention"])
+    assert rows[1]["unseen"]["mse"] < rows[0]["unseen"]["mse"]    # 2 refinement steps fit better
+    # the reconstruction recipe's plain encoder, read from a GAN stage's checkpoint
+    gan = tmp_path / "gan"
+    assert _script("gan_experiment").main(
+        ["--workdir", str(gan), "--samples", "16", "--config.gan.steps=2", "--config.gan.eval_every=0",
+         "--config.gan.sample_every=0", "--config.gan.mapping_steps=2", "--config.gan.n_sample=0",
+         *[m for m in MICRO if "recipe" not in m], "--config.gan.recipe=reconstruction"]) == 0
+    capsys.readouterr()
+    assert script.main(["--recipe-encoder", str(gan), *[m for m in MICRO if "recipe" not in m],
+                        "--config.quality.heldout_per_class=2"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["checkpoint_step"] == 2 and 0 <= row["unseen"]["retention"] <= 1
+    with pytest.raises(SystemExit):
+        script.main(["--refine", "x", "--workdir", str(tmp_path), "--generator", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        script.main(["--refine", "0"])    # neither a run nor --recipe-encoder
