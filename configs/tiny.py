@@ -124,6 +124,8 @@ def get_config(arg=None):
     p.w_norm_lambda = 0.0  # pSp default
     p.latent_lambda = 1.0  # latent regression on generated images: fast for a small encoder
     p.generated_fraction = 0.5
+    p.restyle_iterations = 0  # > 0: an iterative (ReStyle) encoder with this many passes; 2 passes
+                              # cost twice the time per step for a few points (README), so 0 here
     p.latent_avg_samples = 10000
     p.seed = config.get_ref("seed")
     p.log_every = 50
