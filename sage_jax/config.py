@@ -147,8 +147,10 @@ def check_section(section: ml_collections.ConfigDict, name: str) -> None:
             problems.append(f"{name}.{key}={section[key]!r} must be a positive number")
     if "d_lr" in section and not (number(section.d_lr) and section.d_lr >= 0):   # 0: the discriminator uses lr
         problems.append(f"{name}.d_lr={section.d_lr!r} must be 0 (use lr) or a positive number")
-    if "sample_every" in section and (not isinstance(section.sample_every, int) or section.sample_every < 0):
-        problems.append(f"{name}.sample_every={section.sample_every!r} must be 0 (never) or a positive integer")
+    for key, what in (("sample_every", "0 (never)"), ("restyle_iterations", "0 (a pSp encoder, one pass)")):
+        v = section.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            problems.append(f"{name}.{key}={v!r} must be {what} or a positive integer")
     if problems:
         raise ValueError("; ".join(problems))
 

@@ -33,6 +33,22 @@ def test_training_configs_are_checked_before_any_work(tmp_path, capsys, command,
     assert not work.exists()
 
 
+@pytest.mark.parametrize("command", ["train-encoder", "train"])
+@pytest.mark.parametrize("value,expected", [
+    ("-1", "psp.restyle_iterations=-1 must be 0 (a pSp encoder, one pass) or a positive integer"),
+    ("1.5", "cannot set psp.restyle_iterations='1.5'"),   # the config's type (int) refuses it
+])
+def test_restyle_iterations_are_checked_before_any_work(tmp_path, capsys, command, value, expected):
+    work = tmp_path / "w"
+    args = [command, "--config", TINY, "--workdir", str(work), "--quiet", f"--config.psp.restyle_iterations={value}"]
+    if command == "train-encoder":
+        args += ["--generator", fixture("tiny_rosinality_ckpt.pt")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err and not work.exists()
+
+
 def test_encoder_that_cannot_drive_the_generator_is_refused(tmp_path, capsys):
     work = tmp_path / "w"
     base = ["train-encoder", "--config", TINY, "--workdir", str(work), "--quiet",
