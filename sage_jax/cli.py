@@ -781,7 +781,9 @@ def cmd_train_encoder(args) -> int:
         else:
             raise UsageError("give --lpips, or both --lpips-vgg and --lpips-heads")
     ds = seen_dataset(cfg.data, cfg.model.encoder.input_size)
-    print(f"training the pSp encoder for a {G.size} px generator on {len(ds)} images in {args.workdir}"
+    passes = int(cfg.psp.get("restyle_iterations", 0))
+    kind = f"an iterative (ReStyle) encoder, {passes} passes," if passes else "the pSp encoder"
+    print(f"training {kind} for a {G.size} px generator on {len(ds)} images in {args.workdir}"
           + (" with LPIPS" if lpips else " (no LPIPS weights given: L2 and w-norm only)"))
     _write_config(cfg, args.workdir)
     train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet, lpips=lpips)
