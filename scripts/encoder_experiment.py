@@ -16,6 +16,9 @@ It trains (or resumes) ``sage_jax.train.encoder.train_encoder`` with the config'
 reconstructions of held-out real images, seen and unseen classes; the pipeline's own
 measure, :mod:`sage_jax.metrics.stages`) and the seconds taken. ``--per-class`` adds, per
 unseen class, how many reconstructions keep it and what the others become.
+``--extra-classes N`` also trains on N more combinations of the synthetic factor values
+(shape, palette, texture, orientation) that are neither seen nor unseen classes: does
+the encoder reach the unseen classes when it has seen more combinations?
 ``--generator`` takes a generator directory (``gan/g_ema``) or a pSp directory (its
 decoder). ``--oracles`` defaults to the shipped model's (trained on the tiny config's
 synthetic data). Two runs side by side on a 2-core machine: ``taskset -c 0 ...`` and
@@ -46,6 +49,43 @@ def _per_class(judge, reconstruct, per_class: int) -> dict:
         out[c.name] = {"kept": sum(g == c.name for g in got),
                        "became": collections.Counter(got).most_common(3)}
     return out
+
+
+def _with_extra_classes(cfg, data, n_extra: int, per_class: int):
+    """The seen training images plus ``per_class`` images of each of ``n_extra`` more
+    combinations of the synthetic factor values, drawn (seeded) from those that are
+    neither seen nor unseen classes of the config: the encoder sees more combinations,
+    the unseen classes stay unseen."""
+    import dataclasses
+    import itertools
+
+    import jax
+    import numpy as np
+
+    from sage_jax.data import synthetic as syn
+    from sage_jax.data.loader import synthetic_spec
+    from sage_jax.train.common import ArrayDataset
+
+    spec = synthetic_spec(cfg.data, cfg.model.encoder.input_size)
+    classes = syn.make_classes(spec)
+    taken = {c.name for c in classes}
+    combos = [(s, p, t, None) for s, p, t in itertools.product(syn.FREE_SHAPES, syn.PALETTE_NAMES, syn.TEXTURES)]
+    combos += list(itertools.product(syn.ORIENTED_SHAPES, syn.PALETTE_NAMES, syn.TEXTURES, syn.ORIENTATIONS))
+    free = [c for c in combos if syn._class_name(*c) not in taken]
+    if n_extra > len(free):
+        raise SystemExit(f"--extra-classes {n_extra}: only {len(free)} combinations are neither seen nor unseen")
+    pick = np.random.default_rng(int(cfg.data.get("seed", 0)) + 1).permutation(len(free))[:n_extra]
+    template = classes[0]
+    extra = [dataclasses.replace(template, name=syn._class_name(*free[i]), shape=free[i][0], palette=free[i][1],
+                                 texture=free[i][2], orientation=free[i][3],
+                                 family="free" if free[i][3] is None else "oriented", seen=True,
+                                 index=len(classes) + j) for j, i in enumerate(pick)]
+    labels = np.repeat(np.arange(n_extra), per_class)
+    index = np.tile(np.arange(per_class), n_extra)
+    d = syn._dataset(spec, labels, extra, index, jax.random.fold_in(jax.random.PRNGKey(spec.seed), 91))
+    images = np.concatenate([data.images, d["images"]])
+    all_labels = np.concatenate([data.labels_array, labels + data.num_classes])
+    return ArrayDataset(images, all_labels, list(data.class_names) + [c.name for c in extra])
 
 
 def _recipe_reconstructor(gan_dir: str):
@@ -92,6 +132,9 @@ def main(argv=None) -> int:
                    help="judge the reconstruction recipe's plain encoder of this GAN stage instead of training")
     p.add_argument("--refine", default="0", help="comma-separated refinement steps to judge (default 0)")
     p.add_argument("--per-class", action="store_true", help="also what each unseen class's reconstructions become")
+    p.add_argument("--extra-classes", type=int, default=0, metavar="N",
+                   help="also train on N more combinations of the factor values (neither seen nor unseen)")
+    p.add_argument("--extra-per-class", type=int, default=200, help="images per extra combination (default 200)")
     p.add_argument("--oracles", default=os.path.join(ASSET_DIR, "oracles"), help="oracle directory")
     a, cfg = parse_with_config(p, sys.argv[1:] if argv is None else argv)
     try:
@@ -102,6 +145,10 @@ def main(argv=None) -> int:
         p.error("--refine steps must be >= 0")
     if not os.path.exists(os.path.join(a.oracles, "oracles.json")):
         p.error(f"{a.oracles} holds no oracles (oracles.json); give --oracles")
+    if a.extra_classes < 0 or a.extra_per_class < 1:
+        p.error("--extra-classes must be >= 0 and --extra-per-class >= 1")
+    if a.extra_classes and cfg.data.name != "synthetic":
+        p.error("--extra-classes needs the synthetic data")
     if a.recipe_encoder is None and (a.workdir is None or a.generator is None):
         p.error("give --workdir and --generator (or --recipe-encoder GAN_DIR)")
 
@@ -133,6 +180,10 @@ def main(argv=None) -> int:
     else:
         G = checkpoints.load_generator(a.generator)
     data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
+    if a.extra_classes:
+        data = _with_extra_classes(cfg, data, a.extra_classes, a.extra_per_class)
+        print(f"training on {len(data)} images of {data.num_classes} combinations "
+              f"({a.extra_classes} beyond the seen classes)", flush=True)
     t0 = time.perf_counter()
     psp = train_encoder(cfg.model.encoder, G, cfg.psp, data, a.workdir, quiet=False)
     train_s = time.perf_counter() - t0
@@ -140,7 +191,8 @@ def main(argv=None) -> int:
         cfg.inversion.refine_steps = r
         inverter = Inverter(psp, inversion_setting(cfg))
         t1 = time.perf_counter()
-        row = {"steps": int(cfg.psp.steps), "restyle_iterations": psp.restyle_iterations, "refine": r,
+        row = {"steps": int(cfg.psp.steps), "restyle_iterations": psp.restyle_iterations,
+               "extra_classes": a.extra_classes, "refine": r,
                "train_s": round(train_s), **judge.inversion(psp, inverter)}
         row["judge_s"] = round(time.perf_counter() - t1)
         if a.per_class:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from fixture_utils import ROOT
@@ -146,9 +147,13 @@ def test_encoder_experiment_judges_a_restyle_encoder_and_the_recipe_encoder(tmp_
              "--config.quality.heldout_per_class=2"]
     script = _script("encoder_experiment")
     assert script.main(["--workdir", str(tmp_path / "enc"), "--generator", os.path.join(ASSET_DIR, "psp"),
-                        "--refine", "0,2", "--per-class", "--config.psp.restyle_iterations=2", *small]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [(r["refine"], r["restyle_iterations"]) for r in rows] == [(0, 2), (2, 2)]
+                        "--refine", "0,2", "--per-class", "--config.psp.restyle_iterations=2",
+                        "--extra-classes", "3", "--extra-per-class", "2", *small]) == 0
+    out = capsys.readouterr().out
+    # 40 seen classes x 4 images, plus 3 more combinations x 2 images
+    assert "training on 166 images of 43 combinations (3 beyond the seen classes)" in out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["refine"], r["restyle_iterations"], r["extra_classes"]) for r in rows] == [(0, 2, 3), (2, 2, 3)]
     for r in rows:
         assert r["seen"]["images"] == 80 and r["unseen"]["images"] == 20
         assert all(0 <= r[s]["retention"] <= 1 and 0 < r[s]["mse"] < 4 for s in ("seen", "unseen"))
@@ -169,3 +174,23 @@ def test_encoder_experiment_judges_a_restyle_encoder_and_the_recipe_encoder(tmp_
         script.main(["--refine", "x", "--workdir", str(tmp_path), "--generator", str(tmp_path)])
     with pytest.raises(SystemExit):
         script.main(["--refine", "0"])    # neither a run nor --recipe-encoder
+    with pytest.raises(SystemExit):
+        script.main(["--workdir", str(tmp_path), "--generator", str(tmp_path), "--extra-classes", "-1"])
+
+
+def test_encoder_experiments_extra_classes_are_neither_seen_nor_unseen():
+    from sage_jax.config import apply_overrides, load_config
+    from sage_jax.data.loader import seen_dataset, synthetic_spec
+    from sage_jax.data.synthetic import make_classes
+
+    script = _script("encoder_experiment")
+    cfg = apply_overrides(load_config(os.path.join(ROOT, "configs", "tiny.py")), ["data.samples_per_class=1"])
+    data = seen_dataset(cfg.data)
+    standard = {c.name for c in make_classes(synthetic_spec(cfg.data))}
+    ds = script._with_extra_classes(cfg, data, 462, 1)    # 512 combinations - 50 classes: every other one
+    extra = ds.class_names[40:]
+    assert len(set(extra)) == 462 and not set(extra) & standard
+    assert ds.images.shape == (40 + 462, 32, 32, 3) and np.abs(ds.images).max() <= 1
+    assert list(np.bincount(ds.labels_array)) == [1] * 502
+    with pytest.raises(SystemExit, match="only 462 combinations"):
+        script._with_extra_classes(cfg, data, 463, 1)
