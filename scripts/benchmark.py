@@ -30,6 +30,10 @@ Sections (``--only`` picks some; all run by default):
             step time the loop waited for data (from ``metrics.jsonl``), and the time the
             first steps took to compile, cold and from the persistent cache (two fresh
             processes); ``--train-devices 8`` repeats it on 8 simulated CPU devices.
+  refine    W+ refinement by optimisation (``sage_jax.inversion.refine_codes``) with the
+            shipped tiny model's decoder: milliseconds per image and Adam step for 64
+            images and 20 steps, against the same steps run as one ``lax.fori_loop`` (the
+            first implementation; on XLA:CPU about 11 times slower).
   bf16      bfloat16 compute against float32 at 256 px: mean |difference| of the saved
             8-bit images (target <= 1 level, i.e. 1/255 of the range) and the speed.
 
@@ -70,7 +74,7 @@ from sage_jax.nn.flops import generator_flops, matmul_flops  # noqa: E402
 from sage_jax.sage import editing as ed  # noqa: E402
 from sage_jax.statistics import ClassStatistics, fingerprint  # noqa: E402
 
-SECTIONS = ("peak", "generator", "sage", "editing", "memory", "compile", "training", "bf16")
+SECTIONS = ("peak", "generator", "sage", "editing", "memory", "compile", "training", "refine", "bf16")
 
 
 def _best_time(fn, reps: int) -> float:
@@ -566,6 +570,48 @@ def _print_training(r):
           f"{r['peak_rss_mb'] / 1024:.1f} GB", flush=True)
 
 
+def bench_refine(n: int = 64, steps: int = 20, reps: int = 2) -> dict:
+    """ms per image and Adam step of refine_codes on the shipped tiny model, and of the
+    same steps inside one lax.fori_loop (what refine_codes did first)."""
+    import optax
+
+    from sage_jax import inversion
+
+    psp = checkpoints.load_psp(os.path.join(ROOT, "sage_jax", "assets", "tiny_model", "psp"))
+    dec = psp.decoder
+    images = jax.random.uniform(jax.random.PRNGKey(0), (n, dec.size, dec.size, 3), minval=-1.0, maxval=1.0)
+    raw = psp.encode(images)
+    offset = psp.code_offset()
+    avg = jnp.asarray(offset, jnp.float32)[:dec.n_latent]
+
+    @jax.jit
+    def while_loop(codes):
+        tx = optax.adam(inversion.DEFAULT_LR)
+
+        def body(_, carry):
+            c, state = carry
+            g = jax.grad(inversion._refine_loss, argnums=4)(dec.module, dec.variables, avg, images, c, None, None)
+            updates, state = tx.update(g, state, c)
+            return optax.apply_updates(c, updates), state
+
+        return jax.lax.fori_loop(0, steps, body, (codes, tx.init(codes)))[0]
+
+    def ours():
+        return inversion.refine_codes(dec, offset, images, raw, steps, chunk=n)
+
+    def loop():
+        return while_loop(raw[:, :dec.n_latent].astype(jnp.float32))
+
+    out = {"images": n, "steps": steps}
+    for name, fn in (("python_loop", ours), ("while_loop", loop)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        out[f"{name}_first_call_s"] = time.perf_counter() - t0
+        out[f"{name}_ms_per_image_step"] = 1000 * _best_time(lambda: jax.block_until_ready(fn()), reps) / (n * steps)
+    out["speedup"] = out["while_loop_ms_per_image_step"] / out["python_loop_ms_per_image_step"]
+    return out
+
+
 def bench_bf16(batch: int = 2, reps: int = 2) -> dict:
     from sage_jax.images import to_uint8
 
@@ -758,6 +804,12 @@ def main(argv=None):
         steps = args.train_steps or (24 if args.quick else None)
         results["training"] = bench_training(train_configs, counts, steps, warm=not args.train_no_warm)
         mark("training")
+    if "refine" in only:
+        results["refine"] = r = bench_refine()
+        print(f"refinement, tiny model, {r['images']} images x {r['steps']} steps: "
+              f"{r['python_loop_ms_per_image_step']:.2f} ms per image and step (one jitted step per call), "
+              f"{r['while_loop_ms_per_image_step']:.2f} ms as one lax.fori_loop ({r['speedup']:.1f}x)", flush=True)
+        mark("refine")
     if "bf16" in only:
         results["bf16"] = bench_bf16(reps=1 if args.quick else 2)
         b = results["bf16"]

@@ -51,6 +51,31 @@ def test_refined_codes_reconstruct_better_and_deterministically(setup):
     assert longer.mean() < after.mean()
 
 
+def test_refinement_is_adam_on_each_images_mse(setup):
+    """The steps are optax.adam's on the summed per-image MSE, whatever the loop form."""
+    import optax
+
+    _, psp, images = setup
+    raw = psp.encoder(images)
+    n, lr = psp.n_latent, 0.05
+    avg = jnp.asarray(code_offset(psp))[:n]
+
+    def loss(c):
+        recon = psp.decoder(c + avg, input_is_latent=True)
+        return jnp.sum(jnp.mean(jnp.square(recon - images), axis=(1, 2, 3)))
+
+    tx = optax.adam(lr)
+    c = raw[:, :n]
+    state = tx.init(c)
+    for _ in range(4):
+        updates, state = tx.update(jax.grad(loss)(c), state, c)
+        c = optax.apply_updates(c, updates)
+    ours = refine_codes(psp.decoder, code_offset(psp), images, raw, 4, lr)[:, :n]
+    step = float(jnp.abs(c - raw[:, :n]).max())
+    assert step > 1e-2
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(c), rtol=0, atol=1e-4 * step)
+
+
 def test_zero_steps_are_the_encoders_codes_exactly(setup):
     _, psp, images = setup
     raw = psp.encoder(images)
