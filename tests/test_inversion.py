@@ -11,7 +11,8 @@ import pytest
 
 from sage_jax import checkpoints
 from sage_jax.cli import main
-from sage_jax.inversion import InversionSetting, Inverter, code_offset, reconstruction_mse, refine_codes
+from sage_jax.inversion import (CachedInverter, InversionSetting, Inverter, code_offset, reconstruction_mse,
+                                refine_codes)
 from sage_jax.statistics import ClassStatistics
 from tiny_models import make_class_folders, tiny_psp_file
 
@@ -74,6 +75,32 @@ def test_refinement_is_adam_on_each_images_mse(setup):
     step = float(jnp.abs(c - raw[:, :n]).max())
     assert step > 1e-2
     np.testing.assert_allclose(np.asarray(ours), np.asarray(c), rtol=0, atol=1e-4 * step)
+
+
+def test_cached_inverter_refines_each_image_once(setup):
+    root, psp, images = setup
+    inv = Inverter(psp, InversionSetting(3, 0.05))
+    calls = []
+
+    class Counting:   # counts the images the wrapped Inverter is asked to invert
+        setting, n_styles, style_dim, input_size, variables = (inv.setting, inv.n_styles, inv.style_dim,
+                                                               inv.input_size, inv.variables)
+
+        def __call__(self, x):
+            calls.append(len(x))
+            return inv(x)
+
+    x = np.asarray(jax.image.resize(images, (len(images), psp.encoder.input_size, psp.encoder.input_size, 3),
+                                    "bilinear"))
+    cached = CachedInverter(Counting())
+    first = cached(x)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(inv(x)))
+    again = cached(x[::-1])          # the same images in another order: from the cache
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first)[::-1])
+    assert calls == [len(x)] and cached.hits == len(x)
+    cached(np.concatenate([x[:1], x[:1] + 0.01]))   # one new image: inverted (with its batch)
+    assert calls == [len(x), 2]
+    assert cached.setting == inv.setting and cached.n_styles == psp.encoder.n_styles
 
 
 def test_zero_steps_are_the_encoders_codes_exactly(setup):

@@ -47,6 +47,46 @@ class TFDSDataset:
         return ordered_batches(self, batch_size)
 
 
+class PerClassSubset:
+    """The first ``n`` images of each class of ``dataset`` (in the dataset's order), with
+    the ``load_batch`` / ``batches`` interface. For work that needs a sample of every
+    class, not every image: the class statistics when codes are refined by optimisation
+    (``statistics.samples_per_class`` of the configs). Needs the dataset's labels
+    (``labels_array`` of an in-memory dataset, ``labels`` of a folder dataset)."""
+
+    def __init__(self, dataset, n: int):
+        labels = getattr(dataset, "labels_array", None)
+        if labels is None:
+            labels = getattr(dataset, "labels", None)
+        if labels is None:
+            raise ValueError(f"{type(dataset).__name__} does not list its labels: a per-class subset needs them")
+        if isinstance(n, bool) or int(n) != n or n < 1:
+            raise ValueError(f"images per class must be a whole number >= 1, got {n!r}")
+        labels = np.asarray(labels)
+        keep = [np.flatnonzero(labels == c)[:int(n)] for c in range(dataset.num_classes)]
+        self.dataset = dataset
+        self.indices = np.sort(np.concatenate(keep)).astype(np.int64)
+        self.labels_array = labels[self.indices]
+        self.class_names = list(dataset.class_names)
+        self.size = dataset.size
+        self.skipped = getattr(dataset, "skipped", {})
+
+    def __len__(self):
+        return len(self.indices)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def load_batch(self, indices, pool=None):
+        return self.dataset.load_batch(self.indices[np.asarray(list(indices), np.int64)], pool)
+
+    def batches(self, batch_size: int, **_):
+        from sage_jax.train.common import ordered_batches
+
+        return ordered_batches(self, batch_size)
+
+
 def seen_dataset(data_cfg, size: int | None = None):
     """The seen-class training images of ``data_cfg`` at ``size`` (default
     ``data_cfg.size``)."""

@@ -25,6 +25,9 @@ The class statistics are made from the encoder's codes, or from codes refined by
 optimisation when the config has ``inversion.refine_steps`` > 0 (and
 ``inversion.refine_lr``; see :mod:`sage_jax.inversion`). The setting is recorded in the
 statistics and in ``config.json``; changing it redoes the statistics and the dictionary.
+``statistics.samples_per_class`` (> 0) makes the statistics of that many images per
+class instead of all of them (each refined once: the embeddings and the moments share
+the codes, :class:`~sage_jax.inversion.CachedInverter`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     from sage_jax.train.encoder import train_encoder
     from sage_jax.train.gan import train_gan
 
-    from sage_jax.inversion import Inverter
+    from sage_jax.inversion import CachedInverter, Inverter
 
     setting = inversion_setting(cfg)   # refused here, before any work, when impossible
     workdir = os.path.abspath(workdir)
@@ -122,14 +125,17 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         record("inversion", judge.inversion(psp, inverter), os.path.join(workdir, "psp"), int(cfg.psp.steps))
 
     enc_data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
+    stats_data = statistics_data(cfg, enc_data)
+    codes = CachedInverter(inverter)   # the embeddings and the moments read the same images: invert them once
     stats_path = os.path.join(workdir, "stats.npz")
-    if not changed and os.path.exists(stats_path) and ClassStatistics.load(stats_path).inversion != setting:
-        changed = True   # another inversion setting: the statistics and the dictionary are redone
+    if not changed and os.path.exists(stats_path) and _stats_outdated(ClassStatistics.load(stats_path), setting,
+                                                                       stats_data):
+        changed = True   # another inversion setting or sample: the statistics and the dictionary are redone
     if changed:
         invalidate(stats_path)
     if not os.path.exists(stats_path):
         _stage("4/6 class embeddings" + (f" ({setting.describe()})" if setting.refines else ""), quiet)
-        timed("embed", lambda: compute_class_statistics(inverter, enc_data, 64, quiet=quiet).save(stats_path))
+        timed("embed", lambda: compute_class_statistics(codes, stats_data, 64, quiet=quiet).save(stats_path))
     stats = ClassStatistics.load(stats_path)
 
     dict_dir = os.path.join(workdir, "dictionary")
@@ -141,7 +147,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
         def dictionary_stage():
             d = train_dictionary(psp, stats, enc_data, cfg.dictionary, dict_dir, quiet=quiet)
-            add_code_moments(stats, inverter, enc_data, d, 64, quiet=quiet).save(full_stats)
+            add_code_moments(stats, codes, stats_data, d, 64, quiet=quiet).save(full_stats)
 
         timed("dictionary", dictionary_stage)
 
@@ -173,6 +179,26 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
                       list(FACTOR_NAMES), key=jax.random.PRNGKey(cfg.seed + 17),
                       steps=cfg.oracles.steps, batch=cfg.oracles.batch_size, quiet=quiet)
     o.save(out_dir)
+
+
+def _stats_outdated(stats, setting, data) -> bool:
+    """Whether saved statistics were made another way than the config asks now."""
+    labels = np.asarray(getattr(data, "labels_array", getattr(data, "labels", [])))
+    counts = np.bincount(labels, minlength=stats.num_classes) if labels.size else None
+    return stats.inversion != setting or (counts is not None and not np.array_equal(counts, stats.counts))
+
+
+def statistics_data(cfg, dataset):
+    """The images the class statistics are made of: every training image, or the first
+    ``statistics.samples_per_class`` of each class when the config sets it (> 0; refined
+    codes cost an optimisation per image, and a class's mean and moments settle long
+    before its hundreds of images)."""
+    from sage_jax.data.loader import PerClassSubset
+
+    n = int((cfg.get("statistics", None) or {}).get("samples_per_class", 0) or 0)
+    if n < 0:
+        raise ValueError(f"statistics.samples_per_class must be >= 0 (0: every image), got {n}")
+    return PerClassSubset(dataset, n) if n else dataset
 
 
 def inversion_setting(cfg):
