@@ -151,6 +151,8 @@ def check_section(section: ml_collections.ConfigDict, name: str) -> None:
         v = section.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             problems.append(f"{name}.{key}={v!r} must be {what} or a positive integer")
+    if name == "dictionary" and section.get("init", "random") not in ("random", "pca"):
+        problems.append(f"dictionary.init={section.init!r} must be 'random' (as the originals) or 'pca'")
     if problems:
         raise ValueError("; ".join(problems))
 

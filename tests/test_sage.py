@@ -204,6 +204,57 @@ def test_train_dictionary_learns_and_resumes_exactly(tiny_setup, tmp_path):
     assert resumed_log == [1, 2, 3, 4, 5, 6]
 
 
+def test_pca_init_spans_the_within_class_variation_and_the_measure_sees_it():
+    from sage_jax.metrics.stages import dictionary_quality
+    from sage_jax.train.dictionary import pca_init
+
+    rng = np.random.default_rng(0)
+    S, N, L, D, l = 5, 400, 4, 16, 3
+    emb = rng.normal(size=(S, L, D))
+    labels = rng.integers(0, S, N)
+    basis = np.linalg.qr(rng.normal(size=(L, D, l)))[0]          # the variation: l directions per layer
+    codes = emb[labels] + np.einsum("ldk,nlk->nld", basis, rng.normal(size=(N, L, l)) * [3.0, 2.0, 1.0])
+    codes += 0.01 * rng.normal(size=codes.shape)                  # and a little noise everywhere
+    layers = (0, 2)
+    A = pca_init(np.concatenate([codes, codes[:3]]), np.concatenate([labels, [-1, -1, -1]]), emb, layers, l)
+    assert A.shape == (2, D, l)
+    np.testing.assert_allclose(np.linalg.norm(A, axis=1), np.sqrt(D), rtol=1e-5)   # the random init's scale
+    for e, layer in enumerate(layers):   # the same subspace as the variation's
+        q = np.linalg.qr(A[e])[0]
+        np.testing.assert_allclose(np.linalg.svd(q.T @ basis[layer], compute_uv=False), 1.0, atol=1e-3)
+    good = dictionary_quality(A, layers, codes, labels, emb)
+    assert good["captured_share"] > 0.99 and abs(good["captured_share"] - good["pca_bound"]) < 1e-6
+    assert good["random_share"] == l / D and good["images"] == N
+    rand = dictionary_quality(rng.normal(size=(2, D, l)), layers, codes, labels, emb)
+    assert rand["captured_share"] < 0.5 and rand["pca_bound"] == pytest.approx(good["pca_bound"])
+    with pytest.raises(ValueError, match="a_length 17 exceeds"):
+        pca_init(codes, labels, emb, layers, 17)
+
+
+def test_train_dictionary_with_pca_init(tiny_setup, tmp_path):
+    from sage_jax.data import FolderDataset
+    from sage_jax.metrics.stages import dictionary_quality
+    from sage_jax.statistics import ClassStatistics
+
+    root = tiny_setup
+    assert _train(root, tmp_path / "pca", 1, ["--init", "pca", "--lr", "1e-9"]) == 0
+    assert _train(root, tmp_path / "rnd", 1, ["--lr", "1e-9"]) == 0
+    psp = checkpoints.load_psp(root / "psp.pt")
+    stats = ClassStatistics.load(str(root / "stats.npz"))
+    ds = FolderDataset.from_folder(str(root / "seen"), psp.encoder.input_size, classes=stats.class_names)
+    x, y = ds.load_batch(range(len(ds)))
+    codes = np.asarray(psp.encode(x))
+    share = {}
+    for name in ("pca", "rnd"):
+        d = checkpoints.load_dictionary(tmp_path / name / "dictionary")
+        share[name] = dictionary_quality(d.A, d.edited_layers, codes, y, stats.embeddings)
+    # 24 images: 8 principal directions of their deviations hold nearly all of it
+    assert share["pca"]["captured_share"] == pytest.approx(share["pca"]["pca_bound"], abs=1e-3)
+    assert share["rnd"]["captured_share"] < share["pca"]["captured_share"] - 0.2
+    with pytest.raises(SystemExit):
+        _train(root, tmp_path / "bad", 1, ["--init", "zeros"])
+
+
 @pytest.mark.heavy
 def test_train_step_same_on_1_and_8_devices(tiny_setup, tmp_path):
     root = tiny_setup

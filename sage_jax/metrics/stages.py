@@ -13,8 +13,15 @@ The ground-truth oracles (trained on real images only) score each stage on its o
   real images (fresh draws, never trained on), seen and unseen classes: oracle
   retention of the class, and the mean squared error to the input (images in [-1, 1]).
 
-When an editing result is poor, these tell whether the generator, the inversion, or
-what comes after (dictionary, editing) loses the class.
+* **dictionary** (:func:`dictionary_quality`): the share of the within-class variation of
+  seen images' codes (``w - e_c``, the category-irrelevant part the edits are drawn from)
+  that lies in the span of ``A``, per edited layer, against the share the best subspace
+  of the same size holds (the top principal directions, ``pca_bound``). A random subspace
+  of ``l`` of ``D`` directions holds about ``l / D``: a dictionary near that bound edits
+  along the data's own variation, one near ``l / D`` along arbitrary directions.
+
+When an editing result is poor, these tell whether the generator, the inversion, the
+dictionary or the editing loses the class.
 """
 
 from __future__ import annotations
@@ -138,3 +145,25 @@ def reconstruction_scores(oracles, recon, images, class_names: Sequence[str], si
     target = np.array([oracles.class_names.index(n) for n in class_names])
     pred = class_probabilities(oracles, recon, size=size).argmax(axis=1)
     return {"retention": float(np.mean(pred == target)), "mse": float(np.mean(np.square(recon - images)))}
+
+
+def dictionary_quality(A, layers: Sequence[int], codes, labels, embeddings) -> dict:
+    """How much of the within-class variation of ``codes`` (N, L, D) (raw codes of seen
+    images, ``labels`` (N,) their classes) the dictionary ``A`` (E, D, l) spans on its
+    edited ``layers``: ``captured_share`` (mean over layers of ``|P_A (w - e_c)|^2 /
+    |w - e_c|^2`` summed over images), ``pca_bound`` (the same for the top ``l``
+    principal directions of the deviations, the most any ``l`` directions hold) and
+    ``random_share`` (``l / D``, what a random subspace holds on average)."""
+    A = np.asarray(A, np.float64)
+    dev = np.asarray(codes, np.float64) - np.asarray(embeddings, np.float64)[np.asarray(labels)]
+    l, D = A.shape[-1], A.shape[1]
+    captured, bound = [], []
+    for e, layer in enumerate(layers):
+        d = dev[:, int(layer)]
+        total = float(np.sum(d * d))
+        q, _ = np.linalg.qr(A[e])
+        captured.append(float(np.sum((d @ q) ** 2)) / total)
+        s = np.linalg.svd(d, compute_uv=False) ** 2
+        bound.append(float(np.sum(s[:l])) / total)
+    return {"captured_share": float(np.mean(captured)), "pca_bound": float(np.mean(bound)),
+            "random_share": l / D, "images": int(dev.shape[0])}

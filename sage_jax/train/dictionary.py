@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from sage_jax import parallel
 from sage_jax.models import DictionaryModel, encode_images, init_dictionary
@@ -46,13 +47,41 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_every = 10
     c.ckpt_every = 500
     c.keep = 3
+    c.init = "random"                  # A ~ N(0, 1) as the originals; "pca": see init_from_codes
     return c
 
 
-def _loss_fn(params, frozen, x, y, *, dict_module, enc_module, gen_module, layers, n_latent, iterations, cfg):
+INITS = ("random", "pca")
+
+
+def pca_init(codes, labels, embeddings, layers, a_length: int) -> np.ndarray:
+    """A (E, D, l) whose columns, per edited layer, are the top ``a_length`` principal
+    directions of the codes' within-class deviations ``w - e_c`` (what the dictionary is
+    to span: the category-irrelevant variation), scaled to the random init's expected
+    column norm sqrt(D). ``codes`` (N, L, D), ``labels`` (N,) (negative: ignored)."""
+    codes, labels = np.asarray(codes, np.float64), np.asarray(labels)
+    keep = labels >= 0
+    dev = codes[keep] - np.asarray(embeddings, np.float64)[labels[keep]]
+    D = dev.shape[-1]
+    if dev.shape[0] < 2:
+        raise ValueError("a PCA-initialised dictionary needs the codes of at least 2 images")
+    if a_length > min(dev.shape[0], D):
+        raise ValueError(f"a_length {a_length} exceeds the {min(dev.shape[0], D)} principal directions "
+                         f"{dev.shape[0]} codes of width {D} have")
+    A = []
+    for layer in layers:
+        _, _, vt = np.linalg.svd(dev[:, layer], full_matrices=False)
+        A.append(vt[:a_length].T * np.sqrt(D))
+    return np.stack(A).astype(np.float32)
+
+
+def _loss_fn(params, frozen, x, y, w=None, *, dict_module, enc_module, gen_module, layers, n_latent, iterations,
+             cfg):
+    """``w``: the images' raw codes when made outside (refined codes); None: the encoder's."""
     emb, latent_avg = frozen["emb"], frozen["latent_avg"]
-    w = jax.lax.stop_gradient(encode_images(enc_module, frozen["enc"], gen_module, frozen["gen"], latent_avg, x,
-                                            iterations))  # (B, L, D)
+    if w is None:
+        w = encode_images(enc_module, frozen["enc"], gen_module, frozen["gen"], latent_avg, x, iterations)
+    w = jax.lax.stop_gradient(w)  # (B, L, D)
     valid = (y >= 0).astype(jnp.float32)
     e = emb[jnp.clip(y, 0)]
     dw = w - e
@@ -77,8 +106,8 @@ def _make_step(dict_module, enc_module, gen_module, layers, n_latent, iterations
     tx = optax.adam(lr)
 
     @jax.jit
-    def update(params, opt_state, frozen, x, y):
-        grads, metrics = jax.grad(loss, has_aux=True)(params, frozen, x, y)
+    def update(params, opt_state, frozen, x, y, w=None):
+        grads, metrics = jax.grad(loss, has_aux=True)(params, frozen, x, y, w)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -86,9 +115,14 @@ def _make_step(dict_module, enc_module, gen_module, layers, n_latent, iterations
 
 
 def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdir: str,
-                     quiet: bool = False, mesh=None) -> DictionaryModel:
+                     quiet: bool = False, mesh=None, codes=None) -> DictionaryModel:
     """Train (or resume training) a dictionary in ``workdir``; returns the final model,
-    also saved to ``workdir/dictionary``."""
+    also saved to ``workdir/dictionary``.
+
+    ``codes``: images -> raw codes, the way the class statistics' codes were made (a
+    :class:`~sage_jax.inversion.CachedInverter` of refined codes); None: the encoder's,
+    computed inside the compiled step. ``cfg.init`` "pca" starts ``A`` from
+    :func:`pca_init` of the codes of ``dataset`` (one pass) instead of N(0, 1)."""
     from sage_jax.checkpoints import save_model
 
     if psp.encoder is None:
@@ -105,7 +139,20 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
     model = init_dictionary(dict_cfg, jax.random.fold_in(key, 0))
     if max(model.edited_layers) >= psp.encoder.n_styles:
         raise ValueError(f"groups {cfg.groups} reach past the encoder's {psp.encoder.n_styles} styles")
+    init = str(cfg.get("init", "random"))
+    if init not in INITS:
+        raise ValueError(f"dictionary.init must be one of {INITS}, got {init!r}")
     params = model.variables["params"]
+    if init == "pca" and not os.path.isdir(os.path.join(workdir, "checkpoints")):   # a resumed run has its A
+        encode = codes if codes is not None else psp.encode
+        ws, ys = [], []
+        for imgs, labels in tqdm(dataset.batches(64), total=-(-len(dataset) // 64), desc="dictionary init (PCA)",
+                                 unit="batch", disable=quiet):
+            ws.append(np.asarray(encode(imgs)))
+            ys.append(np.asarray(labels))
+        A = pca_init(np.concatenate(ws), np.concatenate(ys), stats.embeddings, model.edited_layers,
+                     int(cfg.a_length))
+        params = {**params, "A": jnp.asarray(A)}
     state = {"params": params, "opt_state": optax.adam(cfg.lr).init(params), "step": jnp.zeros((), jnp.int32)}
 
     rep = parallel.replicated(mesh)
@@ -118,7 +165,8 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
                         tuple(sorted(plain.items())), float(cfg.lr))
 
     def step_fn(state, x, y, step):
-        params, opt_state, metrics = update(state["params"], state["opt_state"], frozen, x, y)
+        w = None if codes is None else parallel.shard_batch(np.asarray(codes(np.asarray(x)), np.float32), mesh)
+        params, opt_state, metrics = update(state["params"], state["opt_state"], frozen, x, y, w)
         return {"params": params, "opt_state": opt_state, "step": jnp.asarray(step + 1, jnp.int32)}, metrics
 
     state, _ = run_loop(workdir=workdir, state=state, step_fn=step_fn, dataset=dataset, batch_size=cfg.batch_size,

@@ -146,10 +146,20 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         _stage("5/6 dictionary", quiet)
 
         def dictionary_stage():
-            d = train_dictionary(psp, stats, enc_data, cfg.dictionary, dict_dir, quiet=quiet)
+            # on the codes the statistics are made of: refined codes of the statistics' images
+            # (each refined once, shared with the moments), or the encoder's of every image
+            if setting.refines:
+                d = train_dictionary(psp, stats, stats_data, cfg.dictionary, dict_dir, quiet=quiet, codes=codes)
+            else:
+                d = train_dictionary(psp, stats, enc_data, cfg.dictionary, dict_dir, quiet=quiet)
             add_code_moments(stats, codes, stats_data, d, 64, quiet=quiet).save(full_stats)
 
         timed("dictionary", dictionary_stage)
+        quality.pop("dictionary", None)
+    if "dictionary" not in quality:
+        record("dictionary", _dictionary_measure(checkpoints.load_dictionary(os.path.join(dict_dir, "dictionary")),
+                                                 ClassStatistics.load(full_stats), codes if setting.refines
+                                                 else psp.encode, stats_data), dict_dir, int(cfg.dictionary.steps))
 
     model_dir = os.path.join(workdir, "model")
     _bundle(cfg, workdir, model_dir, times, setting, quality)
@@ -158,6 +168,20 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
               + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + f"; total {total / 60:.1f} min")
     return model_dir
+
+
+def _dictionary_measure(dictionary, stats, encode, data) -> dict:
+    """The dictionary's stage measure (:func:`~sage_jax.metrics.stages.dictionary_quality`)
+    on the codes of the statistics' images, made as the statistics' were."""
+    from sage_jax.metrics.stages import dictionary_quality
+
+    ws, ys = [], []
+    for imgs, labels in data.batches(64):
+        keep = np.asarray(labels) >= 0
+        ws.append(np.asarray(encode(imgs))[keep])
+        ys.append(np.asarray(labels)[keep])
+    return dictionary_quality(dictionary.A, dictionary.edited_layers, np.concatenate(ws), np.concatenate(ys),
+                              stats.embeddings)
 
 
 def _needs_more(stage_dir: str, steps: int) -> bool:
