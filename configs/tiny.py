@@ -147,14 +147,28 @@ def get_config(arg=None):
     t.log_every = 10
     t.ckpt_every = 500
     t.keep = 3
+    t.init = "pca"         # A from the principal directions of the codes' within-class deviations
+                           # ("random": N(0, 1), the originals; at this size it stays a random
+                           # subspace, README "How the dictionary stage was set")
+
+    # ---------------------------------------------------------------- generation (the model's defaults)
+    gen = config.generation = ml_collections.ConfigDict()
+    gen.t_B = 40           # embedding mapping: every singular direction of the 40 class embeddings
+                           # (the paper's 10 keeps too few here, README "The method over the edit strength")
 
     # ---------------------------------------------------------------- inversion
     # How images become W+ codes for the class statistics (recorded there, and required of
     # the shots at generation): the encoder's codes (refine_steps 0, as pSp/AGE/SAGE), or
     # refined by Adam on reconstruction MSE (sage_jax/inversion.py; none of the originals has it).
+    # Tiny: 25 steps at lr 0.06 (README "Refined inversions": the encoder alone keeps about half
+    # of the unseen images' classes; 25 steps reach 0.98 seen / 0.96 unseen).
     inv = config.inversion = ml_collections.ConfigDict()
-    inv.refine_steps = 0
-    inv.refine_lr = 0.02
+    inv.refine_steps = 25
+    inv.refine_lr = 0.06
+
+    # ---------------------------------------------------------------- class statistics
+    st = config.statistics = ml_collections.ConfigDict()
+    st.samples_per_class = 100  # 0: every training image; refined codes cost an optimisation each
 
     # ---------------------------------------------------------------- stage measures (synthetic data only)
     q = config.quality = ml_collections.ConfigDict()

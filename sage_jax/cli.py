@@ -477,7 +477,7 @@ def cmd_train_dictionary(args) -> int:
             raise UsageError(str(e)) from None
         cfg.update(full.dictionary)
     for name in ("steps", "batch_size", "lr", "a_length", "seed", "ckpt_every", "log_every",
-                 "lambda_orth", "lambda_sparse", "orth_form"):
+                 "lambda_orth", "lambda_sparse", "orth_form", "init"):
         value = getattr(args, name)
         if value is not None:
             cfg[name] = value
@@ -506,9 +506,14 @@ def cmd_train_dictionary(args) -> int:
     inverter = _inverter(args, psp, default=stats.inversion)
     ds = FolderDataset.from_folder(args.data, psp.encoder.input_size, split=args.split,
                                    classes=stats.class_names)
-    dictionary = train_dictionary(psp, stats, ds, cfg, args.workdir, quiet=args.quiet)
+    # the dictionary learns from the codes the statistics are made of: refined ones are made
+    # once per image and shared with the moments
+    from sage_jax.inversion import CachedInverter
+
+    codes = CachedInverter(inverter) if inverter.setting.refines else None
+    dictionary = train_dictionary(psp, stats, ds, cfg, args.workdir, quiet=args.quiet, codes=codes)
     out = os.path.join(args.workdir, "class_stats.npz")
-    add_code_moments(stats, inverter, ds, dictionary, args.batch_size or cfg.batch_size,
+    add_code_moments(stats, codes or inverter, ds, dictionary, args.batch_size or cfg.batch_size,
                      quiet=args.quiet).save(out)
     print(f"dictionary in {os.path.join(args.workdir, 'dictionary')}; class statistics with "
           f"back-projected codes in {out}; {ds.report.summary()}")
@@ -589,6 +594,10 @@ def _fill_from_model_dir(args) -> None:
         args.stats = os.path.join(model, "class_stats.npz")
         if not os.path.isfile(args.stats):
             raise UsageError(f"model directory {model} has no class_stats.npz: pass --stats")
+    cfg_path = os.path.join(model, "config.json")
+    if os.path.isfile(cfg_path):   # the model's own generation defaults (its config's 'generation' section)
+        with open(cfg_path) as f:
+            args.model_generation = json.load(f).get("generation") or {}
 
 
 def cmd_generate(args) -> int:
@@ -627,10 +636,11 @@ def cmd_generate(args) -> int:
             print(f"note: {name} defaults to {default}, this model allows at most {limit}: using {limit}")
         return min(default, limit)
 
+    t_B = int(getattr(args, "model_generation", {}).get("t_B", 10))   # the paper's 10 unless the model says
     opts = SampleOptions(
         mode=args.mode,
-        t_B=tuple(args.t_b) if args.t_b else (pick(None, 10, r, "t_B"),),
-        retrieval_t_B=pick(None, 10, r, "retrieval t_B"),
+        t_B=tuple(args.t_b) if args.t_b else (pick(None, t_B, r, "t_B"),),
+        retrieval_t_B=pick(None, t_B, r, "retrieval t_B"),
         t_C=pick(args.t_c, 30 if args.k == 1 else 20, S, "t_C"),
         t_A=pick(args.t_a, 50, l, "t_A"),
         alpha=args.alpha)
@@ -1018,6 +1028,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--orth-form", dest="orth_form", default=None, choices=["l1", "frobenius"],
                    help="orthogonality loss: the code's L1 form (default) or the paper's Frobenius norm")
     s.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    s.add_argument("--init", default=None, choices=["random", "pca"],
+                   help="A's start: N(0, 1) as the originals (default), or the principal directions of the "
+                        "codes' within-class deviations")
     s.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=None, help="checkpoint interval (default 500)")
     s.add_argument("--log-every", dest="log_every", type=int, default=None, help="metrics interval (default 10)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -1040,7 +1053,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sage (default), sage-q (no adaptive editing), sage-i (no embedding mapping), age")
     s.add_argument("--t-b", dest="t_b", type=int, nargs="+", default=None,
                    help="category-relevant directions kept by the embedding mapping; several values are "
-                        "cycled over the samples (default 10)")
+                        "cycled over the samples (default 10, the paper's; with --model, the model config's "
+                        "generation.t_B)")
     s.add_argument("--t-c", dest="t_c", type=int, default=None,
                    help="similar seen classes retrieved (default 30 for 1-shot, 20 for K-shot)")
     s.add_argument("--t-a", dest="t_a", type=int, default=None, help="dictionary directions kept (default 50)")

@@ -36,6 +36,11 @@ from tqdm import tqdm
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny_model")
 MODES = ("age", "sage")
 SHOTS = (1, 3)
+PCA_CLASSES = 6   # unseen classes drawn in the PCA figure
+# held-out real images per class for the inversion's measure: fewer of the 40 seen classes
+# than of the 10 unseen (refined inversion costs an optimisation per image; 'sage-jax train'
+# measures 10 of each in quality.json)
+STAGE_HELDOUT = {"seen": 5, "unseen": 10}
 
 
 def load_bundle(path: str = ASSET_DIR):
@@ -66,12 +71,18 @@ def _spec(config):
                          image_size=d["size"], imbalance_ratio=d["imbalance_ratio"])
 
 
-def _options(mode: str, shots: int, n_seen: int, a_length: int, alpha: float):
-    """The paper's settings (t_B 10, t_C 30 at 1 shot and 20 at 3, t_A 50), capped by
-    the model's seen classes and dictionary length."""
+def model_t_B(config) -> int:
+    """The embedding mapping's t_B a model directory's config asks for (its
+    ``generation.t_B``), else the paper's 10."""
+    return int((config.get("generation") or {}).get("t_B", 10))
+
+
+def _options(mode: str, shots: int, n_seen: int, a_length: int, alpha: float, t_B: int = 10):
+    """The paper's settings (t_B 10 unless the model's config says otherwise, t_C 30 at
+    1 shot and 20 at 3, t_A 50), capped by the model's seen classes and dictionary length."""
     from sage_jax.generation import SampleOptions
 
-    return SampleOptions(mode=mode, t_B=(min(10, n_seen),), retrieval_t_B=min(10, n_seen),
+    return SampleOptions(mode=mode, t_B=(min(t_B, n_seen),), retrieval_t_B=min(t_B, n_seen),
                          t_C=min(30 if shots == 1 else 20, n_seen), t_A=min(50, a_length), alpha=alpha)
 
 
@@ -111,12 +122,14 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         real_scores["spread"].append(real_spread)
         shot_u8 = to_uint8(shots)
         save_png(os.path.join(img_dir, f"{cls.name}_shots.png"), make_grid(shot_u8, ncols=len(shot_u8)))
-        real_codes = np.asarray(gen.encode(real)).reshape(len(real), -1)
+        # the real codes only for the classes the PCA figure draws (refined inversion is not free)
+        real_codes = np.asarray(gen.encode(real)).reshape(len(real), -1) if ci < PCA_CLASSES else None
+        shot_codes = gen.encode(shots)   # once per class: the first k shots' codes are its first k rows
         row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "grids": {}}
         for mode in MODES:
             for k in SHOTS:
-                opts = _options(mode, k, S, l, 1.0)
-                raw = gen.encode(shots[:k])
+                opts = _options(mode, k, S, l, 1.0, model_t_B(config))
+                raw = shot_codes[:k]
                 codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                 imgs = np.concatenate(list(gen.decode(codes)))
                 results[mode][k]["retention"].append(oracles.retention(imgs, oracle_index))
@@ -124,7 +137,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
                 name = f"images/{cls.name}_{mode}_{k}shot.png"
                 save_png(os.path.join(out, name), make_grid(to_uint8(imgs), ncols=8))
                 row["grids"][f"{mode}-{k}"] = name
-                if k == 1:
+                if k == 1 and real_codes is not None:
                     pca_series[mode].append((ci, real_codes, np.asarray(codes).reshape(n, -1)))
         rows.append(row)
 
@@ -134,7 +147,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     panels = []
     for mode in MODES:
         series = []
-        for ci, r, g in pca_series[mode][:6]:
+        for ci, r, g in pca_series[mode]:
             name = unseen[ci].name
             series.append(((r - mean) @ axes.T, colours[ci], "o", f"{name} real"))
             series.append(((g - mean) @ axes.T, colours[ci], "x", f"{name} {mode.upper()}"))
@@ -162,19 +175,25 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
               f"{g['seen_classes_hit']}/{g['seen_classes']} seen classes hit, oracle FID {g['oracle_fid']:.1f}")
         for split in ("seen", "unseen"):
             print(f"  inversion, {split}: retention {inv[split]['retention']:.2f}, MSE {inv[split]['mse']:.4f}")
+        dq = stage["dictionary"]
+        print(f"  dictionary: {dq['captured_share']:.2f} of the seen codes' within-class variation in span(A) "
+              f"(best {dq['pca_bound']:.2f}, random {dq['random_share']:.2f})")
         for k, v in table.items():
             print(f"  {k:>12}: retention {v['retention']:.2f}, diversity {v['diversity']:.2f}")
     return summary
 
 
-def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int = 1000, per_class: int = 10):
+def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int = 1000, per_class=None):
     """The generator's and the inversion's measures on fresh draws, with their pictures
     (``samples.png``: 64 random samples; ``reconstructions.png``: unseen real images
     above their reconstructions). The inversion is the one the method uses
     (``gen.encode``: the encoder, refined when the class statistics were)."""
     from sage_jax.images import make_grid, save_png, to_uint8
+    from sage_jax.inversion import CachedInverter
     from sage_jax.metrics import stages
 
+    per_class = per_class or STAGE_HELDOUT
+    stats = gen.stats
     seen = [c for c in classes if c.seen]
     unseen = [c for c in classes if not c.seen]
     seed = int(np.asarray(jax.random.randint(key, (), 0, 2**30)))
@@ -183,20 +202,27 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int =
     g_quality = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
     save_png(os.path.join(out, "samples.png"), make_grid(to_uint8(samples[:64]), ncols=16))
 
+    encode = CachedInverter(gen.inverter)   # the seen images' codes serve the dictionary's measure too
+
     def reconstruct(x):
-        return psp.decoder(psp.absolute_codes(gen.encode(x)), input_is_latent=True)
+        return psp.decoder(psp.absolute_codes(encode(x)), input_is_latent=True)
 
     inv = {}
     for split, group in (("seen", seen), ("unseen", unseen)):
-        images, _ = stages.heldout_images(spec, group, per_class, seed=seed + 2)
-        names = [c.name for c in group for _ in range(per_class)]
+        n = per_class[split]
+        images, idx = stages.heldout_images(spec, group, n, seed=seed + 2)
+        names = [c.name for c in group for _ in range(n)]
         inv[split] = stages.inversion_quality(reconstruct, oracles, images, names)
+        if split == "seen":
+            labels = np.asarray([stats.class_names.index(c) for c in names])
+            dict_quality = stages.dictionary_quality(gen.dictionary.A, gen.dictionary.edited_layers, encode(images),
+                                                     labels, stats.embeddings)
         if split == "unseen":
-            pick = images[::per_class][:16]
+            pick = images[::n][:16]
             recon = stages._padded_map(reconstruct, pick, 32)
             save_png(os.path.join(out, "reconstructions.png"),
                      make_grid(to_uint8(np.concatenate([pick, recon])), ncols=len(pick)))
-    return {"generator": g_quality, "inversion": inv}
+    return {"generator": g_quality, "inversion": inv, "dictionary": dict_quality}
 
 
 def _write_html(out, summary, rows):
@@ -228,6 +254,11 @@ def _write_html(out, summary, rows):
             v = inv[split]
             lines.append(f"<tr><td>inversion, {split} classes</td><td>retention of reconstructions / MSE</td>"
                          f"<td>{v['retention']:.3f} / {v['mse']:.4f}</td><td>{v['input_retention']:.3f} / 0</td></tr>")
+        dq = st.get("dictionary")
+        if dq:
+            lines.append(f"<tr><td>dictionary</td><td>within-class variation of seen codes in span(A) "
+                         f"(best {dq['pca_bound']:.2f}, random {dq['random_share']:.2f})</td>"
+                         f"<td>{dq['captured_share']:.3f}</td><td></td></tr>")
         lines += ["</table>",
                   "<p>Random samples of the generator:</p><img src='samples.png' style='width:100%'>",
                   "<p>Held-out real images of unseen classes (top) and their reconstructions (bottom):</p>"
@@ -288,7 +319,7 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
             raw = gen.encode(shots_img[:k])
             for mode in modes:
                 for a in alphas:
-                    opts = _options(mode, k, S, l, float(a))
+                    opts = _options(mode, k, S, l, float(a), model_t_B(config))
                     codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                     imgs = np.concatenate(list(gen.decode(codes)))
                     acc[(mode, k, a)]["retention"].append(oracles.retention(imgs, oracle_index))

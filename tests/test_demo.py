@@ -16,7 +16,9 @@ FAST = ["--config.gan.steps=4", "--config.gan.batch_size=8", "--config.psp.steps
         "--config.psp.latent_avg_samples=64", "--config.dictionary.steps=4", "--config.dictionary.batch_size=8",
         "--config.oracles.steps=30", "--config.data.samples_per_class=6", "--config.gan.mapping_steps=20",
         # an 18-layer encoder backbone (the tiny config has 50): the same code, fewer units to compile
-        "--config.model.encoder.num_layers=18"]
+        "--config.model.encoder.num_layers=18",
+        # refined codes as the tiny config makes them, with fewer steps, of 3 images per class
+        "--config.inversion.refine_steps=2", "--config.statistics.samples_per_class=3"]
 
 
 def _check_report(out, n):
@@ -39,6 +41,8 @@ def _check_report(out, n):
     assert st["generator"]["oracle_fid"] >= 0.0
     for split in ("seen", "unseen"):
         assert 0.0 <= st["inversion"][split]["retention"] <= 1.0 and st["inversion"][split]["mse"] > 0.0
+    assert 0.0 < st["dictionary"]["captured_share"] <= st["dictionary"]["pca_bound"] + 0.05
+    assert "dictionary" in html
     assert (out / "samples.png").exists() and (out / "reconstructions.png").exists()
     assert "Each stage on its own" in html
     return summary
@@ -56,10 +60,19 @@ def test_train_pipeline_then_demo(tmp_path):
     # the inversion on held-out seen and unseen images; in quality.json, the stages'
     # metrics.jsonl and the model's provenance
     quality = json.load(open(work / "quality.json"))
-    assert set(quality) == {"generator", "inversion"}
+    assert set(quality) == {"generator", "inversion", "dictionary"}
+    dq = quality["dictionary"]   # the tiny config starts A from the codes' principal directions
+    assert dq["images"] == 120 and dq["captured_share"] == pytest.approx(dq["pca_bound"], abs=0.05)
+    assert dq["captured_share"] > dq["random_share"]
     assert quality["generator"]["samples"] == 1000 and quality["generator"]["seen_classes"] == 40
     assert set(quality["inversion"]) == {"seen", "unseen", "setting"}
-    assert quality["inversion"]["setting"] == "the encoder's codes (no refinement)"
+    assert quality["inversion"]["setting"] == "2 refinement steps at lr 0.06 on MSE"
+    # the statistics: of 3 images per class, made with the config's inversion setting
+    from sage_jax.inversion import InversionSetting
+    from sage_jax.statistics import ClassStatistics
+    stats = ClassStatistics.load(str(model / "class_stats.npz"))
+    assert stats.counts.tolist() == [3] * 40 and stats.inversion == InversionSetting(2, 0.06)
+    assert stats.moments is not None
     assert quality["inversion"]["unseen"]["images"] == 100
     assert json.load(open(model / "provenance.json"))["stage_quality"] == quality
     gan_log = [json.loads(l) for l in open(work / "gan" / "metrics.jsonl")]
@@ -70,6 +83,14 @@ def test_train_pipeline_then_demo(tmp_path):
     # running again resumes: every stage is complete, so none runs (no stage adds time)
     assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST]) == 0
     assert json.load(open(work / "stage_seconds.json")) == times
+    # statistics of another number of images per class: they and the dictionary are redone, nothing before
+    assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST,
+                 "--config.statistics.samples_per_class=2"]) == 0
+    assert ClassStatistics.load(str(model / "class_stats.npz")).counts.tolist() == [2] * 40
+    redone = json.load(open(work / "stage_seconds.json"))
+    assert all(redone[k] == times[k] for k in ("oracles", "gan", "encoder"))
+    assert redone["embed"] > times["embed"] and redone["dictionary"] > times["dictionary"]
+    times = redone
     # asking for more GAN steps continues that stage from its checkpoint
     assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST, "--config.gan.steps=6"]) == 0
     steps = [json.loads(l)["step"] for l in open(work / "gan" / "metrics.jsonl")]
