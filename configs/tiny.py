@@ -134,7 +134,9 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- dictionary (SAGE Sec. 3.2.1)
     t = config.dictionary = ml_collections.ConfigDict()
-    t.groups = ((0, 1, 2), (3, 4, 5))  # the official grouping; the paper's is (0-2, 3-6, 7-17)
+    t.groups = ((0, 1, 2), (3, 4, 5), (6, 7))  # every one of the 8 layers at 32 px, as the paper's
+                           # (0-2, 3-6, 7-17) covers all 18 at 1024 px; the official (0-2, 3-5)
+                           # leaves the colour layers 6-7 unedited (README "How the dictionary stage was set")
     t.a_length = 8         # 100 in the official checkpoints; 8 is the tiny AGE-layout file's A
     t.steps = 2000         # 15k in the paper; the tiny latent space is learnt much sooner
     t.batch_size = 16

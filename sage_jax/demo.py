@@ -10,15 +10,21 @@ and measures with the ground-truth oracles (trained on real images only):
   rotation where it is irrelevant, background, lighting) relative to the same spread on
   real images of the class.
 
-It also draws the paper's Fig. 5: a PCA of the W+ codes of real and generated images
-per class, for AGE and SAGE.
+It also draws every unseen class in one figure (``classes.png``: the 3 shots, then SAGE's
+and AGE's images from them) and the paper's Fig. 5: a PCA of the W+ codes of real and
+generated images per class, for AGE and SAGE.
 
 Before the method, each stage under it is measured on its own (fresh draws,
 :mod:`sage_jax.metrics.stages`), with pictures: the generator (random samples: the share
 the oracle calls one class with probability >= 0.9, the seen classes they hit, FID on the
-oracle's features) and the inversion (reconstructions of held-out real images of seen and
-unseen classes: retention and MSE). Retention of edited images means little when the
-reconstruction of the shot already lost the class.
+oracle's features), the inversion (reconstructions of held-out real images of seen and
+unseen classes: retention and MSE; made as the class statistics' codes were, refined
+when they were) and the dictionary (the share of the seen codes' within-class variation
+its directions span). Retention of edited images means little when the reconstruction of
+the shot already lost the class.
+
+The generation options are the paper's (t_C, t_A, alpha 1), with t_B from the model's
+config (``generation.t_B``) when it sets one.
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "
 MODES = ("age", "sage")
 SHOTS = (1, 3)
 PCA_CLASSES = 6   # unseen classes drawn in the PCA figure
+PCA_REAL = 16     # real images per class in it
 # held-out real images per class for the inversion's measure: fewer of the 40 seen classes
 # than of the 10 unseen (refined inversion costs an optimisation per image; 'sage-jax train'
 # measures 10 of each in quality.json)
-STAGE_HELDOUT = {"seen": 5, "unseen": 10}
+STAGE_HELDOUT = {"seen": 4, "unseen": 10}
 
 
 def load_bundle(path: str = ASSET_DIR):
@@ -112,6 +119,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     pca_series = {m: [] for m in MODES}
     colours = palette(len(unseen))
     rows = []
+    overview = {}   # class -> shots and each mode's images at the largest shot count, for classes.png
     for ci, cls in enumerate(tqdm(unseen, desc="unseen classes", unit="class", disable=quiet)):
         oracle_index = oracles.class_names.index(cls.name)
         draw = sample_class(spec, cls.index, max(SHOTS) + n_real, seed * 1000 + cls.index)
@@ -123,7 +131,8 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         shot_u8 = to_uint8(shots)
         save_png(os.path.join(img_dir, f"{cls.name}_shots.png"), make_grid(shot_u8, ncols=len(shot_u8)))
         # the real codes only for the classes the PCA figure draws (refined inversion is not free)
-        real_codes = np.asarray(gen.encode(real)).reshape(len(real), -1) if ci < PCA_CLASSES else None
+        real_codes = (np.asarray(gen.encode(real[:PCA_REAL])).reshape(PCA_REAL, -1) if ci < PCA_CLASSES
+                      else None)
         shot_codes = gen.encode(shots)   # once per class: the first k shots' codes are its first k rows
         row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "grids": {}}
         for mode in MODES:
@@ -139,7 +148,10 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
                 row["grids"][f"{mode}-{k}"] = name
                 if k == 1 and real_codes is not None:
                     pca_series[mode].append((ci, real_codes, np.asarray(codes).reshape(n, -1)))
+                if k == max(SHOTS):
+                    overview.setdefault(cls.name, {"shots": shot_u8})[mode] = to_uint8(imgs)
         rows.append(row)
+    plot_classes(overview, os.path.join(out, "classes.png"), k=max(SHOTS))
 
     # PCA of W+ codes, real vs generated (paper Fig. 5), 1-shot, shared axes per mode
     allc = np.concatenate([r for m in MODES for _, r, g in pca_series[m]] + [g for m in MODES for _, r, g in pca_series[m]])
@@ -212,6 +224,7 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int =
         n = per_class[split]
         images, idx = stages.heldout_images(spec, group, n, seed=seed + 2)
         names = [c.name for c in group for _ in range(n)]
+        encode(images)   # all at once: the refinement runs in its own (larger) chunks
         inv[split] = stages.inversion_quality(reconstruct, oracles, images, names)
         if split == "seen":
             labels = np.asarray([stats.class_names.index(c) for c in names])
@@ -263,6 +276,8 @@ def _write_html(out, summary, rows):
                   "<p>Random samples of the generator:</p><img src='samples.png' style='width:100%'>",
                   "<p>Held-out real images of unseen classes (top) and their reconstructions (bottom):</p>"
                   "<img src='reconstructions.png' style='width:100%'>"]
+    lines += [f"<h2>Every unseen class</h2><p>Its shots, then each mode's images from them:</p>"
+              f"<img src='classes.png' style='width:100%'>"]
     lines += ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
     for k, v in t.items():
         lines.append(f"<tr><td>{html.escape(k)}</td><td>{v['retention']:.3f}</td><td>{v['diversity']:.3f}</td></tr>")
@@ -351,6 +366,37 @@ def sweep_table(rows) -> str:
             lines.append(f"| {m.upper()} | {k} | " + " | ".join(
                 f"{cells[a]['retention']:.2f} / {cells[a]['diversity']:.2f}" for a in alphas) + " |")
     return "\n".join(lines) + "\n\n(each cell: category retention / diversity)\n"
+
+
+def plot_classes(overview: dict, path: str, k: int) -> None:
+    """One figure of every unseen class (matplotlib, Agg): a row per class with its K
+    shots, then each mode's images from them, so a reader sees at a glance whether the
+    generated images are that class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sage_jax.images import make_grid
+
+    names = list(overview)
+    modes = [m for m in MODES if all(m in overview[c] for c in names)]
+    fig, axes = plt.subplots(len(names), 1 + len(modes), figsize=(2.2 + 6.4 * len(modes), 1.75 * len(names)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] + [3] * len(modes)})
+    for r, name in enumerate(names):
+        panels = [("shots", overview[name]["shots"], len(overview[name]["shots"]))]
+        panels += [(f"{m.upper()}, {k}-shot", overview[name][m], 8) for m in modes]
+        for c, (title, imgs, ncols) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(make_grid(imgs, ncols=ncols), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def plot_sweep(rows, path: str) -> None:

@@ -49,4 +49,5 @@ def test_tiny_dictionary_section_fits_the_trainer():
     base = default_config()
     assert set(cfg.dictionary.keys()) == set(base.keys())
     base.update(cfg.dictionary)  # what `train-dictionary --config configs/tiny.py` does
-    assert base.a_length == 8 and tuple(map(tuple, base.groups)) == ((0, 1, 2), (3, 4, 5))
+    assert base.a_length == 8 and tuple(map(tuple, base.groups)) == ((0, 1, 2), (3, 4, 5), (6, 7))
+    assert base.init == "pca"

@@ -23,6 +23,7 @@ FAST = ["--config.gan.steps=4", "--config.gan.batch_size=8", "--config.psp.steps
 
 def _check_report(out, n):
     assert os.path.exists(out / "report.html") and os.path.exists(out / "pca.png")
+    assert os.path.exists(out / "classes.png")   # every unseen class: shots, SAGE's and AGE's images
     summary = json.load(open(out / "metrics.json"))
     metrics = summary["metrics"]
     assert set(metrics) == {"real", "age-1shot", "age-3shot", "sage-1shot", "sage-3shot"}
