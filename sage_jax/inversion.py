@@ -158,9 +158,9 @@ def refine_codes(decoder, latent_avg, images, raw_codes, steps: int, lr: float =
     plus ``LPIPS_WEIGHT`` x LPIPS when ``lpips`` (an LPIPSModel) is given. Only the
     first ``n_latent`` styles reach the decoder, so only they change; the rest stay as
     the encoder gave them. ``latent_avg``: what is added to raw codes (``code_offset``;
-    None for a model that does not start from it). Images are refined ``chunk`` at a
-    time (one compiled shape, the last chunk padded); ``steps`` 0 returns ``raw_codes``
-    unchanged. No randomness: the same inputs give the same codes."""
+    None for a model that does not start from it). Images are refined at most ``chunk``
+    at a time, in equal chunks (one compiled shape, the last chunk padded); ``steps`` 0
+    returns ``raw_codes`` unchanged. No randomness: the same inputs give the same codes."""
     raw = jnp.asarray(raw_codes)
     if isinstance(steps, bool) or int(steps) != steps or steps < 0:
         raise ValueError(f"refine steps must be a whole number >= 0, got {steps!r}")
@@ -181,6 +181,7 @@ def refine_codes(decoder, latent_avg, images, raw_codes, steps: int, lr: float =
     avg = avg[:n_latent] if avg.ndim == 2 and avg.shape[0] > 1 else avg.reshape(-1, D)[:1]
     N = raw.shape[0]
     chunk = int(min(chunk or default_refine_chunk(decoder), N))
+    chunk = -(-N // -(-N // chunk))   # as many chunks as needed, evened out: the least padding
     lp_mod = None if lpips is None else lpips.module
     lp_vars = None if lpips is None else lpips.variables
     start_codes = raw[:, :n_latent].astype(jnp.float32)

@@ -47,7 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_every = 10
     c.ckpt_every = 500
     c.keep = 3
-    c.init = "random"                  # A ~ N(0, 1) as the originals; "pca": see init_from_codes
+    c.init = "random"                  # A ~ N(0, 1) as the originals; "pca": see pca_init
     return c
 
 
@@ -122,7 +122,8 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
     ``codes``: images -> raw codes, the way the class statistics' codes were made (a
     :class:`~sage_jax.inversion.CachedInverter` of refined codes); None: the encoder's,
     computed inside the compiled step. ``cfg.init`` "pca" starts ``A`` from
-    :func:`pca_init` of the codes of ``dataset`` (one pass) instead of N(0, 1)."""
+    :func:`pca_init` of the codes of ``dataset`` (one pass, holding every image's code in
+    host memory: N x L x D floats) instead of N(0, 1)."""
     from sage_jax.checkpoints import save_model
 
     if psp.encoder is None:

@@ -10,7 +10,7 @@ again (e.g. more GAN steps asked) makes every later stage start afresh from it.
     WORKDIR/oracles/      classifier + factor regressor (synthetic data only)
     WORKDIR/gan/          train-gan          -> gan/g_ema
     WORKDIR/psp/          train-encoder      -> psp/psp
-    WORKDIR/stats.npz     embed (class embeddings)
+    WORKDIR/stats.npz     embed (class embeddings; stats_sample.json: of how many images per class)
     WORKDIR/dictionary/   train-dictionary   -> dictionary/dictionary, dictionary/class_stats.npz
     WORKDIR/model/        everything generation and the demo need, with the config
 
@@ -125,17 +125,21 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         record("inversion", judge.inversion(psp, inverter), os.path.join(workdir, "psp"), int(cfg.psp.steps))
 
     enc_data = seen_dataset(cfg.data, cfg.model.encoder.input_size)
-    stats_data = statistics_data(cfg, enc_data)
-    codes = CachedInverter(inverter)   # the embeddings and the moments read the same images: invert them once
+    stats_data, per_class = statistics_data(cfg, enc_data)
+    # refined codes are costly: the embeddings, the dictionary and the moments share them (one per image)
+    codes = CachedInverter(inverter) if setting.refines else inverter
     stats_path = os.path.join(workdir, "stats.npz")
-    if not changed and os.path.exists(stats_path) and _stats_outdated(ClassStatistics.load(stats_path), setting,
-                                                                       stats_data):
+    sample_path = os.path.join(workdir, "stats_sample.json")
+    if not changed and os.path.exists(stats_path) and (
+            ClassStatistics.load(stats_path).inversion != setting
+            or _load_json(sample_path).get("samples_per_class", 0) != per_class):
         changed = True   # another inversion setting or sample: the statistics and the dictionary are redone
     if changed:
         invalidate(stats_path)
     if not os.path.exists(stats_path):
         _stage("4/6 class embeddings" + (f" ({setting.describe()})" if setting.refines else ""), quiet)
         timed("embed", lambda: compute_class_statistics(codes, stats_data, 64, quiet=quiet).save(stats_path))
+        _save_json(sample_path, {"samples_per_class": per_class})
     stats = ClassStatistics.load(stats_path)
 
     dict_dir = os.path.join(workdir, "dictionary")
@@ -158,8 +162,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         quality.pop("dictionary", None)
     if "dictionary" not in quality:
         record("dictionary", _dictionary_measure(checkpoints.load_dictionary(os.path.join(dict_dir, "dictionary")),
-                                                 ClassStatistics.load(full_stats), codes if setting.refines
-                                                 else psp.encode, stats_data), dict_dir, int(cfg.dictionary.steps))
+                                                 ClassStatistics.load(full_stats), codes, stats_data),
+               dict_dir, int(cfg.dictionary.steps))
 
     model_dir = os.path.join(workdir, "model")
     _bundle(cfg, workdir, model_dir, times, setting, quality)
@@ -205,24 +209,17 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
     o.save(out_dir)
 
 
-def _stats_outdated(stats, setting, data) -> bool:
-    """Whether saved statistics were made another way than the config asks now."""
-    labels = np.asarray(getattr(data, "labels_array", getattr(data, "labels", [])))
-    counts = np.bincount(labels, minlength=stats.num_classes) if labels.size else None
-    return stats.inversion != setting or (counts is not None and not np.array_equal(counts, stats.counts))
-
-
 def statistics_data(cfg, dataset):
-    """The images the class statistics are made of: every training image, or the first
-    ``statistics.samples_per_class`` of each class when the config sets it (> 0; refined
-    codes cost an optimisation per image, and a class's mean and moments settle long
-    before its hundreds of images)."""
+    """(the images the class statistics are made of, images per class): every training
+    image (0), or the first ``statistics.samples_per_class`` of each class when the config
+    sets it (> 0; refined codes cost an optimisation per image, and a class's mean and
+    moments settle long before its hundreds of images)."""
     from sage_jax.data.loader import PerClassSubset
 
     n = int((cfg.get("statistics", None) or {}).get("samples_per_class", 0) or 0)
     if n < 0:
         raise ValueError(f"statistics.samples_per_class must be >= 0 (0: every image), got {n}")
-    return PerClassSubset(dataset, n) if n else dataset
+    return (PerClassSubset(dataset, n) if n else dataset), n
 
 
 def inversion_setting(cfg):
