@@ -10,8 +10,8 @@ and measures with the ground-truth oracles (trained on real images only):
   rotation where it is irrelevant, background, lighting) relative to the same spread on
   real images of the class.
 
-It also draws every unseen class in one figure (``classes.png``: the 3 shots, then SAGE's
-and AGE's images from them) and the paper's Fig. 5: a PCA of the W+ codes of real and
+It also draws every unseen class in one figure (``classes.png``: the 3 shots, then AGE's
+and SAGE's images from them) and the paper's Fig. 5: a PCA of the W+ codes of real and
 generated images per class, for AGE and SAGE.
 
 Before the method, each stage under it is measured on its own (fresh draws,
@@ -43,11 +43,11 @@ ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "
 MODES = ("age", "sage")
 SHOTS = (1, 3)
 PCA_CLASSES = 6   # unseen classes drawn in the PCA figure
-PCA_REAL = 16     # real images per class in it
+PCA_REAL = 12     # real images per class in it
 # held-out real images per class for the inversion's measure: fewer of the 40 seen classes
 # than of the 10 unseen (refined inversion costs an optimisation per image; 'sage-jax train'
 # measures 10 of each in quality.json)
-STAGE_HELDOUT = {"seen": 4, "unseen": 10}
+STAGE_HELDOUT = {"seen": 3, "unseen": 10}
 
 
 def load_bundle(path: str = ASSET_DIR):
@@ -98,6 +98,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     from sage_jax.data.synthetic import make_classes, sample_class
     from sage_jax.generation import SageGenerator
     from sage_jax.images import make_grid, save_png, to_uint8
+    from sage_jax.inversion import CachedInverter
     from sage_jax.plots import palette, pca_2d, scatter
 
     t0 = time.perf_counter()
@@ -112,7 +113,15 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     os.makedirs(img_dir, exist_ok=True)
     key = jax.random.PRNGKey(seed)
 
-    stage = _stage_measures(psp, gen, oracles, spec, classes, out, key)
+    # every unseen class's draw first, so that every image the demo inverts (shots, the PCA
+    # figure's real images, the stage measure's held-out images) is inverted in one call:
+    # one compiled shape for the refinement, each image once
+    draws = [sample_class(spec, cls.index, max(SHOTS) + n_real, seed * 1000 + cls.index) for cls in unseen]
+    encode = CachedInverter(gen.inverter)
+    wanted = [d["images"][:max(SHOTS)] for d in draws]
+    wanted += [d["images"][max(SHOTS):max(SHOTS) + PCA_REAL] for d in draws[:PCA_CLASSES]]
+    stage = _stage_measures(psp, gen, oracles, spec, classes, out, key, encode=encode,
+                            prefetch=np.concatenate(wanted))
 
     results = {m: {k: {"retention": [], "diversity": []} for k in SHOTS} for m in MODES}
     real_scores = {"retention": [], "spread": []}
@@ -122,7 +131,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     overview = {}   # class -> shots and each mode's images at the largest shot count, for classes.png
     for ci, cls in enumerate(tqdm(unseen, desc="unseen classes", unit="class", disable=quiet)):
         oracle_index = oracles.class_names.index(cls.name)
-        draw = sample_class(spec, cls.index, max(SHOTS) + n_real, seed * 1000 + cls.index)
+        draw = draws[ci]
         shots, real = draw["images"][:max(SHOTS)], draw["images"][max(SHOTS):]
         mask = draw["factor_mask"][max(SHOTS):].all(axis=0)  # factors visible for this class
         real_spread = oracles.spread(real, mask)
@@ -131,9 +140,9 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         shot_u8 = to_uint8(shots)
         save_png(os.path.join(img_dir, f"{cls.name}_shots.png"), make_grid(shot_u8, ncols=len(shot_u8)))
         # the real codes only for the classes the PCA figure draws (refined inversion is not free)
-        real_codes = (np.asarray(gen.encode(real[:PCA_REAL])).reshape(PCA_REAL, -1) if ci < PCA_CLASSES
+        real_codes = (np.asarray(encode(real[:PCA_REAL])).reshape(PCA_REAL, -1) if ci < PCA_CLASSES
                       else None)
-        shot_codes = gen.encode(shots)   # once per class: the first k shots' codes are its first k rows
+        shot_codes = encode(shots)   # once per class: the first k shots' codes are its first k rows
         row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "grids": {}}
         for mode in MODES:
             for k in SHOTS:
@@ -195,11 +204,13 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     return summary
 
 
-def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int = 1000, per_class=None):
-    """The generator's and the inversion's measures on fresh draws, with their pictures
-    (``samples.png``: 64 random samples; ``reconstructions.png``: unseen real images
-    above their reconstructions). The inversion is the one the method uses
-    (``gen.encode``: the encoder, refined when the class statistics were)."""
+def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int = 1000, per_class=None,
+                    encode=None, prefetch=None):
+    """The generator's, the inversion's and the dictionary's measures on fresh draws, with
+    pictures (``samples.png``: 64 random samples; ``reconstructions.png``: unseen real
+    images above their reconstructions). The inversion is the one the method uses
+    (``gen.encode``: the encoder, refined when the class statistics were); ``encode``: a
+    CachedInverter of it to share, ``prefetch``: more images to invert in the same call."""
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.inversion import CachedInverter
     from sage_jax.metrics import stages
@@ -214,7 +225,10 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int =
     g_quality = stages.sample_quality(oracles, samples, [c.name for c in seen], real_seen=real_seen)
     save_png(os.path.join(out, "samples.png"), make_grid(to_uint8(samples[:64]), ncols=16))
 
-    encode = CachedInverter(gen.inverter)   # the seen images' codes serve the dictionary's measure too
+    encode = encode or CachedInverter(gen.inverter)   # the seen images' codes serve the dictionary's measure too
+    held = {split: stages.heldout_images(spec, group, per_class[split], seed=seed + 2)[0]
+            for split, group in (("seen", seen), ("unseen", unseen))}
+    encode(np.concatenate([held["seen"], held["unseen"]] + ([] if prefetch is None else [prefetch])))
 
     def reconstruct(x):
         return psp.decoder(psp.absolute_codes(encode(x)), input_is_latent=True)
@@ -222,9 +236,8 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int =
     inv = {}
     for split, group in (("seen", seen), ("unseen", unseen)):
         n = per_class[split]
-        images, idx = stages.heldout_images(spec, group, n, seed=seed + 2)
+        images = held[split]
         names = [c.name for c in group for _ in range(n)]
-        encode(images)   # all at once: the refinement runs in its own (larger) chunks
         inv[split] = stages.inversion_quality(reconstruct, oracles, images, names)
         if split == "seen":
             labels = np.asarray([stats.class_names.index(c) for c in names])

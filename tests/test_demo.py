@@ -118,13 +118,16 @@ def test_demo_on_the_shipped_model(tmp_path):
     m = summary["metrics"]
     assert summary["oracles"]["classifier_heldout_accuracy"] > 0.9
     assert m["real"]["retention"] > 0.9
-    # generated images of unseen classes are recognised well above chance (1 / 50);
-    # measured with the shipped model: SAGE 3-shot 0.38, AGE 1-shot 0.37 (the model
-    # before the reconstruction recipe: 0.23 and 0.10)
-    assert m["sage-3shot"]["retention"] > 0.3 and m["age-1shot"]["retention"] > 0.25
-    # the stages under the method (measured 0.82 confident, 39 classes; inversion 0.66
-    # seen / 0.47 unseen; the model before: 0.33, 29, 0.20, 0.08)
+    # issue 16: SAGE at 3 shots keeps the unseen classes (retention >= 0.6) with diversity
+    # >= 0.3. Measured with the shipped model: SAGE 3-shot 0.68 / 0.76, AGE 1-shot 0.53 / 0.66
+    # (the model before: 0.38 / 0.17 and 0.37 / 0.15; chance is 1 / 50)
+    assert m["sage-3shot"]["retention"] >= 0.6 and m["sage-3shot"]["diversity"] >= 0.3
+    assert m["age-1shot"]["retention"] > 0.45 and m["sage-1shot"]["diversity"] > 0.3
+    # the stages under the method (measured 0.82 confident, 39 classes; the inversion, the
+    # encoder refined 25 steps, 0.975 seen / 0.94 unseen at MSE 0.0047 / 0.0063; the
+    # dictionary holds 0.78 of the within-class variation, random directions 0.125)
     st = summary["stages"]
-    assert st["generator"]["confident_share"] > 0.75 and st["generator"]["seen_classes_hit"] >= 37
-    assert st["inversion"]["seen"]["retention"] > 0.55 and st["inversion"]["unseen"]["retention"] > 0.35
-    assert 0.02 < m["sage-1shot"]["diversity"] < 3.0
+    assert st["generator"]["confident_share"] >= 0.8 and st["generator"]["seen_classes_hit"] >= 38
+    assert st["inversion"]["seen"]["retention"] >= 0.95 and st["inversion"]["unseen"]["retention"] >= 0.9
+    assert st["inversion"]["seen"]["mse"] <= 0.015 and st["inversion"]["unseen"]["mse"] <= 0.015
+    assert st["dictionary"]["captured_share"] > 0.6
