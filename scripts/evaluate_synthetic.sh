@@ -4,7 +4,7 @@
 # AGE), then `sage-jax evaluate` scores both against the real images with FID (on the
 # oracle's features: no Inception weights here), KID, NAS with SGIA's options,
 # few-shot classification and the ground-truth measures. Everything is a function of
-# the seeds; about 15 min on 2 CPU cores.
+# the seeds; about 17 min on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/eval_synthetic}
@@ -14,7 +14,7 @@ mkdir -p "$out"
 sage-jax make-synthetic --config configs/tiny.py --split unseen --out "$out/real"
 sage-jax make-synthetic --config configs/tiny.py --split seen --out "$out/seen"
 for mode in sage age; do
-  sage-jax generate --checkpoint $model/psp --stats $model/class_stats.npz --dictionary $model/dictionary \
+  sage-jax generate --model $model \
       --shots "$out/real" --k 1 --n 128 --mode $mode --out "$out/gen_$mode" --quiet
 done
 sage-jax evaluate --real "$out/real" --generated sage="$out/gen_sage" --generated age="$out/gen_age" \
