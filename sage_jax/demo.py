@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny_model")
+from sage_jax.assets import ASSET_DIR  # noqa: F401  (also sage_jax.demo.ASSET_DIR)
+
 MODES = ("age", "sage")
 SHOTS = (1, 3)
 PCA_CLASSES = 6   # unseen classes drawn in the PCA figure

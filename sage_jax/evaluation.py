@@ -166,7 +166,7 @@ def synthetic_ground_truth(real_root: str, oracles_dir: str | None):
     if not os.path.exists(path):
         return None
     if oracles_dir is None:
-        from sage_jax.demo import ASSET_DIR
+        from sage_jax.assets import ASSET_DIR
 
         oracles_dir = os.path.join(ASSET_DIR, "oracles")
     if not os.path.exists(os.path.join(oracles_dir, "oracles.json")):

@@ -461,7 +461,7 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
     ``tiny``: the synthetic 32 px data; ``256``: the animal-faces config on random
     images."""
     from sage_jax.config import apply_overrides, load_config
-    from sage_jax.train.common import ArrayDataset
+    from sage_jax.data.arrays import ArrayDataset
     from sage_jax.train.gan import train_gan
 
     steps = steps or TRAIN_STEPS[config_name]

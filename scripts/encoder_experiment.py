@@ -64,7 +64,7 @@ def _with_extra_classes(cfg, data, n_extra: int, per_class: int):
 
     from sage_jax.data import synthetic as syn
     from sage_jax.data.loader import synthetic_spec
-    from sage_jax.train.common import ArrayDataset
+    from sage_jax.data.arrays import ArrayDataset
 
     spec = synthetic_spec(cfg.data, cfg.model.encoder.input_size)
     classes = syn.make_classes(spec)

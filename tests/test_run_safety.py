@@ -20,7 +20,8 @@ import pytest
 from fixture_utils import ROOT
 from sage_jax import parallel
 from sage_jax.errors import RunStopped
-from sage_jax.train.common import ArrayDataset, Checkpoints, run_loop
+from sage_jax.data.arrays import ArrayDataset
+from sage_jax.train.common import Checkpoints, run_loop
 
 TESTS = os.path.join(ROOT, "tests")
 

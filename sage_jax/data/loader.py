@@ -42,7 +42,7 @@ class TFDSDataset:
         return read_batch(self.source, indices)
 
     def batches(self, batch_size: int, **_):
-        from sage_jax.train.common import ordered_batches
+        from sage_jax.data.arrays import ordered_batches
 
         return ordered_batches(self, batch_size)
 
@@ -82,7 +82,7 @@ class PerClassSubset:
         return self.dataset.load_batch(self.indices[np.asarray(list(indices), np.int64)], pool)
 
     def batches(self, batch_size: int, **_):
-        from sage_jax.train.common import ordered_batches
+        from sage_jax.data.arrays import ordered_batches
 
         return ordered_batches(self, batch_size)
 
@@ -93,7 +93,7 @@ def seen_dataset(data_cfg, size: int | None = None):
     size = size or data_cfg.size
     if data_cfg.name == "synthetic":
         from sage_jax.data.synthetic import generate
-        from sage_jax.train.common import ArrayDataset
+        from sage_jax.data.arrays import ArrayDataset
 
         d = generate(synthetic_spec(data_cfg, size), "seen")
         return ArrayDataset(d["images"], d["labels"], d["class_names"])

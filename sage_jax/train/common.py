@@ -1,6 +1,6 @@
 """What every training loop shares: orbax checkpoints with resume and save-on-SIGTERM,
-``metrics.jsonl`` plus TensorBoard event files, random batch indices from a key,
-in-memory datasets.
+``metrics.jsonl`` plus TensorBoard event files, random batch indices from a key
+(in-memory datasets live in :mod:`sage_jax.data.arrays`).
 
 What a run guarantees (tests in ``tests/test_run_safety.py``):
 
@@ -16,9 +16,7 @@ What a run guarantees (tests in ``tests/test_run_safety.py``):
   :class:`RunStopped` naming the step and the cause; the previous checkpoint is intact
   and the partial one is removed.
 
-TensorBoard files are written by a small dependency-free writer (TFRecord framing with
-masked CRC-32C, ``Event``/``Summary`` protobufs encoded by hand): TensorBoard reads
-them, and no TensorFlow is needed to write them.
+TensorBoard event files are written by tensorboardX (no TensorFlow needed).
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import time
 
 import jax
@@ -51,158 +47,6 @@ def scheduled_rate(lr: float, schedule: str, steps: int, name: str = "lr_schedul
     return optax.cosine_decay_schedule(lr, steps) if schedule == "cosine" else lr
 
 
-# ------------------------------------------------------------------ TensorBoard
-def _crc32c_table():
-    poly = 0x82F63B78
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(num: int, wire: int, payload: bytes) -> bytes:
-    return _varint((num << 3) | wire) + payload
-
-
-def _event(wall_time: float, step: int, *, summary: bytes | None = None, file_version: str | None = None) -> bytes:
-    msg = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
-    if file_version is not None:
-        v = file_version.encode()
-        msg += _field(3, 2, _varint(len(v)) + v)
-    if summary is not None:
-        msg += _field(5, 2, _varint(len(summary)) + summary)
-    return msg
-
-
-def _scalar_summary(tag: str, value: float) -> bytes:
-    t = tag.encode()
-    val = _field(1, 2, _varint(len(t)) + t) + _field(2, 5, struct.pack("<f", value))
-    return _field(1, 2, _varint(len(val)) + val)
-
-
-class TensorBoardWriter:
-    """Scalars to ``logdir/events.out.tfevents.*`` in TensorBoard's format."""
-
-    def __init__(self, logdir: str):
-        os.makedirs(logdir, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-        self.path = os.path.join(logdir, name)
-        self._f = open(self.path, "ab")
-        self._write(_event(time.time(), 0, file_version="brain.Event:2"))
-
-    def _write(self, record: bytes) -> None:
-        header = struct.pack("<Q", len(record))
-        self._f.write(header + struct.pack("<I", _masked_crc(header)) + record +
-                      struct.pack("<I", _masked_crc(record)))
-
-    def scalars(self, step: int, values: dict) -> None:
-        for tag, v in values.items():
-            self._write(_event(time.time(), step, summary=_scalar_summary(tag, float(v))))
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def read_tensorboard_scalars(path: str) -> list[tuple[int, str, float]]:
-    """(step, tag, value) of the scalar events of a file (checks both CRCs)."""
-    out = []
-    with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-    while pos < len(data):
-        header = data[pos:pos + 8]
-        (n,) = struct.unpack("<Q", header)
-        if struct.unpack("<I", data[pos + 8:pos + 12])[0] != _masked_crc(header):
-            raise ValueError("bad length CRC")
-        rec = data[pos + 12:pos + 12 + n]
-        if struct.unpack("<I", data[pos + 12 + n:pos + 16 + n])[0] != _masked_crc(rec):
-            raise ValueError("bad record CRC")
-        pos += 16 + n
-        out.extend(_decode_event(rec))
-    return out
-
-
-def _read_varint(b: bytes, i: int) -> tuple[int, int]:
-    shift = n = 0
-    while True:
-        c = b[i]
-        n |= (c & 0x7F) << shift
-        i += 1
-        if not c & 0x80:
-            return n, i
-        shift += 7
-
-
-def _fields(b: bytes):
-    i = 0
-    while i < len(b):
-        key, i = _read_varint(b, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _read_varint(b, i)
-        elif wire == 1:
-            v, i = b[i:i + 8], i + 8
-        elif wire == 5:
-            v, i = b[i:i + 4], i + 4
-        elif wire == 2:
-            n, i = _read_varint(b, i)
-            v, i = b[i:i + n], i + n
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield num, v
-
-
-def _decode_event(rec: bytes):
-    step, summary = 0, None
-    for num, v in _fields(rec):
-        if num == 2:
-            step = v
-        elif num == 5:
-            summary = v
-    if summary is None:
-        return []
-    out = []
-    for num, v in _fields(summary):
-        if num == 1:
-            tag, value = None, None
-            for n2, v2 in _fields(v):
-                if n2 == 1:
-                    tag = v2.decode()
-                elif n2 == 2:
-                    value = struct.unpack("<f", v2)[0]
-            out.append((step, tag, value))
-    return out
-
-
 # ---------------------------------------------------------------------- metrics
 class MetricsLog:
     """``WORKDIR/metrics.jsonl`` (one JSON object per logged step, with ``step``) and
@@ -217,7 +61,11 @@ class MetricsLog:
             with open(self.path, "w") as f:
                 f.writelines(keep)
         self._f = open(self.path, "a")
-        self.tb = TensorBoardWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
+        self.tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> dict:
         m = {k: float(v) for k, v in metrics.items()}
@@ -227,7 +75,9 @@ class MetricsLog:
         self._f.write(json.dumps({"step": int(step), **m}) + "\n")
         self._f.flush()
         if self.tb:
-            self.tb.scalars(step, m)
+            for tag, v in m.items():
+                self.tb.add_scalar(tag, v, int(step))
+            self.tb.flush()
         return m
 
     def close(self):
@@ -339,46 +189,6 @@ def batch_indices(key, step: int, n: int, batch_size: int) -> np.ndarray:
     so a resumed run sees the same batches."""
     k = jax.random.fold_in(key, step)
     return np.asarray(jax.random.choice(k, n, (batch_size,), replace=batch_size > n))
-
-
-class ArrayDataset:
-    """Images (N, S, S, 3) in [-1, 1] and labels in memory, with the FolderDataset
-    ``load_batch`` interface."""
-
-    def __init__(self, images, labels, class_names=None):
-        self.images = np.asarray(images, np.float32)
-        self.labels_array = np.asarray(labels, np.int32)
-        self.class_names = list(class_names) if class_names is not None else \
-            [str(i) for i in range(int(self.labels_array.max()) + 1)]
-        self.size = self.images.shape[1]
-        self.skipped: dict = {}
-
-    def __len__(self):
-        return len(self.images)
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
-
-    def load_batch(self, indices, pool=None):
-        idx = np.asarray(list(indices))
-        return self.images[idx], self.labels_array[idx]
-
-    def batches(self, batch_size: int, **_):
-        """Every image once, in order, in fixed-size batches (the last padded with
-        label -1), as ``FolderDataset.batches``."""
-        return ordered_batches(self, batch_size)
-
-
-def ordered_batches(dataset, batch_size: int):
-    n = len(dataset)
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(start + batch_size, n)))
-        k = len(idx)
-        imgs, labels = dataset.load_batch(idx + [idx[-1]] * (batch_size - k))
-        labels = np.array(labels)
-        labels[k:] = -1
-        yield imgs, labels
 
 
 # ------------------------------------------------------------------ the loop
