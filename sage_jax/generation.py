@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sage_jax.inversion import InversionSetting, Inverter, check_setting
+from sage_jax.models import default_chunk
 from sage_jax.sage import editing as ed
 from sage_jax.statistics import ClassStatistics, fingerprint
 
@@ -175,14 +176,6 @@ def _images_from_codes(decoder, dec_vars, avg, state, key, shot_codes, *, n_samp
     out = jax.lax.map(one, flat.reshape(padded // chunk, chunk, *flat.shape[1:]))
     out = out.reshape(padded, *out.shape[2:])[:m]
     return out.reshape(Q, n_samples, *out.shape[1:])
-
-
-def default_chunk(generator, memory_budget_mb: float = 1024.0) -> int:
-    """Images per generator call that keep activations within about the budget
-    (a rough count: the largest few feature maps of one image, float32, x3)."""
-    ch = dict(map(tuple, generator.config["channels"])) if generator.config.get("channels") else {}
-    per_image = sum(r * r * ch.get(r, 512) * 4 * 3 for r in (2 ** i for i in range(2, int(np.log2(generator.size)) + 1)))
-    return int(max(1, min(256, memory_budget_mb * 2**20 // max(per_image, 1))))
 
 
 class SageGenerator:

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sage_jax.models import default_chunk
+
 DEFAULT_LR = 0.02        # Adam on W+ offsets; 0.01-0.05 all work on the tiny model
 LPIPS_WEIGHT = 0.8       # pSp's lpips_lambda beside its l2_lambda 1.0
 
@@ -145,8 +147,6 @@ def _refine_chunk(module, variables, avg, targets, codes, steps: int, lr, lpips_
 def default_refine_chunk(decoder) -> int:
     """Images per refinement call: backpropagation through the decoder keeps several
     activations per layer alive, so a quarter of generation's 1 GB budget."""
-    from sage_jax.generation import default_chunk
-
     return default_chunk(decoder, 256.0)
 
 

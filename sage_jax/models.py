@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sage_jax.nn.layers import wide_dtype
+from sage_jax.nn.dictionary import AttributeDictionary
+from sage_jax.nn.psp import ENCODERS
 from sage_jax.nn.stylegan2 import Discriminator, Generator, n_latent_for, noise_shapes
 
 
@@ -398,8 +400,6 @@ class EncoderModel:
     kind = "encoder"
 
     def __init__(self, config: dict, variables: dict, dtype: Any = jnp.float32):
-        from sage_jax.checkpoints.psp import build_encoder
-
         self.config = dict(config)
         self.config["widths"] = [int(w) for w in self.config["widths"]]
         self.dtype = jnp.dtype(dtype)
@@ -554,15 +554,51 @@ class PSPModel:
         return f"PSPModel(encoder={self.encoder!r}, decoder={self.decoder!r})"
 
 
+def default_chunk(generator, memory_budget_mb: float = 1024.0) -> int:
+    """Images per generator call that keep activations within about the budget
+    (a rough count: the largest few feature maps of one image, float32, x3)."""
+    ch = dict(map(tuple, generator.config["channels"])) if generator.config.get("channels") else {}
+    per_image = sum(r * r * ch.get(r, 512) * 4 * 3 for r in (2 ** i for i in range(2, int(np.log2(generator.size)) + 1)))
+    return int(max(1, min(256, memory_budget_mb * 2**20 // max(per_image, 1))))
+
+
+# ------------------------------------------------------------- module builders
+def _encoder_kwargs(cfg: dict) -> dict:
+    """The constructor arguments of ``cfg['kind']`` found in ``cfg``."""
+    fields = set(ENCODERS[cfg["kind"]].__dataclass_fields__) - {"parent", "name", "dtype"}
+    kw = {k: v for k, v in cfg.items() if k in fields}
+    if "widths" in kw:
+        kw["widths"] = tuple(kw["widths"])
+    return kw
+
+
+def full_encoder_config(cfg: dict) -> dict:
+    """``cfg`` completed with the module's defaults for every constructor argument."""
+    module = build_encoder(cfg)
+    fields = set(type(module).__dataclass_fields__) - {"parent", "name", "dtype"}
+    out = {"kind": cfg["kind"], **{f: getattr(module, f) for f in sorted(fields)}}
+    out["widths"] = list(out["widths"])
+    return out
+
+
+def build_encoder(cfg: dict, dtype=jnp.float32):
+    if cfg.get("kind") not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {cfg.get('kind')!r}; one of {sorted(ENCODERS)}")
+    return ENCODERS[cfg["kind"]](**_encoder_kwargs(cfg), dtype=dtype)
+
+
+def build_dictionary(cfg: dict) -> AttributeDictionary:
+    return AttributeDictionary(groups=tuple(tuple(int(i) for i in g) for g in cfg["groups"]),
+                               style_dim=int(cfg["style_dim"]), a_length=int(cfg["a_length"]))
+
+
 def init_encoder(cfg, key: jax.Array, dtype: Any = jnp.float32) -> EncoderModel:
     """A freshly initialised pSp encoder from a config section with ``kind`` (default
     ``GradualStyleEncoder``), ``num_layers``, ``mode``, ``input_size``, ``n_styles``,
     ``style_dim`` and ``widths``."""
-    from sage_jax.checkpoints.psp import build_encoder, full_config
-
     cfg = _config_dict(cfg)
     cfg.setdefault("kind", "GradualStyleEncoder")
-    cfg = full_config(cfg)
+    cfg = full_encoder_config(cfg)
     module = build_encoder(cfg)
     size = cfg.get("input_size", 256)
     variables = _init_variables(module, key, jnp.zeros((1, size, size, int(cfg.get("input_nc", 3)))))
@@ -582,8 +618,6 @@ class DictionaryModel:
     kind = "dictionary"
 
     def __init__(self, config: dict, variables: dict, dtype: Any = jnp.float32):
-        from sage_jax.checkpoints.dictionary import build_dictionary
-
         self.config = {"groups": [list(map(int, g)) for g in config["groups"]],
                        "style_dim": int(config["style_dim"]), "a_length": int(config["a_length"])}
         self.dtype = jnp.dtype(dtype)
@@ -622,8 +656,6 @@ class DictionaryModel:
 def init_dictionary(cfg, key: jax.Array) -> DictionaryModel:
     """A freshly initialised dictionary from a config section with ``groups``,
     ``style_dim`` and ``a_length`` (A ~ N(0, 1), PyTorch-style Linear init)."""
-    from sage_jax.checkpoints.dictionary import build_dictionary
-
     cfg = _config_dict(cfg)
     module = build_dictionary(cfg)
     n_layers = max(i for g in cfg["groups"] for i in g) + 1

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax.checkpoints._convert import StateDict, count, export, fill, get, linear, strip_prefix
+from sage_jax.checkpoints._convert import StateDict, count, export, fill, get, strip_prefix
 from sage_jax.checkpoints.torch_reader import CheckpointError
-from sage_jax.nn.dictionary import AttributeDictionary, edited_layers
+from sage_jax.models import build_dictionary
+from sage_jax.nn.dictionary import edited_layers
 
 
 def dictionary_config_from_state_dict(sd: StateDict) -> dict:
@@ -42,11 +43,6 @@ def _entries(cfg: dict):
             entries += [(f"encoder{g}.fc{i}.weight", P + (f"encoder{g}", f"fc{i}", "kernel"), "linear"),
                         (f"encoder{g}.fc{i}.bias", P + (f"encoder{g}", f"fc{i}", "bias"), "id")]
     return entries
-
-
-def build_dictionary(cfg: dict) -> AttributeDictionary:
-    return AttributeDictionary(groups=tuple(tuple(int(i) for i in g) for g in cfg["groups"]),
-                               style_dim=int(cfg["style_dim"]), a_length=int(cfg["a_length"]))
 
 
 def convert_dictionary(sd: StateDict, prefix: str | None = None) -> tuple[dict, dict]:

@@ -17,7 +17,8 @@ import numpy as np
 
 from sage_jax.checkpoints._convert import StateDict, count, export, fill, get, linear, strip_prefix
 from sage_jax.checkpoints.torch_reader import CheckpointError
-from sage_jax.nn.psp import ENCODERS, UNITS, backbone_units
+from sage_jax.models import build_encoder
+from sage_jax.nn.psp import UNITS, backbone_units
 
 _DEPTH_BY_UNITS = {sum(v): k for k, v in UNITS.items()}
 
@@ -125,30 +126,6 @@ def _encoder_entries(cfg: dict) -> tuple[list, list]:
     else:
         entries += linear("linear", P + ("linear",))
     return entries, ignore
-
-
-def module_kwargs(cfg: dict) -> dict:
-    """The constructor arguments of ``cfg['kind']`` found in ``cfg``."""
-    fields = set(ENCODERS[cfg["kind"]].__dataclass_fields__) - {"parent", "name", "dtype"}
-    kw = {k: v for k, v in cfg.items() if k in fields}
-    if "widths" in kw:
-        kw["widths"] = tuple(kw["widths"])
-    return kw
-
-
-def full_config(cfg: dict) -> dict:
-    """``cfg`` completed with the module's defaults for every constructor argument."""
-    module = build_encoder(cfg)
-    fields = set(type(module).__dataclass_fields__) - {"parent", "name", "dtype"}
-    out = {"kind": cfg["kind"], **{f: getattr(module, f) for f in sorted(fields)}}
-    out["widths"] = list(out["widths"])
-    return out
-
-
-def build_encoder(cfg: dict, dtype=jnp.float32):
-    if cfg.get("kind") not in ENCODERS:
-        raise ValueError(f"unknown encoder kind {cfg.get('kind')!r}; one of {sorted(ENCODERS)}")
-    return ENCODERS[cfg["kind"]](**module_kwargs(cfg), dtype=dtype)
 
 
 def convert_encoder(sd: StateDict, prefix: str | None = None, input_size: int | None = None) -> tuple[dict, dict]:

@@ -22,7 +22,7 @@ Protocol
 
 All functions here take and return arrays; the feature network is passed in as a
 function. :func:`cached_statistics` is the one that touches the disk (its cache).
-Registered metrics (see :mod:`sage_jax.metrics.registry`): ``fid``, ``kid``.
+``fid`` and ``kid`` are the built-in metrics of :mod:`sage_jax.metrics.registry`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sage_jax.metrics.registry import register_metric
 
 __all__ = ["Statistics", "feature_statistics", "frechet_distance", "kernel_inception_distance",
            "extract_features", "cached_statistics", "fid", "kid"]
@@ -342,7 +341,6 @@ def _as_statistics(x) -> Statistics:
     return Statistics(mu, sigma, int(f.shape[0]))
 
 
-@register_metric
 def fid(real, generated, *, eps: float = 0.0) -> dict:
     """FID of two feature sets; either may be given as :class:`Statistics` or
     ``(mu, sigma)`` instead (e.g. cached real statistics)."""
@@ -350,7 +348,6 @@ def fid(real, generated, *, eps: float = 0.0) -> dict:
     return {"fid": frechet_distance(r.mu, r.sigma, g.mu, g.sigma, eps=eps)}
 
 
-@register_metric
 def kid(real, generated, *, key, num_subsets: int = 100, subset_size: int = 1000) -> dict:
     """KID of two feature sets (features, not statistics): mean and std over subsets."""
     mean, std = kernel_inception_distance(real, generated, num_subsets=num_subsets,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-_METRICS: dict[str, Callable] = {}
+from sage_jax.metrics.fid import fid, kid
+
+_METRICS: dict[str, Callable] = {"fid": fid, "kid": kid}
 
 
 def register_metric(fn: Callable) -> Callable:
@@ -25,12 +27,7 @@ def register_metric(fn: Callable) -> Callable:
     return fn
 
 
-def _load_builtin() -> None:
-    import sage_jax.metrics.fid  # noqa: F401  (registers fid, kid)
-
-
 def list_metrics() -> list[str]:
-    _load_builtin()
     return sorted(_METRICS)
 
 
@@ -41,7 +38,6 @@ def is_valid_metric(name: str) -> bool:
 def compute_metric(name: str, real, generated, **kwargs) -> dict:
     """Run the metric ``name`` on ``real`` and ``generated``; its keyword arguments
     (e.g. ``key`` for ``kid``) are passed through."""
-    _load_builtin()
     if name not in _METRICS:
         raise ValueError(f"unknown metric {name!r}; known: {sorted(_METRICS)}")
     return _METRICS[name](real, generated, **kwargs)
