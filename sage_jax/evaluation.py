@@ -30,13 +30,15 @@ any ``--metrics`` whenever the data allow it.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import os
 import time
 
 import numpy as np
-from tqdm import tqdm
+
+from sage_jax.data.folders import ClassImages, read_class_folder  # noqa: F401  (also from here)
+from sage_jax.errors import EvaluationError  # noqa: F401  (also from here)
+from sage_jax.metrics.oracles import synthetic_ground_truth
 
 ALL_METRICS = ("fid", "kid", "lpips", "nas", "fewshot", "gt")
 DEFAULT_METRICS = ("fid", "lpips", "nas", "fewshot")
@@ -47,59 +49,7 @@ LPIPS_HELP = ("LPIPS weights: --lpips FILE (a state dict of the lpips package's 
               "vgg16-397923af.pth (torchvision) with --lpips-heads vgg.pth (lpips/weights/v0.1/vgg.pth)")
 
 
-class EvaluationError(ValueError):
-    """A problem with the inputs, found before any metric is computed."""
-
-
 # ----------------------------------------------------------------------------- inputs
-@dataclasses.dataclass
-class ClassImages:
-    """Images of one folder, per class: uint8 (n, S, S, 3), their files, and the
-    :class:`sage_jax.images.ImageReport` of what was skipped or converted."""
-
-    images: dict
-    files: dict
-    report: object
-
-    @property
-    def classes(self) -> list:
-        return sorted(self.images)
-
-    def count(self) -> int:
-        return int(sum(len(v) for v in self.images.values()))
-
-    def as_float(self, name: str) -> np.ndarray:
-        return self.images[name].astype(np.float32) / 127.5 - 1.0
-
-
-def read_class_folder(root: str, size: int, pattern: str = "*", classes=None, progress: bool = False,
-                      what: str = "images") -> ClassImages:
-    """Images of ``root`` (class layouts of :func:`sage_jax.data.folders.scan_folder`)
-    whose file names match ``pattern``, read at ``size`` x ``size`` with the shared
-    image policy: unreadable files are skipped and counted, never fatal."""
-    from sage_jax.data.folders import scan_folder
-    from sage_jax.images import ImageReport, to_uint8, try_load_image
-
-    paths, labels, names = scan_folder(root)
-    by_class: dict = {}
-    for p, l in zip(paths, labels):
-        if fnmatch.fnmatch(os.path.basename(p), pattern) and (classes is None or names[l] in classes):
-            by_class.setdefault(names[l], []).append(p)
-    if not by_class:
-        raise EvaluationError(f"no images matching {pattern!r} in {root}")
-    images, files, report = {}, {}, ImageReport()
-    for name in tqdm(sorted(by_class), desc=f"reading {what}", unit="class", disable=not progress):
-        ok, arrs = [], []
-        for p in by_class[name]:
-            x = try_load_image(p, size, report, quiet=not progress)
-            if x is not None:
-                arrs.append(to_uint8(x))
-                ok.append(p)
-        if arrs:
-            images[name], files[name] = np.stack(arrs), ok
-    return ClassImages(images, files, report)
-
-
 def parse_generated(specs) -> list:
     """``["sage=out/sage", "out/age"]`` -> [(label, dir)], labels unique."""
     out, seen = [], set()
@@ -156,34 +106,6 @@ def check_no_leak(label: str, info: dict, real: ClassImages, test_index: dict) -
 
 
 # ----------------------------------------------------------------------------- networks
-def synthetic_ground_truth(real_root: str, oracles_dir: str | None):
-    """(Oracles, per-class factor masks) when ``real_root`` holds the synthetic dataset
-    (a ``factors.npz`` from :func:`sage_jax.data.synthetic.write_folder`) and oracles
-    that know its classes are found; else None."""
-    from sage_jax.metrics.oracles import Oracles
-
-    path = os.path.join(real_root, "factors.npz")
-    if not os.path.exists(path):
-        return None
-    if oracles_dir is None:
-        from sage_jax.assets import ASSET_DIR
-
-        oracles_dir = os.path.join(ASSET_DIR, "oracles")
-    if not os.path.exists(os.path.join(oracles_dir, "oracles.json")):
-        return None
-    oracles = Oracles.load(oracles_dir)
-    f = np.load(path)
-    names = [str(n) for n in f["class_names"]]
-    masks = {}
-    for j, n in enumerate(names):
-        rows = f["factor_mask"][f["labels"] == j]
-        if len(rows):
-            masks[n] = rows.all(axis=0)
-    if not set(masks) <= set(oracles.class_names):
-        return None
-    return oracles, masks
-
-
 # ----------------------------------------------------------------------------- metrics
 def _pooled(sets: ClassImages, classes) -> np.ndarray:
     return np.concatenate([sets.images[c] for c in classes])

@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     if a.recipe_encoder is None and (a.workdir is None or a.generator is None):
         p.error("give --workdir and --generator (or --recipe-encoder GAN_DIR)")
 
-    from sage_jax.train.pipeline import _StageJudge, inversion_setting
+    from sage_jax.pipeline import _StageJudge, inversion_setting
 
     judge = _StageJudge(cfg, a.oracles)
     per_class = int(cfg.quality.heldout_per_class)

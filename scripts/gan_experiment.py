@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from sage_jax.data.loader import seen_dataset
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.train.gan import train_gan
-    from sage_jax.train.pipeline import _StageJudge
+    from sage_jax.pipeline import _StageJudge
 
     if cfg.data.name != "synthetic":
         p.error("the oracles judge the synthetic data only (data.name=synthetic)")

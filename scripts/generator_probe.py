@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.metrics.stages import heldout_images, inversion_quality, reconstruction_scores
     from sage_jax.models import init_encoder, init_generator
-    from sage_jax.train.pipeline import _StageJudge
+    from sage_jax.pipeline import _StageJudge
 
     cfg.model.encoder.input_size = cfg.model.generator.size
     if a.conditional:   # only the mapping network reads the label

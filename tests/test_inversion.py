@@ -207,7 +207,7 @@ def test_commands_refine_and_refuse_mismatches(setup, tmp_path, capsys):
 def test_pipeline_reads_the_inversion_section_and_records_it():
     import ml_collections
 
-    from sage_jax.train.pipeline import _config_json, inversion_setting
+    from sage_jax.pipeline import _config_json, inversion_setting
 
     cfg = ml_collections.ConfigDict({"seed": 0})
     assert inversion_setting(cfg) == InversionSetting()            # configs without the section

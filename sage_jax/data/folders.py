@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
+import fnmatch
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sage_jax.images import ImageReport, is_image_file, try_load_image
+from tqdm import tqdm
+
+from sage_jax.errors import EvaluationError
+from sage_jax.images import ImageReport, is_image_file, to_uint8, try_load_image
 
 
 def _is_image(path: str) -> bool:
@@ -127,3 +132,48 @@ class FolderDataset:
                     yield finish(queue.popleft())
             while queue:
                 yield finish(queue.popleft())
+
+
+@dataclasses.dataclass
+class ClassImages:
+    """Images of one folder, per class: uint8 (n, S, S, 3), their files, and the
+    :class:`sage_jax.images.ImageReport` of what was skipped or converted."""
+
+    images: dict
+    files: dict
+    report: object
+
+    @property
+    def classes(self) -> list:
+        return sorted(self.images)
+
+    def count(self) -> int:
+        return int(sum(len(v) for v in self.images.values()))
+
+    def as_float(self, name: str) -> np.ndarray:
+        return self.images[name].astype(np.float32) / 127.5 - 1.0
+
+
+def read_class_folder(root: str, size: int, pattern: str = "*", classes=None, progress: bool = False,
+                      what: str = "images") -> ClassImages:
+    """Images of ``root`` (class layouts of :func:`sage_jax.data.folders.scan_folder`)
+    whose file names match ``pattern``, read at ``size`` x ``size`` with the shared
+    image policy: unreadable files are skipped and counted, never fatal."""
+    paths, labels, names = scan_folder(root)
+    by_class: dict = {}
+    for p, l in zip(paths, labels):
+        if fnmatch.fnmatch(os.path.basename(p), pattern) and (classes is None or names[l] in classes):
+            by_class.setdefault(names[l], []).append(p)
+    if not by_class:
+        raise EvaluationError(f"no images matching {pattern!r} in {root}")
+    images, files, report = {}, {}, ImageReport()
+    for name in tqdm(sorted(by_class), desc=f"reading {what}", unit="class", disable=not progress):
+        ok, arrs = [], []
+        for p in by_class[name]:
+            x = try_load_image(p, size, report, quiet=not progress)
+            if x is not None:
+                arrs.append(to_uint8(x))
+                ok.append(p)
+        if arrs:
+            images[name], files[name] = np.stack(arrs), ok
+    return ClassImages(images, files, report)

@@ -164,7 +164,8 @@ def run_classwise(real_root: str, conditional_specs, out: str, options: Classwis
     the classes); writes ``out/classwise.json`` and ``out/classwise.md``."""
     import jax
 
-    from sage_jax.evaluation import read_class_folder, synthetic_ground_truth
+    from sage_jax.data.folders import read_class_folder
+    from sage_jax.metrics.oracles import synthetic_ground_truth
 
     o = options or ClasswiseOptions()
     t0 = time.perf_counter()
@@ -176,7 +177,7 @@ def run_classwise(real_root: str, conditional_specs, out: str, options: Classwis
     gt = synthetic_ground_truth(real_root, o.oracles)
     if gt is None:
         raise ValueError(f"classwise needs the synthetic dataset's ground truth: --real written by 'sage-jax "
-                         f"make-synthetic --split seen' (with factors.npz) and oracles that know its classes")
+                         "make-synthetic --split seen' (with factors.npz) and oracles that know its classes")
     oracles = gt[0]
     models = [(label, *load_conditional(d)) for label, d in specs]
     size = models[0][1].size

@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
+from sage_jax.assets import ASSET_DIR
 from sage_jax.nn.classifier import SmallCNN
+from sage_jax.train.classifier import fit_small_classifier as _train
+from sage_jax.train.classifier import predict_jit as _predict
 
 
 class Oracles:
@@ -98,32 +100,8 @@ class Oracles:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _predict(module, params, x):
-    return module.apply({"params": params}, x)
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def _features(module, params, x):
     return module.apply({"params": params}, x, method=SmallCNN.features)
-
-
-def _train(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, desc=""):
-    params = module.init(key, x[:1])["params"]
-    tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
-    opt = tx.init(params)
-
-    @jax.jit
-    def step(params, opt, xb, tb):
-        loss, g = jax.value_and_grad(lambda p: loss_fn(module.apply({"params": p}, xb), tb))(params)
-        upd, opt = tx.update(g, opt, params)
-        return optax.apply_updates(params, upd), opt, loss
-
-    n = len(x)
-    for i in tqdm(range(steps), desc=desc, disable=quiet, unit="step"):
-        # with replacement only when the set is smaller than a batch (a tiny or long-tailed dataset)
-        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=batch > n))
-        params, opt, _ = step(params, opt, jnp.asarray(x[idx]), jnp.asarray(targets[idx]))
-    return params
 
 
 def train_oracles(images, labels, factors, factor_mask, class_names, factor_names, *, key,
@@ -154,3 +132,27 @@ def train_oracles(images, labels, factors, factor_mask, class_names, factor_name
                     for j, name in enumerate(factor_names)},
                 "heldout_images": int(n_test)}
     return o
+
+
+def synthetic_ground_truth(real_root: str, oracles_dir: str | None):
+    """(Oracles, per-class factor masks) when ``real_root`` holds the synthetic dataset
+    (a ``factors.npz`` from :func:`sage_jax.data.synthetic.write_folder`) and oracles
+    that know its classes are found; else None."""
+    path = os.path.join(real_root, "factors.npz")
+    if not os.path.exists(path):
+        return None
+    if oracles_dir is None:
+        oracles_dir = os.path.join(ASSET_DIR, "oracles")
+    if not os.path.exists(os.path.join(oracles_dir, "oracles.json")):
+        return None
+    oracles = Oracles.load(oracles_dir)
+    f = np.load(path)
+    names = [str(n) for n in f["class_names"]]
+    masks = {}
+    for j, n in enumerate(names):
+        rows = f["factor_mask"][f["labels"] == j]
+        if len(rows):
+            masks[n] = rows.all(axis=0)
+    if not set(masks) <= set(oracles.class_names):
+        return None
+    return oracles, masks

@@ -46,7 +46,7 @@ def at_size(images, size: int | None):
 def class_probabilities(oracles, images, batch: int = 500, size: int | None = None) -> np.ndarray:
     """The oracle classifier's softmax (N, classes) for images in [-1, 1] (resized to
     ``size``, the oracles' input size, when given)."""
-    from sage_jax.metrics.oracles import _predict
+    from sage_jax.train.classifier import predict_jit as _predict
 
     images = at_size(images, size)
     out = [np.asarray(jax.nn.softmax(_predict(oracles.classifier, oracles.clf_params, jnp.asarray(images[i:i + batch]))))

@@ -29,6 +29,35 @@ from tqdm import tqdm
 from sage_jax import parallel
 
 
+# ------------------------------------------------- small in-memory classifiers
+@functools.partial(jax.jit, static_argnums=0)
+def predict_jit(module, params, x):
+    """``module`` applied to ``x`` with ``params``, jitted per module."""
+    return module.apply({"params": params}, x)
+
+
+def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, desc=""):
+    """The parameters of ``module`` after ``steps`` Adam steps (cosine-decayed ``lr``) on
+    ``loss_fn(outputs, targets)`` over random batches of the in-memory ``x``: the
+    recipe of the ground-truth oracles and of Softlabel-GAN's labeller."""
+    params = module.init(key, x[:1])["params"]
+    tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, xb, tb):
+        loss, g = jax.value_and_grad(lambda p: loss_fn(module.apply({"params": p}, xb), tb))(params)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), opt, loss
+
+    n = len(x)
+    for i in tqdm(range(steps), desc=desc, disable=quiet, unit="step"):
+        # with replacement only when the set is smaller than a batch (a tiny or long-tailed dataset)
+        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=batch > n))
+        params, opt, _ = step(params, opt, jnp.asarray(x[idx]), jnp.asarray(targets[idx]))
+    return params
+
+
 # --------------------------------------------------------------------------- result
 @dataclasses.dataclass
 class TrainedClassifier:

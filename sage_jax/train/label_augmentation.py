@@ -108,7 +108,8 @@ def train_smallcnn_logits(images, labels, num_classes: int, *, key, steps: int =
                           batch: int = 64, widths=(16, 32, 64)) -> LogitsFn:
     """A SmallCNN trained on ``images`` (the oracles' recipe at half their widths: the
     labeller is deliberately smaller than the evaluation's oracle), as a ``logits_fn``."""
-    from sage_jax.metrics.oracles import _predict, _train
+    from sage_jax.train.classifier import fit_small_classifier as _train
+    from sage_jax.train.classifier import predict_jit as _predict
     from sage_jax.nn.classifier import SmallCNN
 
     module = SmallCNN(num_classes, widths=tuple(widths))

@@ -1,28 +1,16 @@
-"""The ``sage-jax`` command.
-
-Subcommands so far:
-
-* ``sage-jax inspect FILE.pt`` - what a checkpoint holds, read without torch.
-* ``sage-jax convert --checkpoint FILE.pt --out DIR`` - a generator or discriminator
-  converted to a sage-jax (orbax) model directory.
-* ``sage-jax sample --checkpoint FILE.pt|DIR`` - images from seeds or saved latents.
-* ``sage-jax invert --checkpoint FILE.pt --images DIR --out DIR`` - W+ codes of images
-  from a pSp / AGE / SAGE encoder, with reconstructions.
-"""
+"""SAGE's method on trained models: ``sample`` (images from seeds or latents),
+``invert`` (W+ codes of images), ``embed`` (class statistics of the seen classes),
+``train-dictionary`` (the attribute dictionary, generator and encoder frozen) and
+``generate`` (few-shot generation for unseen classes); the refinement flags they share."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
-from typing import Sequence
 
 import numpy as np
 
-
-class UsageError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+from sage_jax.errors import UsageError
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -48,68 +36,6 @@ def parse_seeds(spec: str) -> list[int]:
     if any(s < 0 or s >= 2**32 for s in seeds):
         raise UsageError("seeds must lie in [0, 2**32)")
     return seeds
-
-
-# ----------------------------------------------------------------------------- inspect
-def cmd_inspect(args) -> int:
-    from sage_jax import checkpoints
-
-    obj = checkpoints.read_torch(args.file)
-    lines: list[str] = []
-
-    def walk(o, indent: int, depth: int):
-        pad = "  " * indent
-        items = o.items() if isinstance(o, dict) else enumerate(o)
-        for n, (k, v) in enumerate(items):
-            if n >= args.max_items:
-                lines.append(f"{pad}... ({len(o) - n} more)")
-                break
-            if isinstance(v, np.ndarray):
-                lines.append(f"{pad}{k}: {v.dtype} {list(v.shape)}")
-            elif isinstance(v, (dict, list, tuple)) and depth < args.depth:
-                lines.append(f"{pad}{k}: ({type(v).__name__}, {len(v)} entries)")
-                walk(v, indent + 1, depth + 1)
-            else:
-                lines.append(f"{pad}{k}: {str(v)[:120]}")
-
-    if isinstance(obj, (dict, list, tuple)):
-        walk(obj, 0, 0)
-    else:
-        lines.append(repr(obj)[:500])
-    print("\n".join(lines))
-    if isinstance(obj, dict):
-        for name in ("g_ema", "g"):
-            if isinstance(obj.get(name), dict):
-                cfg = checkpoints.generator_config_from_state_dict(obj[name])
-                print(f"\n{name}: StyleGAN2 generator {json.dumps(cfg)}")
-        if isinstance(obj.get("state_dict"), dict):
-            parts = checkpoints.split_state_dict(obj["state_dict"])
-            print("\nstate_dict parts: " + ", ".join(f"{k} ({len(v)} tensors)" for k, v in parts.items()))
-    return 0
-
-
-# ----------------------------------------------------------------------------- convert
-def cmd_convert(args) -> int:
-    from sage_jax import checkpoints
-
-    ckpt = checkpoints.read_torch(args.checkpoint)
-    which = args.which
-    if which in ("d",):
-        if not isinstance(ckpt.get("d"), dict):
-            raise UsageError(f"{args.checkpoint} has no 'd' entry")
-        model = checkpoints.load_discriminator(ckpt["d"])
-    elif which in ("g_ema", "g"):
-        if not isinstance(ckpt.get(which), dict):
-            raise UsageError(f"{args.checkpoint} has no {which!r} entry (it has {sorted(ckpt)})")
-        model = checkpoints.load_generator(ckpt[which])
-    elif which == "decoder":
-        model = checkpoints.load_generator(ckpt.get("state_dict", ckpt), prefix="decoder.")
-    else:  # auto
-        model = checkpoints.load_generator(ckpt)
-    checkpoints.save_model(args.out, model, overwrite=args.overwrite,
-                           extra={"source": os.path.abspath(args.checkpoint), "which": which})
-    print(f"wrote {model!r} to {args.out}")
-    return 0
 
 
 # ----------------------------------------------------------------------------- model directories
@@ -714,245 +640,9 @@ def cmd_generate(args) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- training
-def _training_config(args, section):
-    from sage_jax.config import apply_overrides, load_config
-
-    cfg = load_config(args.config)
-    if section not in cfg:
-        raise UsageError(f"{args.config} has no '{section}' section")
-    try:
-        apply_overrides(cfg, args.overrides, aliases={"train": section})
-        _check_training_config(cfg, (section,))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return cfg
-
-
-def _check_training_config(cfg, sections):
-    """Impossible values are refused here, before any data is read or file written."""
-    from sage_jax.config import check_generator, check_section
-
-    for name in sections:
-        if name in cfg:
-            check_section(cfg[name], name)
-    if "model" in cfg and "generator" in cfg.model:
-        check_generator(cfg.model.generator)
-
-
-def _images_note(ds) -> str:
-    report = getattr(ds, "report", None)
-    return f"; {report.summary()}" if report is not None else ""
-
-
-def _write_config(cfg, workdir):
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=1))
-
-
-def cmd_train_gan(args) -> int:
-    from sage_jax.data.loader import seen_dataset
-    from sage_jax.train.gan import train_gan
-
-    cfg = _training_config(args, "gan")
-    ds = seen_dataset(cfg.data, cfg.model.generator.size)
-    print(f"training StyleGAN2 ({cfg.model.generator.size} px) on {len(ds)} images of "
-          f"{ds.num_classes} seen classes in {args.workdir}")
-    _write_config(cfg, args.workdir)
-    G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, args.workdir, quiet=args.quiet)
-    print(f"generator (EMA) in {os.path.join(args.workdir, 'g_ema')}, samples in "
-          f"{os.path.join(args.workdir, 'samples')}" + _images_note(ds))
-    return 0
-
-
-def cmd_train_encoder(args) -> int:
-    from sage_jax import checkpoints
-    from sage_jax.data.loader import seen_dataset
-    from sage_jax.train.encoder import train_encoder
-
-    cfg = _training_config(args, "psp")
-    if not os.path.exists(args.generator):
-        raise UsageError(f"generator {args.generator} does not exist")
-    G = checkpoints.load_generator(args.generator)
-    enc = cfg.model.encoder
-    if enc.style_dim != G.style_dim or enc.n_styles < G.n_latent:
-        raise UsageError(f"the encoder of the config (model.encoder.style_dim={enc.style_dim}, n_styles={enc.n_styles}) "
-                         f"cannot drive {args.generator}: a {G.size} px generator with style_dim {G.style_dim} "
-                         f"needs style_dim {G.style_dim} and n_styles >= {G.n_latent}")
-    lpips = None
-    if args.lpips or args.lpips_vgg or args.lpips_heads:
-        from sage_jax.checkpoints.lpips import load_lpips, load_lpips_from_parts
-
-        if args.lpips:
-            lpips = load_lpips(args.lpips)
-        elif args.lpips_vgg and args.lpips_heads:
-            lpips = load_lpips_from_parts(args.lpips_vgg, args.lpips_heads)
-        else:
-            raise UsageError("give --lpips, or both --lpips-vgg and --lpips-heads")
-    ds = seen_dataset(cfg.data, cfg.model.encoder.input_size)
-    passes = int(cfg.psp.get("restyle_iterations", 0))
-    kind = f"an iterative (ReStyle) encoder, {passes} passes," if passes else "the pSp encoder"
-    print(f"training {kind} for a {G.size} px generator on {len(ds)} images in {args.workdir}"
-          + (" with LPIPS" if lpips else " (no LPIPS weights given: L2 and w-norm only)"))
-    _write_config(cfg, args.workdir)
-    train_encoder(cfg.model.encoder, G, cfg.psp, ds, args.workdir, quiet=args.quiet, lpips=lpips)
-    print(f"pSp model (encoder, decoder, latent_avg) in {os.path.join(args.workdir, 'psp')}" + _images_note(ds))
-    return 0
-
-
-def cmd_train(args) -> int:
-    from sage_jax.config import apply_overrides, load_config
-    from sage_jax.train.pipeline import train_pipeline
-
-    cfg = load_config(args.config)
-    try:
-        apply_overrides(cfg, args.overrides)
-        _check_training_config(cfg, ("gan", "psp", "dictionary"))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    train_pipeline(cfg, args.workdir, quiet=args.quiet)
-    return 0
-
-
-def cmd_demo(args) -> int:
-    from sage_jax.demo import ASSET_DIR, run_demo
-
-    try:
-        run_demo(args.out, model=args.model or ASSET_DIR, n=args.n, seed=args.seed, quiet=args.quiet)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
-    return 0
-
-
-# ----------------------------------------------------------------------------- datasets
-def cmd_build_dataset(args) -> int:
-    from sage_jax.data import tfds_data
-
-    if bool(args.root) == bool(args.flowers102_manual_dir):
-        raise UsageError("give --root (a folder dataset) or --flowers102-manual-dir, not both")
-    if args.root:
-        if not args.name:
-            raise UsageError("--name is needed with --root")
-        builder = tfds_data.build_folder_dataset(args.root, args.data_dir, args.name, args.size,
-                                                 overwrite=args.overwrite)
-    else:
-        builder = tfds_data.build_flowers102(args.flowers102_manual_dir, args.data_dir, args.size,
-                                             name=args.name or "oxford_flowers102_raw", overwrite=args.overwrite)
-    info = builder.info
-    counts = {k: v.num_examples for k, v in info.splits.items()}
-    meta = info.metadata or {}
-    skipped = meta.get("num_skipped", 0)
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(meta.get("skipped_by_kind", {}).items()))
-    conv = ", ".join(f"{n} {k}" for k, n in sorted(meta.get("conversions", {}).items()))
-    print(f"built {info.name} ({args.size} px) in {args.data_dir}: {counts}, {skipped} unreadable files skipped"
-          f"{f' ({kinds})' if kinds else ''}, {sum(meta.get('conversions', {}).values())} converted"
-          f"{f' ({conv})' if conv else ''}; "
-          f"train on it with --config.data.name=tfds --config.data.data_dir={args.data_dir} "
-          f"--config.data.tfds_name={info.name}")
-    return 0
-
-
-def cmd_make_synthetic(args) -> int:
-    from sage_jax.config import apply_overrides, load_config
-    from sage_jax.data.loader import synthetic_spec
-    from sage_jax.data.synthetic import write_folder
-
-    cfg = load_config(args.config)
-    try:
-        apply_overrides(cfg, args.overrides)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if cfg.data.name != "synthetic":
-        raise UsageError(f"{args.config} has data.name={cfg.data.name!r}; make-synthetic needs the synthetic data")
-    if os.path.exists(args.out) and os.listdir(args.out):
-        raise UsageError(f"{args.out} exists and is not empty")
-    paths = write_folder(synthetic_spec(cfg.data), args.out, args.split)
-    print(f"wrote {len(paths)} {args.split} images of the synthetic dataset ({cfg.data.size} px) to {args.out}, "
-          f"with their factor labels in {os.path.join(args.out, 'factors.npz')}")
-    return 0
-
-
-# ----------------------------------------------------------------------------- evaluation
-def _cmd_evaluate_classwise(args, metrics) -> int:
-    """``evaluate --conditional ... --metrics classwise`` (sage_jax.metrics.classwise)."""
-    from sage_jax.metrics.classwise import ClasswiseOptions, classwise_table, run_classwise
-
-    if args.generated:
-        raise UsageError("--conditional (classwise) and --generated are evaluated separately: give one of them")
-    if set(metrics) - {"classwise"} and args.metrics != ",".join(("fid", "lpips", "nas", "fewshot")):
-        raise UsageError("--conditional generators are evaluated with --metrics classwise only")
-    o = ClasswiseOptions(n_per_class=args.per_class, fraction=args.group_fraction, oracles=args.oracles,
-                         seed=args.seed, progress=not args.quiet)
-    try:
-        results = run_classwise(args.real, args.conditional, args.out, o)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    print(classwise_table(results))
-    print(f"wrote {os.path.join(args.out, 'classwise.json')} and classwise.md ({results['seconds']:.0f} s)")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from sage_jax.evaluation import EvalOptions, EvaluationError, run_evaluation, tables
-
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    if args.conditional:
-        return _cmd_evaluate_classwise(args, metrics)
-    if "classwise" in metrics:
-        raise UsageError("--metrics classwise evaluates class-conditional generators: give --conditional LABEL=DIR")
-    if not args.generated:
-        raise UsageError("give --generated [LABEL=]DIR (or --conditional LABEL=DIR with --metrics classwise)")
-
-    o = EvalOptions(
-        metrics=metrics, size=args.size, glob=args.glob,
-        setting=args.setting, dataset=args.dataset, inception=args.inception, lpips=args.lpips,
-        lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads,
-        lpips_size=None if args.lpips_size == "full" else int(args.lpips_size), oracles=args.oracles,
-        cache_dir=args.cache_dir, nas_shots=args.nas_shots, nas_generated=args.nas_generated,
-        nas_seeds=args.nas_seeds, nas_steps=args.nas_steps, sgia_alpha=args.sgia_alpha, bridging=args.bridging,
-        classifier=args.classifier, flip=args.flip, classifier_size=args.classifier_size,
-        pretrain_steps=args.pretrain_steps,
-        fewshot_ways=args.ways, fewshot_shots=tuple(args.fewshot_shots), fewshot_queries=args.queries,
-        fewshot_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
-    try:
-        results = run_evaluation(args.real, args.generated, args.out, o, seen_root=args.seen, shots_root=args.shots)
-    except EvaluationError as e:
-        raise UsageError(str(e)) from None
-    print(tables(results))
-    for name, rep in results["images_read"].items():
-        if rep["num_skipped"] or rep["converted"]:
-            kinds = ", ".join(f"{n} {k}" for k, n in rep["skipped_by_kind"].items())
-            print(f"{name}: {rep['num_skipped']} image(s) skipped" + (f" ({kinds})" if kinds else "")
-                  + f"; {sum(rep['converted'].values())} converted")
-    print(f"wrote {os.path.join(args.out, 'metrics.json')}, tables.md and samples.png "
-          f"({results['seconds']:.0f} s)")
-    return 0
-
-
-# ----------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sage-jax",
-        description="SAGE few-shot image generation with StyleGAN2 latent editing, in JAX.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    s = sub.add_parser("inspect", help="show what a .pt checkpoint holds (read without torch)")
-    s.add_argument("file", help="a .pt/.pth file written by torch.save")
-    s.add_argument("--depth", type=int, default=2, help="how deep to list nested entries (default 2)")
-    s.add_argument("--max-items", type=int, default=40, help="entries listed per container (default 40)")
-    s.set_defaults(func=cmd_inspect)
-
-    s = sub.add_parser("convert", help="convert a StyleGAN2 from a .pt checkpoint to a sage-jax model directory")
-    s.add_argument("--checkpoint", required=True, help="rosinality, pSp, AGE or SAGE .pt file")
-    s.add_argument("--out", required=True, help="model directory to write")
-    s.add_argument("--which", default="auto", choices=["auto", "g_ema", "g", "d", "decoder"],
-                   help="which network: auto (g_ema, else the decoder of a pSp/AGE/SAGE file), "
-                        "g_ema, g, d (discriminator) or decoder")
-    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    s.set_defaults(func=cmd_convert)
-
+# ----------------------------------------------------------------------------- arguments
+def register(sub) -> None:
+    """Adds this module's subcommands to ``sub`` (the ``sage-jax`` subparsers)."""
     s = sub.add_parser("sample", help="generate images from seeds or latents")
     s.add_argument("--checkpoint", required=True,
                    help=".pt file (g_ema, or the decoder of a pSp/AGE/SAGE file), a converted model directory, "
@@ -984,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
+
     s = sub.add_parser("invert", help="encode images to W+ codes with a pSp/AGE/SAGE encoder")
     s.add_argument("--checkpoint", required=True,
                    help="pSp, AGE or SAGE .pt file, a pSp directory (save_psp, train-encoder's psp/) or a model "
@@ -998,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_refine_args(s, "default")
     s.set_defaults(func=cmd_invert)
+
     s = sub.add_parser("embed", help="class statistics of the seen classes (class embeddings, back-projected codes)")
     s.add_argument("--checkpoint", required=True, help="pSp/AGE/SAGE .pt file or model directory")
     s.add_argument("--data", required=True, help="seen-class images: <class>/<image> folders or <class>_<i>.jpg files")
@@ -1071,158 +763,3 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_refine_args(s, "default: the setting the statistics were made with; another is refused")
     s.set_defaults(func=cmd_generate)
-    s = sub.add_parser("build-dataset", help="build a TFDS dataset (array_record, no TensorFlow) from a "
-                                             "folder or from the Oxford Flowers 102 manual download")
-    s.add_argument("--root", default=None, help="folder dataset: <class>/<image> (train/valid sub-folders become splits)")
-    s.add_argument("--flowers102-manual-dir", dest="flowers102_manual_dir", default=None,
-                   help="folder with 102flowers.tgz, imagelabels.mat and setid.mat")
-    s.add_argument("--data-dir", dest="data_dir", required=True, help="where to write the TFDS dataset")
-    s.add_argument("--name", default=None, help="dataset name (default for flowers: oxford_flowers102_raw)")
-    s.add_argument("--size", type=int, required=True, help="images are resized to size x size")
-    s.add_argument("--overwrite", action="store_true", help="rebuild even if a different build exists")
-    s.set_defaults(func=cmd_build_dataset)
-
-    s = sub.add_parser("make-synthetic", help="write the synthetic dataset's seen or unseen classes as an image "
-                                              "folder (with factors.npz, the ground-truth labels)")
-    s.add_argument("--config", default=os.path.join("configs", "tiny.py"),
-                   help="config whose data section defines the dataset (default configs/tiny.py)")
-    s.add_argument("--split", default="unseen", choices=["seen", "unseen", "all"], help="which classes (default unseen)")
-    s.add_argument("--out", required=True, help="folder to write: OUT/<class>/<i>.png and OUT/factors.npz")
-    s.set_defaults(func=cmd_make_synthetic)
-
-    s = sub.add_parser("evaluate", help="the paper's evaluation (FID, KID, LPIPS diversity, NAS with SGIA options, "
-                                        "few-shot classification, ground truth) of generated image folders",
-                       description="Evaluates one or more folders of generated images (one sub-folder per "
-                                   "unseen class) against real images of those classes; writes OUT/metrics.json, "
-                                   "OUT/tables.md (the layout of the paper's Tables 1, 2 and 4) and "
-                                   "OUT/samples.png.")
-    s.add_argument("--real", required=True, help="real images of the unseen classes: <class>/<image>")
-    s.add_argument("--generated", action="append", metavar="[LABEL=]DIR",
-                   help="generated images: <class>/<image>; repeat for several methods")
-    s.add_argument("--conditional", action="append", metavar="[LABEL=]DIR",
-                   help="instead of --generated: a class-conditional generator (model dir from train-gan with "
-                        "gan.conditional) for --metrics classwise, per-class-group FID and category retention "
-                        "(head / tail by training count) against --real seen-class images; repeat to compare")
-    s.add_argument("--per-class", dest="per_class", type=int, default=100,
-                   help="classwise: images generated per class (default 100)")
-    s.add_argument("--group-fraction", dest="group_fraction", type=float, default=1.0 / 3.0,
-                   help="classwise: share of classes in the head and in the tail group (default 1/3)")
-    s.add_argument("--metrics", default=",".join(("fid", "lpips", "nas", "fewshot")),
-                   help="comma-separated: fid, kid, lpips, nas, fewshot, gt (default fid,lpips,nas,fewshot); "
-                        "classwise with --conditional")
-    s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--seen", default=None, help="real images of the seen classes (needed by nas and fewshot)")
-    s.add_argument("--shots", default=None,
-                   help="S_sample: the images the generated sets were made from, <class>/<image> (default: the "
-                        "first --nas-shots sorted images of each --real class; the rest are the NAS test set)")
-    s.add_argument("--glob", default=None,
-                   help="file pattern of generated images (default: <mode>_[0-9]*.png when the folder has a "
-                        "generation.json from 'sage-jax generate', else *)")
-    s.add_argument("--setting", default=None, help="setting shown in Table 1, e.g. 1-shot (default: generation.json)")
-    s.add_argument("--dataset", default=None, help="dataset name in the tables (default: the --real folder's name)")
-    s.add_argument("--size", type=int, default=None, help="read all images at this size (default: the real images')")
-    s.add_argument("--inception", default=None, help="pt_inception-2015-12-05-6726825d.pth, pytorch-fid's weights")
-    s.add_argument("--cache-dir", dest="cache_dir", default=None,
-                   help="cache of real-set feature statistics (default ~/.cache/sage-jax/fid_stats)")
-    s.add_argument("--kid-subsets", dest="kid_subsets", type=int, default=100)
-    s.add_argument("--lpips", default=None, help="LPIPS(net='vgg') state dict of the lpips package")
-    s.add_argument("--lpips-vgg", dest="lpips_vgg", default=None, help="or torchvision vgg16-397923af.pth ...")
-    s.add_argument("--lpips-heads", dest="lpips_heads", default=None, help="... with lpips/weights/v0.1/vgg.pth")
-    s.add_argument("--lpips-size", dest="lpips_size", default="32", choices=["32", "full"],
-                   help="LPIPS diversity on images resized to 32x32 (the official code) or at full resolution")
-    s.add_argument("--oracles", default=None,
-                   help="ground-truth oracles for the synthetic data (default: the shipped tiny model's)")
-    s.add_argument("--nas-shots", dest="nas_shots", type=int, default=10, help="real shots per class (default 10)")
-    s.add_argument("--nas-generated", dest="nas_generated", type=int, default=100,
-                   help="generated images per class added for NAS (default 100)")
-    s.add_argument("--nas-seeds", dest="nas_seeds", type=int, default=3, help="fine-tuning seeds (default 3)")
-    s.add_argument("--nas-steps", dest="nas_steps", type=int, default=None, help="fine-tuning steps")
-    s.add_argument("--sgia-alpha", dest="sgia_alpha", type=float, default=None,
-                   help="also run SGIA's balanced sampler: each slot is generated with probability alpha")
-    s.add_argument("--bridging", action="store_true",
-                   help="also run SGIA's bridging fine-tuning (the balanced mix, then real images only)")
-    s.add_argument("--classifier", default="vit", choices=["vit", "resnet"], help="NAS classifier (default vit)")
-    s.add_argument("--flip", action="store_true",
-                   help="horizontal flips when training the classifiers (natural images; off by default because a "
-                        "flip turns some synthetic classes into others)")
-    s.add_argument("--classifier-size", dest="classifier_size", type=int, default=64,
-                   help="classifier input size (default 64; the real images' size if smaller)")
-    s.add_argument("--pretrain-steps", dest="pretrain_steps", type=int, default=None,
-                   help="pre-training steps on the seen classes")
-    s.add_argument("--ways", type=int, default=5, help="few-shot: classes per episode (default 5)")
-    s.add_argument("--fewshot-shots", dest="fewshot_shots", type=int, nargs="+", default=[1, 5],
-                   help="few-shot: shots per class (default 1 5)")
-    s.add_argument("--queries", type=int, default=15, help="few-shot: queries per class (default 15)")
-    s.add_argument("--episodes", type=int, default=600, help="few-shot: episodes (default 600)")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_evaluate)
-
-    s = sub.add_parser("demo", help="the shipped tiny model on the unseen synthetic classes, with report.html")
-    s.add_argument("--out", default="demo", help="report directory (default ./demo)")
-    s.add_argument("--model", default=None, help="a model directory from 'sage-jax train' (default: the shipped one)")
-    s.add_argument("--n", type=int, default=16, help="images per class, mode and shot count (default 16)")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_demo)
-
-    s = sub.add_parser("train", help="the whole pipeline: GAN, encoder, class statistics, dictionary "
-                                      "(+ oracles on synthetic data), resumable stage by stage",
-                       description="Trains every stage into WORKDIR and bundles WORKDIR/model. Any config value "
-                                   "can be set with --config.SECTION.KEY=VALUE.")
-    s.add_argument("--config", required=True, help="a configs/*.py file (e.g. configs/tiny.py)")
-    s.add_argument("--workdir", required=True, help="stage directories and the final model; running again resumes")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_train)
-
-    for name, helptext, func in (
-            ("train-gan", "train a StyleGAN2 (sharded over all devices, resumable)", cmd_train_gan),
-            ("train-encoder", "train a pSp encoder for a frozen generator (resumable)", cmd_train_encoder)):
-        s = sub.add_parser(name, help=helptext,
-                           description=helptext + ". Any config value can be set with --config.SECTION.KEY=VALUE; "
-                                       "--config.train.KEY is this command's own section.")
-        s.add_argument("--config", required=True, help="a configs/*.py file (e.g. configs/tiny.py)")
-        s.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, results; "
-                                                         "running again resumes")
-        if name == "train-encoder":
-            s.add_argument("--generator", required=True, help="the frozen generator: model dir or .pt")
-            s.add_argument("--lpips", default=None,
-                           help="LPIPS weights for the perceptual term: a state dict of the lpips package's "
-                                "LPIPS(net='vgg') saved with torch.save")
-            s.add_argument("--lpips-vgg", dest="lpips_vgg", default=None,
-                           help="or: torchvision vgg16 weights (vgg16-397923af.pth) ...")
-            s.add_argument("--lpips-heads", dest="lpips_heads", default=None,
-                           help="... with the lpips package's linear heads (lpips/weights/v0.1/vgg.pth)")
-        s.add_argument("--quiet", action="store_true", help="no progress bar")
-        s.set_defaults(func=func)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from sage_jax.checkpoints.torch_reader import CheckpointError
-    from sage_jax.errors import RunStopped
-
-    from sage_jax.config import split_overrides
-
-    parser = build_parser()
-    try:
-        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    except ValueError as e:
-        parser.error(str(e))
-    args = parser.parse_args(rest)
-    args.overrides = overrides
-    if overrides and args.command not in ("train", "train-gan", "train-encoder", "make-synthetic"):
-        parser.error(f"--config.* overrides apply to train, train-gan, train-encoder and make-synthetic, "
-                     f"not {args.command}")
-    from sage_jax.parallel import enable_compilation_cache
-
-    enable_compilation_cache()
-    try:
-        return args.func(args)
-    except (UsageError, CheckpointError, RunStopped, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"sage-jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
