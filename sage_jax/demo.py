@@ -35,7 +35,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -100,7 +99,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     from sage_jax.generation import SageGenerator
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.inversion import CachedInverter
-    from sage_jax.plots import palette, pca_2d, scatter
+    from sage_jax.plots import pca_2d, plot_classes, plot_pca
 
     t0 = time.perf_counter()
     psp, dictionary, stats, oracles, config = load_bundle(model)
@@ -127,7 +126,6 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     results = {m: {k: {"retention": [], "diversity": []} for k in SHOTS} for m in MODES}
     real_scores = {"retention": [], "spread": []}
     pca_series = {m: [] for m in MODES}
-    colours = palette(len(unseen))
     rows = []
     overview = {}   # class -> shots and each mode's images at the largest shot count, for classes.png
     for ci, cls in enumerate(tqdm(unseen, desc="unseen classes", unit="class", disable=quiet)):
@@ -161,20 +159,20 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
                 if k == max(SHOTS):
                     overview.setdefault(cls.name, {"shots": shot_u8})[mode] = to_uint8(imgs)
         rows.append(row)
-    plot_classes(overview, os.path.join(out, "classes.png"), k=max(SHOTS))
+    plot_classes(overview, os.path.join(out, "classes.png"), k=max(SHOTS), modes=MODES)
 
     # PCA of W+ codes, real vs generated (paper Fig. 5), 1-shot, shared axes per mode
     allc = np.concatenate([r for m in MODES for _, r, g in pca_series[m]] + [g for m in MODES for _, r, g in pca_series[m]])
-    mean, axes = pca_2d(allc)
+    mean, axes, share = pca_2d(allc)
     panels = []
     for mode in MODES:
         series = []
         for ci, r, g in pca_series[mode]:
-            name = unseen[ci].name
-            series.append(((r - mean) @ axes.T, colours[ci], "o", f"{name} real"))
-            series.append(((g - mean) @ axes.T, colours[ci], "x", f"{name} {mode.upper()}"))
-        panels.append((f"{mode.upper()}, 1 shot: real (discs) vs generated (crosses)", series))
-    save_png(os.path.join(out, "pca.png"), scatter(panels, title="PCA of W+ codes of unseen classes"))
+            series.append(((r - mean) @ axes.T, ci, "real"))
+            series.append(((g - mean) @ axes.T, ci, "generated"))
+        panels.append((f"{mode.upper()}, 1 shot", series))
+    plot_pca(panels, os.path.join(out, "pca.png"), title="PCA of W+ codes of unseen classes: real vs generated",
+             share=share, class_names=[unseen[ci].name for ci, _, _ in pca_series[MODES[0]]])
 
     def mean(v):
         return float(np.mean(v))
@@ -290,8 +288,8 @@ def _write_html(out, summary, rows):
                   "<p>Random samples of the generator:</p><img src='samples.png' style='width:100%'>",
                   "<p>Held-out real images of unseen classes (top) and their reconstructions (bottom):</p>"
                   "<img src='reconstructions.png' style='width:100%'>"]
-    lines += [f"<h2>Every unseen class</h2><p>Its shots, then each mode's images from them:</p>"
-              f"<img src='classes.png' style='width:100%'>"]
+    lines += ["<h2>Every unseen class</h2><p>Its shots, then each mode's images from them:</p>"
+              "<img src='classes.png' style='width:100%'>"]
     lines += ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
     for k, v in t.items():
         lines.append(f"<tr><td>{html.escape(k)}</td><td>{v['retention']:.3f}</td><td>{v['diversity']:.3f}</td></tr>")
@@ -329,6 +327,7 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
     only by the method."""
     from sage_jax.data.synthetic import make_classes, sample_class
     from sage_jax.generation import SageGenerator
+    from sage_jax.plots import plot_sweep
 
     t0 = time.perf_counter()
     psp, dictionary, stats, oracles, config = load_bundle(model)
@@ -380,64 +379,3 @@ def sweep_table(rows) -> str:
             lines.append(f"| {m.upper()} | {k} | " + " | ".join(
                 f"{cells[a]['retention']:.2f} / {cells[a]['diversity']:.2f}" for a in alphas) + " |")
     return "\n".join(lines) + "\n\n(each cell: category retention / diversity)\n"
-
-
-def plot_classes(overview: dict, path: str, k: int) -> None:
-    """One figure of every unseen class (matplotlib, Agg): a row per class with its K
-    shots, then each mode's images from them, so a reader sees at a glance whether the
-    generated images are that class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sage_jax.images import make_grid
-
-    names = list(overview)
-    modes = [m for m in MODES if all(m in overview[c] for c in names)]
-    fig, axes = plt.subplots(len(names), 1 + len(modes), figsize=(2.2 + 6.4 * len(modes), 1.75 * len(names)),
-                             squeeze=False, gridspec_kw={"width_ratios": [1] + [3] * len(modes)})
-    for r, name in enumerate(names):
-        panels = [("shots", overview[name]["shots"], len(overview[name]["shots"]))]
-        panels += [(f"{m.upper()}, {k}-shot", overview[name][m], 8) for m in modes]
-        for c, (title, imgs, ncols) in enumerate(panels):
-            ax = axes[r][c]
-            ax.imshow(make_grid(imgs, ncols=ncols), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=10)
-        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_sweep(rows, path: str) -> None:
-    """Retention (y) against diversity (x), a line per mode through its alphas, one
-    panel per shot count (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shots = sorted({r["shots"] for r in rows})
-    fig, axes = plt.subplots(1, len(shots), figsize=(5.2 * len(shots), 4.4), squeeze=False, sharey=True)
-    for ax, k in zip(axes[0], shots):
-        for m in dict.fromkeys(r["mode"] for r in rows):
-            pts = sorted((r for r in rows if r["mode"] == m and r["shots"] == k), key=lambda r: r["alpha"])
-            x = [r["diversity"] for r in pts]
-            y = [r["retention"] for r in pts]
-            ax.plot(x, y, marker="o", label=m.upper())
-            for r in pts:
-                ax.annotate(f"{r['alpha']:g}", (r["diversity"], r["retention"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
-        ax.set_title(f"{k}-shot (labels: alpha)")
-        ax.set_xlabel("diversity (oracle factor spread / real)")
-        ax.grid(alpha=0.3)
-        ax.set_ylim(0, 1.02)
-    axes[0][0].set_ylabel("category retention (oracle accuracy)")
-    axes[0][-1].legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

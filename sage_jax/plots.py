@@ -1,67 +1,115 @@
-"""Small dependency-free plots (PIL): scatter plots with a legend, for reports."""
+"""The report figures, drawn with matplotlib (Agg backend, no display needed): the PCA
+of real and generated W+ codes (the paper's Fig. 5), the retention-vs-diversity plot of
+the alpha sweep, and the per-class overview of shots and generated images. Each
+function writes one PNG."""
 
 from __future__ import annotations
-
-import colorsys
 
 import numpy as np
 
 
-def palette(n: int) -> list[tuple[int, int, int]]:
-    """``n`` well-separated colours."""
-    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.75, 0.85)) for i in range(n)]
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def scatter(panels, size: int = 360, title: str = "") -> np.ndarray:
-    """Side-by-side scatter panels as one RGB image.
-
-    ``panels``: list of ``(panel title, [(points (N, 2), colour, marker, label), ...])``
-    with marker ``"o"`` (filled disc) or ``"x"`` (cross). All panels share the axes'
-    scale, so they compare directly."""
-    from PIL import Image, ImageDraw
-
-    pts = np.concatenate([p for _, series in panels for p, *_ in series if len(p)]) if panels else np.zeros((1, 2))
-    lo, hi = pts.min(0), pts.max(0)
-    span = np.maximum(hi - lo, 1e-6)
-    pad, top = 24, 40 if title else 24
-    w = len(panels) * size + (len(panels) + 1) * pad
-    h = size + top + pad + 60
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    if title:
-        draw.text((pad, 10), title, fill="black")
-    legend = {}
-    for k, (ptitle, series) in enumerate(panels):
-        x0 = pad + k * (size + pad)
-        draw.rectangle([x0, top, x0 + size, top + size], outline=(160, 160, 160))
-        draw.text((x0 + 4, top + 4), ptitle, fill="black")
-        for points, colour, marker, label in series:
-            legend.setdefault(label, (colour, marker))
-            for x, y in np.asarray(points):
-                u = x0 + 10 + (x - lo[0]) / span[0] * (size - 20)
-                v = top + size - 10 - (y - lo[1]) / span[1] * (size - 20)
-                if marker == "x":
-                    draw.line([u - 3, v - 3, u + 3, v + 3], fill=colour, width=1)
-                    draw.line([u - 3, v + 3, u + 3, v - 3], fill=colour, width=1)
-                else:
-                    draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=colour, outline=(40, 40, 40))
-    y = top + size + 10
-    x = pad
-    for label, (colour, marker) in legend.items():
-        if marker == "x":
-            draw.line([x, y, x + 6, y + 6], fill=colour)
-            draw.line([x, y + 6, x + 6, y], fill=colour)
-        else:
-            draw.ellipse([x, y, x + 6, y + 6], fill=colour)
-        draw.text((x + 10, y - 3), label, fill="black")
-        x += 10 + 7 * len(label) + 16
-        if x > w - 150:
-            x, y = pad, y + 16
-    return np.asarray(img)
-
-
-def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, (2, F) principal axes) of rows ``x``."""
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, (2, F) principal axes, the share of the variance each axis holds) of rows ``x``."""
+    x = np.asarray(x, np.float64)
     mean = x.mean(0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[:2]
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    var = s ** 2
+    return mean, vt[:2], var[:2] / max(var.sum(), 1e-30)
+
+
+def plot_pca(panels, path: str, *, title: str = "", share=None, class_names=None) -> None:
+    """Side-by-side scatter panels on shared axes: ``panels`` is a list of ``(panel
+    title, [(points (N, 2), class index, kind), ...])`` with kind ``"real"`` (discs) or
+    ``"generated"`` (crosses); a colour per class, named in the legend by
+    ``class_names``. ``share``: the variance share of the two axes, for their labels."""
+    plt = _pyplot()
+    n_classes = 1 + max((c for _, series in panels for _, c, _ in series), default=0)
+    colours = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels) + 1.8, 4.6), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, (ptitle, series) in zip(axes[0], panels):
+        for points, c, kind in series:
+            p = np.asarray(points)
+            if kind == "real":
+                ax.scatter(p[:, 0], p[:, 1], s=22, color=colours(c), edgecolors="0.2", linewidths=0.5)
+            else:
+                ax.scatter(p[:, 0], p[:, 1], s=26, color=colours(c), marker="x", linewidths=1.1)
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_xlabel("PC 1" + (f" ({share[0]:.0%} of variance)" if share is not None else ""))
+        ax.grid(alpha=0.25)
+    axes[0][0].set_ylabel("PC 2" + (f" ({share[1]:.0%} of variance)" if share is not None else ""))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color="0.5", markeredgecolor="0.2", label="real"),
+               Line2D([], [], marker="x", ls="", color="0.5", label="generated")]
+    for c, name in enumerate(class_names or []):
+        handles.append(Line2D([], [], marker="s", ls="", color=colours(c), label=name))
+    axes[0][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
+                       frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_classes(overview: dict, path: str, k: int, modes) -> None:
+    """One figure of every class in ``overview`` (name -> {"shots": uint8 images, mode:
+    uint8 images}): a row per class with its K shots, then each mode's images from them,
+    so a reader sees at a glance whether the generated images are that class."""
+    from sage_jax.images import make_grid
+
+    plt = _pyplot()
+    names = list(overview)
+    modes = [m for m in modes if all(m in overview[c] for c in names)]
+    fig, axes = plt.subplots(len(names), 1 + len(modes), figsize=(2.2 + 6.4 * len(modes), 1.75 * len(names)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] + [3] * len(modes)})
+    for r, name in enumerate(names):
+        panels = [("shots", overview[name]["shots"], len(overview[name]["shots"]))]
+        panels += [(f"{m.upper()}, {k}-shot", overview[name][m], 8) for m in modes]
+        for c, (title, imgs, ncols) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(make_grid(imgs, ncols=ncols), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_sweep(rows, path: str) -> None:
+    """Retention (y) against diversity (x), a line per mode through its alphas, one
+    panel per shot count; ``rows``: dicts with mode, shots, alpha, retention, diversity."""
+    plt = _pyplot()
+    shots = sorted({r["shots"] for r in rows})
+    fig, axes = plt.subplots(1, len(shots), figsize=(5.2 * len(shots), 4.4), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], shots):
+        for m in dict.fromkeys(r["mode"] for r in rows):
+            pts = sorted((r for r in rows if r["mode"] == m and r["shots"] == k), key=lambda r: r["alpha"])
+            x = [r["diversity"] for r in pts]
+            y = [r["retention"] for r in pts]
+            ax.plot(x, y, marker="o", label=m.upper())
+            for r in pts:
+                ax.annotate(f"{r['alpha']:g}", (r["diversity"], r["retention"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        ax.set_title(f"{k}-shot (labels: alpha)")
+        ax.set_xlabel("diversity (oracle factor spread / real)")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("category retention (oracle accuracy)")
+    axes[0][-1].legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
