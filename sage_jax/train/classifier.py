@@ -11,6 +11,9 @@ cosine decay, random shift-crop and optional horizontal-flip augmentation).
 
 The networks (``nn/classifiers.py``) have no BatchNorm, so a classifier is its
 ``params`` only.
+
+``fit_small_classifier`` is the simpler single-device loop of the synthetic data's
+oracles (``metrics/oracles.py``) and of Softlabel-GAN's labeller.
 """
 
 from __future__ import annotations
