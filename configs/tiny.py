@@ -157,6 +157,9 @@ def get_config(arg=None):
     gen = config.generation = ml_collections.ConfigDict()
     gen.t_B = 40           # embedding mapping: every singular direction of the 40 class embeddings
                            # (the paper's 10 keeps too few here, README "The method over the edit strength")
+    gen.t_A = 4            # adaptive editing keeps the top half of A's 8 directions, as the paper's
+                           # 50 of 100 (its 50 capped at 8 keeps all: adaptive editing off, README
+                           # "The adaptive editing's t_A")
 
     # ---------------------------------------------------------------- inversion
     # How images become W+ codes for the class statistics (recorded there, and required of

@@ -52,6 +52,34 @@ def test_generate_from_a_model_directory(model_dir, tmp_path):
     assert json.load(open(tmp_path / "d" / "generation.json"))["stats"] == str(other)
 
 
+def test_generate_takes_t_a_and_t_b_from_the_model_config(model_dir, tmp_path, capsys):
+    """generation.t_A / t_B of the model's config.json are generate --model's defaults;
+    without them the paper's 50 is capped at A's length with a note that adaptive editing
+    is then off; an explicit flag wins."""
+    import shutil
+
+    root, model = model_dir
+    mine = tmp_path / "model"
+    shutil.copytree(model, mine)
+    l = checkpoints.load_dictionary(str(mine / "dictionary")).a_length
+    assert l > 2
+    common = ["--shots", str(root / "unseen"), "--n", "2", "--t-c", "2", "--quiet"]
+
+    def options(out, *extra):
+        assert main(["generate", "--model", str(mine), "--out", str(tmp_path / out), *common, *extra]) == 0
+        return json.load(open(tmp_path / out / "generation.json"))["options"]
+
+    (mine / "config.json").write_text(json.dumps({"generation": {"t_A": 2, "t_B": 3}}))
+    capsys.readouterr()
+    o = options("a")
+    assert o["t_A"] == 2 and o["t_B"] == [3] and o["retrieval_t_B"] == 3
+    assert "adaptive editing is off" not in capsys.readouterr().out
+    assert options("b", "--t-a", "1")["t_A"] == 1
+    (mine / "config.json").write_text("{}")
+    assert options("c")["t_A"] == l
+    assert f"adaptive editing is off (the paper keeps 50 of 100: try --t-a {l // 2})" in capsys.readouterr().out
+
+
 def test_invert_and_sample_from_a_model_directory(model_dir, tmp_path):
     root, model = model_dir
     inv = ["invert", "--images", str(root / "unseen"), "--no-recon", "--quiet"]

@@ -555,20 +555,24 @@ def cmd_generate(args) -> int:
         raise UsageError(str(e)) from None
     S, r, l = stats.num_classes, gen.state.basis.shape[1], dictionary.a_length
 
-    def pick(value, default, limit, name):
+    def pick(value, default, limit, name, why=""):
         if value is not None:
             return value
         if default > limit:
-            print(f"note: {name} defaults to {default}, this model allows at most {limit}: using {limit}")
+            print(f"note: {name} defaults to {default}, this model allows at most {limit}: using {limit}{why}")
         return min(default, limit)
 
-    t_B = int(getattr(args, "model_generation", {}).get("t_B", 10))   # the paper's 10 unless the model says
+    model_gen = getattr(args, "model_generation", {})
+    t_B = int(model_gen.get("t_B", 10))   # the paper's 10 unless the model says
+    t_A = int(model_gen.get("t_A", 50))   # the paper's 50 (of 100 directions) unless the model says
+    adaptive_off = ("; that keeps every direction, so adaptive editing is off (the paper keeps 50 of 100: "
+                    f"try --t-a {max(1, l // 2)})") if args.mode in ("sage", "sage-i") else ""
     opts = SampleOptions(
         mode=args.mode,
         t_B=tuple(args.t_b) if args.t_b else (pick(None, t_B, r, "t_B"),),
         retrieval_t_B=pick(None, t_B, r, "retrieval t_B"),
         t_C=pick(args.t_c, 30 if args.k == 1 else 20, S, "t_C"),
-        t_A=pick(args.t_a, 50, l, "t_A"),
+        t_A=pick(args.t_a, t_A, l, "t_A", adaptive_off),
         alpha=args.alpha)
     try:
         from sage_jax.generation import check_options
@@ -749,7 +753,9 @@ def register(sub) -> None:
                         "generation.t_B)")
     s.add_argument("--t-c", dest="t_c", type=int, default=None,
                    help="similar seen classes retrieved (default 30 for 1-shot, 20 for K-shot)")
-    s.add_argument("--t-a", dest="t_a", type=int, default=None, help="dictionary directions kept (default 50)")
+    s.add_argument("--t-a", dest="t_a", type=int, default=None,
+                   help="dictionary directions kept by the adaptive editing (default 50, the paper's, of its "
+                        "100; with --model, the model config's generation.t_A)")
     s.add_argument("--alpha", type=float, default=1.0, help="editing strength (default 1; the paper's best NAS: 2)")
     s.add_argument("--fusion", default="none", choices=["none", "p", "f", "pf"],
                    help="also write SAGE_p / SAGE_f / both fused images")
