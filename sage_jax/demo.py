@@ -78,26 +78,15 @@ def _spec(config):
                          image_size=d["size"], imbalance_ratio=d["imbalance_ratio"])
 
 
-def model_t_B(config) -> int:
-    """The embedding mapping's t_B a model directory's config asks for (its
-    ``generation.t_B``), else the paper's 10."""
-    return int((config.get("generation") or {}).get("t_B", 10))
-
-
-def model_t_A(config) -> int:
-    """The adaptive editing's t_A a model directory's config asks for (its
-    ``generation.t_A``), else the paper's 50."""
-    return int((config.get("generation") or {}).get("t_A", 50))
-
-
-def _options(mode: str, shots: int, n_seen: int, a_length: int, alpha: float, t_B: int = 10, t_A: int = 50):
+def _options(mode: str, shots: int, n_seen: int, a_length: int, alpha: float, config: dict):
     """The paper's settings (t_B 10 and t_A 50 unless the model's config says otherwise,
     t_C 30 at 1 shot and 20 at 3), capped by the model's seen classes and dictionary
     length."""
-    from sage_jax.generation import SampleOptions
+    from sage_jax.generation import SampleOptions, model_defaults
 
-    return SampleOptions(mode=mode, t_B=(min(t_B, n_seen),), retrieval_t_B=min(t_B, n_seen),
-                         t_C=min(30 if shots == 1 else 20, n_seen), t_A=min(t_A, a_length), alpha=alpha)
+    d = model_defaults(config.get("generation"))
+    return SampleOptions(mode=mode, t_B=(min(d["t_B"], n_seen),), retrieval_t_B=min(d["t_B"], n_seen),
+                         t_C=min(30 if shots == 1 else 20, n_seen), t_A=min(d["t_A"], a_length), alpha=alpha)
 
 
 def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, seed: int = 0,
@@ -152,7 +141,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "grids": {}}
         for mode in MODES:
             for k in SHOTS:
-                opts = _options(mode, k, S, l, 1.0, model_t_B(config), model_t_A(config))
+                opts = _options(mode, k, S, l, 1.0, config)
                 raw = shot_codes[:k]
                 codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                 imgs = np.concatenate(list(gen.decode(codes)))
@@ -354,7 +343,7 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
             raw = gen.encode(shots_img[:k])
             for mode in modes:
                 for a in alphas:
-                    opts = _options(mode, k, S, l, float(a), model_t_B(config), model_t_A(config))
+                    opts = _options(mode, k, S, l, float(a), config)
                     codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                     imgs = np.concatenate(list(gen.decode(codes)))
                     acc[(mode, k, a)]["retention"].append(oracles.retention(imgs, oracle_index))

@@ -26,6 +26,14 @@ from sage_jax.sage import editing as ed
 from sage_jax.statistics import ClassStatistics, fingerprint
 
 
+def model_defaults(generation_section) -> dict:
+    """``t_B`` and ``t_A`` as a model directory's ``config.json`` asks for them (its
+    ``generation`` section, e.g. the tiny model's 40 and 4), else the paper's 10 and 50."""
+    section = generation_section or {}
+    return {"t_B": int(section.get("t_B", SampleOptions.retrieval_t_B)),
+            "t_A": int(section.get("t_A", SampleOptions.t_A))}
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
     """Generation hyper-parameters (paper Sec. 4 defaults: t_B 10, t_C 30 for 1-shot and

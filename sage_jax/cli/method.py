@@ -530,7 +530,7 @@ def cmd_generate(args) -> int:
     import jax
     from tqdm import tqdm
 
-    from sage_jax.generation import SageGenerator, SampleOptions
+    from sage_jax.generation import SageGenerator, SampleOptions, model_defaults
     from sage_jax.images import make_grid, save_png, to_uint8, write_images
     from sage_jax.statistics import ClassStatistics
 
@@ -562,9 +562,8 @@ def cmd_generate(args) -> int:
             print(f"note: {name} defaults to {default}, this model allows at most {limit}: using {limit}{why}")
         return min(default, limit)
 
-    model_gen = getattr(args, "model_generation", {})
-    t_B = int(model_gen.get("t_B", 10))   # the paper's 10 unless the model says
-    t_A = int(model_gen.get("t_A", 50))   # the paper's 50 (of 100 directions) unless the model says
+    defaults = model_defaults(getattr(args, "model_generation", None))   # the paper's unless the model says
+    t_B, t_A = defaults["t_B"], defaults["t_A"]
     adaptive_off = ("; that keeps every direction, so adaptive editing is off (the paper keeps 50 of 100: "
                     f"try --t-a {max(1, l // 2)})") if args.mode in ("sage", "sage-i") else ""
     opts = SampleOptions(
