@@ -18,6 +18,7 @@ def full_size_config(root: str, split: str, n_seen: int, n_unseen: int) -> ml_co
     data.num_unseen = n_unseen
     data.samples_per_class = 0  # use every image
     data.imbalance_ratio = 1.0
+    data.hflip = True           # mirror real images at random in GAN training, as rosinality's loader
 
     config.model = ml_collections.ConfigDict()
     g = config.model.generator = ml_collections.ConfigDict()

@@ -35,6 +35,8 @@ def get_config(arg=None):
     data.num_unseen = 10        # synthetic: unseen classes (new combinations of seen factor values)
     data.samples_per_class = 400  # the synthetic data gives any number; 400 trains better than 100 (README)
     data.imbalance_ratio = 1.0  # > 1: long-tailed seen classes (Softlabel-GAN experiments)
+    data.hflip = False          # adversarial GAN: mirror real images at random (rosinality's loader does);
+                                # off: a mirrored arrow or chevron is another synthetic class
 
     # ---------------------------------------------------------------- models
     config.model = ml_collections.ConfigDict()

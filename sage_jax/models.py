@@ -206,7 +206,7 @@ class GeneratorModel:
             raise ValueError(f"expected {self.num_layers} noise maps, got {len(noise)}")
         out = []
         for i, (n, (h, w)) in enumerate(zip(noise, noise_shapes(self.size))):
-            n = jnp.asarray(n, jnp.float32)
+            n = jnp.asarray(n, wide_dtype(self.dtype))  # the compute dtype (float64 stays float64)
             if n.ndim == 4 and n.shape[-1] != 1 and n.shape[1] == 1:
                 n = jnp.transpose(n, (0, 2, 3, 1))  # reference NCHW
             if n.ndim != 4 or n.shape[1:] != (h, w, 1):

@@ -104,7 +104,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
         data = seen_dataset(cfg.data, cfg.model.generator.size)
         curve = judge.learning_curve if judge is not None else None
         timed("gan", lambda: train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data,
-                                       os.path.join(workdir, "gan"), quiet=quiet, evaluate=curve))
+                                       os.path.join(workdir, "gan"), quiet=quiet, evaluate=curve,
+                                       hflip=bool(cfg.data.get("hflip", False))))
     G = checkpoints.load_generator(g_dir)
     if judge is not None and "generator" not in quality:
         record("generator", judge.generator(G), os.path.join(workdir, "gan"), int(cfg.gan.steps))

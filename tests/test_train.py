@@ -79,6 +79,32 @@ def test_gan_training_logs_samples_and_resumes_exactly(tmp_path):
     assert [json.loads(l)["step"] for l in open(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
 
 
+def test_gan_hflip_mirrors_the_drawn_images_and_resumes_exactly(tmp_path):
+    """``data.hflip``: the real images whose drawn flip is set are mirrored (left-right),
+    the others untouched; about half are drawn; the option changes training, and a run
+    with it resumed from a checkpoint reaches the uninterrupted run's parameters."""
+    from sage_jax.train.gan import flip_images, make_steps, init_state
+
+    x = jnp.arange(2 * 3 * 4 * 1, dtype=jnp.float32).reshape(2, 3, 4, 1)
+    out = np.asarray(flip_images(x, jnp.asarray([True, False])))
+    np.testing.assert_array_equal(out[0], np.asarray(x)[0, :, ::-1])
+    np.testing.assert_array_equal(out[1], np.asarray(x)[1])
+    cfg = micro_cfg(**{"gan.steps": 4})
+    G, D, _ = init_state(cfg.model.generator, cfg.model.discriminator, cfg.gan, jax.random.PRNGKey(0))
+    share = float(np.mean(np.asarray(make_steps(G.module, D.module, cfg.gan).draw(jax.random.PRNGKey(3), 512)["flip"])))
+    assert 0.43 < share < 0.57
+    data = seen_dataset(cfg.data)
+    args = (cfg.model.generator, cfg.model.discriminator, cfg.gan, data)
+    G1, D1 = train_gan(*args, str(tmp_path / "a"), quiet=True, hflip=True)
+    _, D0 = train_gan(*args, str(tmp_path / "c"), quiet=True, hflip=False)
+    # the discriminator sees the real images: some of its Adam steps change sign
+    assert max(np.abs(a - b).max() for a, b in zip(_leaves(D1), _leaves(D0))) > 1e-3
+    train_gan(*args, str(tmp_path / "b"), quiet=True, stop_after=2, hflip=True)
+    G2, D2 = train_gan(*args, str(tmp_path / "b"), quiet=True, hflip=True)
+    for a, b in zip(_leaves(G1) + _leaves(D1), _leaves(G2) + _leaves(D2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_encoder_training_resumes_exactly_and_inverts(tmp_path, data):
     cfg = tiny_cfg(**{"psp.steps": 4, "model.encoder.num_layers": 18})  # 18 layers: fewer units to compile
     G = checkpoints.load_generator(fixture("tiny_rosinality_ckpt.pt"))
@@ -200,10 +226,11 @@ def test_discriminator_learning_rate_and_skipped_path_step(tmp_path):
     def first_moves(**over):
         cfg = micro_cfg(**over)
         G, D, s = init_state(cfg.model.generator, cfg.model.discriminator, cfg.gan, jax.random.PRNGKey(0))
-        d_step, _, g_step, _, _, _ = make_steps(G.module, D.module, cfg.gan)
+        steps = make_steps(G.module, D.module, cfg.gan)
         real = jnp.asarray(seen_dataset(cfg.data).load_batch(range(8))[0])
-        s1, _ = d_step(s, real, jax.random.PRNGKey(1))
-        s2, _ = g_step(s1, jax.random.PRNGKey(2), 8)
+        draws = steps.draw(jax.random.PRNGKey(1), 8)
+        s1, _ = steps.d_step(s, real, draws["d"], draws["aug"])
+        s2, _ = steps.g_step(s1, draws["g"], draws["aug"])
         d_move = [np.abs(np.asarray(a) - np.asarray(b)) for a, b in
                   zip(jax.tree_util.tree_leaves(s1["d"]), jax.tree_util.tree_leaves(s["d"]))]
         g_move = [np.asarray(a) - np.asarray(b) for a, b in

@@ -93,15 +93,16 @@ def fill(sd: StateDict, entries, abstract, what: str, ignore=()) -> dict:
     return out
 
 
-def export(entries, variables, extra: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+def export(entries, variables, extra: Mapping[str, Any] | None = None, dtype=np.float32) -> dict[str, np.ndarray]:
     """The inverse of :func:`fill`: our variables -> a reference-layout state dict
-    (float32), plus ``extra`` constant entries (blur kernels, BN counters)."""
+    (``dtype``, float32 unless asked), plus ``extra`` constant entries (blur kernels, BN
+    counters)."""
     out: dict[str, np.ndarray] = {}
     for key, path, kind in entries:
         node = variables
         for p in path:
             node = node[p]
-        out[key] = np.ascontiguousarray(_KINDS[kind][2](np.asarray(node, np.float32)))
+        out[key] = np.ascontiguousarray(_KINDS[kind][2](np.asarray(node, dtype)))
     for key, value in (extra or {}).items():
         out[key] = np.asarray(value)
     return out

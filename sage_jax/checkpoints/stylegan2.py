@@ -174,21 +174,22 @@ def _blur_entries(keys, taps, factor_sq) -> dict:
     return {key: k.astype(np.float32) for key in keys}
 
 
-def generator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]:
+def generator_to_state_dict(cfg: dict, variables: dict, dtype=np.float32) -> dict[str, np.ndarray]:
     """Our generator variables -> a rosinality ``Generator`` state dict (the inverse of
-    :func:`convert_generator`, blur kernels included), e.g. to save with torch."""
+    :func:`convert_generator`, blur kernels included), e.g. to save with torch. Any tree
+    shaped like the parameters maps the same way (gradients, Adam moments), in ``dtype``."""
     if cfg.get("c_dim"):
         raise CheckpointError("a class-conditional generator (c_dim > 0) has no rosinality state-dict layout")
     if cfg.get("upsample_mode", "blur") != "blur":
         raise CheckpointError(f"a generator with upsample_mode={cfg['upsample_mode']!r} has no rosinality "
                               "state-dict layout (the reference always upsamples with the FIR blur)")
     entries, kernels = _generator_entries(cfg)
-    return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 4.0))
+    return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 4.0), dtype)
 
 
-def discriminator_to_state_dict(cfg: dict, variables: dict) -> dict[str, np.ndarray]:
+def discriminator_to_state_dict(cfg: dict, variables: dict, dtype=np.float32) -> dict[str, np.ndarray]:
     """Our discriminator variables -> a rosinality ``Discriminator`` state dict."""
     if cfg.get("c_dim"):
         raise CheckpointError("a projection discriminator (c_dim > 0) has no rosinality state-dict layout")
     entries, kernels = _discriminator_entries(cfg)
-    return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 1.0))
+    return export(entries, variables, _blur_entries(kernels, cfg["blur_kernel"], 1.0), dtype)

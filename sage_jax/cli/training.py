@@ -54,7 +54,8 @@ def cmd_train_gan(args) -> int:
     print(f"training StyleGAN2 ({cfg.model.generator.size} px) on {len(ds)} images of "
           f"{ds.num_classes} seen classes in {args.workdir}")
     _write_config(cfg, args.workdir)
-    G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, args.workdir, quiet=args.quiet)
+    G, _ = train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, ds, args.workdir, quiet=args.quiet,
+                     hflip=bool(cfg.data.get("hflip", False)))
     print(f"generator (EMA) in {os.path.join(args.workdir, 'g_ema')}, samples in "
           f"{os.path.join(args.workdir, 'samples')}" + _images_note(ds))
     return 0

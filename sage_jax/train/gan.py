@@ -1,19 +1,23 @@
 """StyleGAN2 training as rosinality's ``train.py`` does it, in one jitted, data-parallel
-code path.
+code path (``tests/test_gan_step_parity.py`` replays two iterations of the reference's
+own ``train()`` against it).
 
-Per step: a discriminator update with the non-saturating logistic loss; every
+Per iteration: a discriminator update with the non-saturating logistic loss; every
 ``d_reg_every`` steps a lazy R1 update (``r1/2 * ||grad D(x)||^2 * d_reg_every``); a
 generator update; every ``g_reg_every`` steps a path-length update
-(``path_regularize * g_reg_every * (|J^T y| - a)^2``, on a batch shrunk by
-``path_batch_shrink``; skipped when ``path_regularize`` is 0); style mixing with
-probability ``mixing``; an EMA copy of the generator (``accum = 0.5 ** (32 / (10 *
-1000))``). Adam with the lazy-regularisation
-corrections of the paper (lr * c, betas ** c, c = every / (every + 1)); the
-discriminator's rate is ``d_lr`` when set (two time-scale updates), else ``lr``. Optional
-differentiable augmentation (colour, translation, cutout; Zhao et al. 2020) of real and
-fake images for small datasets.
+(``path_regularize * g_reg_every * (|J^T y| - a)^2`` on a batch shrunk by
+``path_batch_shrink``, where ``a`` is the running mean updated with this batch's mean
+and not detached, as ``g_path_regularize``; skipped when ``path_regularize`` is 0);
+style mixing with probability ``mixing``; then, once per iteration after every G
+update, the EMA copy of the generator (``accumulate``, ``accum = 0.5 ** (32 / (10 *
+1000))``). Adam with the lazy-regularisation corrections of the paper (lr * c,
+betas ** c, c = every / (every + 1)); the discriminator's rate is ``d_lr`` when set (two
+time-scale updates), else ``lr``. Optional differentiable augmentation (colour,
+translation, cutout; Zhao et al. 2020) of real and fake images for small datasets, and
+optional horizontal flips of the real images (``data.hflip``, as the reference's loader).
 
-Randomness: everything of step ``s`` comes from ``fold_in(key, s)``, and batches from
+Randomness: every random input of step ``s`` is drawn by :func:`draw_step` from
+``fold_in(key, s)`` (the updates take them as arguments), and batches come from
 :func:`sage_jax.train.common.batch_indices`, so an interrupted run resumed from its
 checkpoint reaches exactly the parameters of an uninterrupted one.
 
@@ -34,6 +38,7 @@ import dataclasses
 import functools
 import math
 import os
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,27 +132,63 @@ def _adam(lr, every):
     return optax.adam(lr * c, b1=0.0 ** c, b2=0.99 ** c)
 
 
-def _latents(g_module, g_params, noises, key, batch, mixing, labels=None):
-    """W+ codes with style mixing (probability ``mixing``), as ``mixing_noise``; a
-    conditional generator maps both z with the same ``labels``."""
-    k1, k2, k3, k4 = jax.random.split(key, 4)
+def draw_pass(key, g_module, batch: int, mixing: float, prior=None) -> dict:
+    """The random inputs of one generator pass, as rosinality's ``train.py`` draws them:
+    ``z1`` and ``z2`` (N, style_dim), whether the pass mixes (``mix``, one decision per
+    batch with probability ``mixing``, as ``mixing_noise``), the ``inject_index`` in
+    [1, n_latent) (``Generator.forward``'s ``random.randint(1, n_latent - 1)``), one fresh
+    noise map per layer (N, H, W, 1) (``randomize_noise=True``), and for a conditional
+    generator one-hot fake ``labels`` drawn from the class distribution ``prior``."""
+    kz1, kz2, kmix, kinj, kn, kl = jax.random.split(key, 6)
     d = g_module.style_dim
-    z1 = jax.random.normal(k1, (batch, d))
-    z2 = jax.random.normal(k2, (batch, d))
+    keys = jax.random.split(kn, g_module.num_layers)
+    return {
+        "z1": jax.random.normal(kz1, (batch, d)),
+        "z2": jax.random.normal(kz2, (batch, d)),
+        "mix": jax.random.uniform(kmix) < mixing,
+        "inject_index": jax.random.randint(kinj, (), 1, g_module.n_latent),
+        "noise": [jax.random.normal(k, (batch, h, w, 1)) for k, (h, w) in zip(keys, noise_shapes(g_module.size))],
+        "labels": _fake_labels(kl, prior, batch) if g_module.c_dim else None,
+    }
+
+
+def draw_step(key, g_module, opts: "StepOptions", batch: int, prior=None) -> dict:
+    """Every random input of one training iteration, drawn in one place apart from the
+    updates that use them (a test replaces this dict with a reference's recorded draws):
+    the generator passes of the D step (``"d"``), the G step (``"g"``) and the
+    path-length step (``"path"``, on ``batch // path_batch_shrink`` codes, with the
+    ``path_noise`` (N, H, W, 3) that multiplies the images before its division by
+    sqrt(H W)), the horizontal-flip decision of each real image (``"flip"``, used when
+    the data section's ``hflip`` is on) and the keys of the differentiable augmentation."""
+    kd, kg, kp, kpn, kf, ka = jax.random.split(key, 6)
+    b_path = max(1, batch // opts.path_batch_shrink)
+    path = draw_pass(kp, g_module, b_path, opts.mixing, prior)
+    path["path_noise"] = jax.random.normal(kpn, (b_path, g_module.size, g_module.size, 3))
+    aug = jax.random.split(ka, 4)
+    return {"d": draw_pass(kd, g_module, batch, opts.mixing, prior),
+            "g": draw_pass(kg, g_module, batch, opts.mixing, prior),
+            "path": path,
+            "flip": jax.random.bernoulli(kf, 0.5, (batch,)),
+            "aug": {"d_fake": aug[0], "d_real": aug[1], "r1": aug[2], "g": aug[3]}}
+
+
+def latents_of(g_module, g_params, noises, draw) -> jax.Array:
+    """W+ codes of a pass's draws: ``mapping(z1)`` broadcast to every layer, or, when
+    the pass mixes, ``mapping(z1)`` before ``inject_index`` and ``mapping(z2)`` from it on
+    (rosinality's ``Generator.forward`` with two styles)."""
     variables = {"params": g_params, "noises": noises}
-    w1 = g_module.apply(variables, z1, labels, method=Generator.mapping)
-    w2 = g_module.apply(variables, z2, labels, method=Generator.mapping)
+    labels = draw.get("labels")
+    w1 = g_module.apply(variables, draw["z1"], labels, method=Generator.mapping)
+    w2 = g_module.apply(variables, draw["z2"], labels, method=Generator.mapping)
     n = g_module.n_latent
-    mixed = mix_styles([w1, w2], n, None, k3)
+    mixed = mix_styles([w1, w2], n, draw["inject_index"])
     plain = mix_styles([w1], n)
-    return jnp.where(jax.random.uniform(k4) < mixing, mixed, plain)
+    return jnp.where(draw["mix"], mixed, plain)
 
 
-def _synth(g_module, g_params, noises, latents, key):
-    """Images of W+ codes with fresh noise (training uses random noise)."""
-    keys = jax.random.split(key, g_module.num_layers)
-    noise = [jax.random.normal(k, (latents.shape[0], h, w, 1)) for k, (h, w) in zip(keys, noise_shapes(g_module.size))]
-    return g_module.apply({"params": g_params, "noises": noises}, latents, noise, method=Generator.synthesis)
+def _synth(g_module, g_params, noises, latents, noise):
+    """Images of W+ codes with the pass's noise maps (training uses random noise)."""
+    return g_module.apply({"params": g_params, "noises": noises}, latents, list(noise), method=Generator.synthesis)
 
 
 def _d_apply(d_module, d_params, x, labels=None):
@@ -160,8 +201,12 @@ def _fake_labels(key, prior, batch):
     return jax.nn.one_hot(idx, prior.shape[0], dtype=jnp.float32)
 
 
-# salt of the fake-label key (folded into the latent key, so the unconditional keys are untouched)
-_LABEL_SALT = 7
+def flip_images(images, flip):
+    """Mirror the images (N, H, W, C) whose ``flip`` (N,) is set, as the reference's
+    ``RandomHorizontalFlip``; ``flip=None`` leaves them as they are."""
+    if flip is None:
+        return images
+    return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,19 +246,34 @@ def _optimizers(opts: StepOptions):
     return _adam(opts.lr, opts.g_reg_every), _adam(opts.d_lr or opts.lr, opts.d_reg_every)
 
 
-def make_steps(g_module, d_module, cfg):
-    """The four jitted updates: D, lazy R1, G, lazy path length."""
+class GanSteps(NamedTuple):
+    """The jitted pieces of one training iteration. ``draw(key, batch, prior)`` makes
+    every random input (:func:`draw_step`); the updates take their share of it:
+    ``d_step(s, real, draws["d"], draws["aug"], flip)``, ``d_reg_step(s, real,
+    draws["aug"], flip)``, ``g_step(s, draws["g"], draws["aug"])``, ``g_reg_step(s,
+    draws["path"])``, then ``ema_step(s)``, once per iteration after them all (as
+    ``accumulate`` in rosinality's loop)."""
+
+    draw: Callable
+    d_step: Callable
+    d_reg_step: Callable
+    g_step: Callable
+    g_reg_step: Callable
+    ema_step: Callable
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+
+
+def make_steps(g_module, d_module, cfg) -> GanSteps:
+    """The jitted pieces of an iteration: the draw, D, lazy R1, G, lazy path length, EMA."""
     return _make_steps(g_module, d_module, StepOptions.from_config(cfg))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_steps(g_module, d_module, cfg: StepOptions):
+def _make_steps(g_module, d_module, cfg: StepOptions) -> GanSteps:
     g_tx, d_tx = _optimizers(cfg)
     augment = (lambda k, x: diff_augment(k, x)) if cfg.augment else (lambda k, x: x)
     c_dim = g_module.c_dim
-
-    def fake_labels(kz, prior, batch):
-        return _fake_labels(jax.random.fold_in(kz, _LABEL_SALT), prior, batch) if c_dim else None
 
     def real_labels(y):
         """Label vectors (N, C) and per-image real-loss weights (N,) or None."""
@@ -221,17 +281,21 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
             return None, None
         return y[:, :c_dim], (y[:, c_dim] if y.shape[1] > c_dim else None)
 
+    @functools.partial(jax.jit, static_argnums=1)
+    def draw(key, batch, prior=None):
+        return draw_step(key, g_module, cfg, batch, prior)
+
     @jax.jit
-    def d_step(s, real, key, y=None, prior=None):
-        kz, kn, ka, kb = jax.random.split(key, 4)
-        fl = fake_labels(kz, prior, real.shape[0])
+    def d_step(s, real, dr, aug, flip=None, y=None):
+        real = flip_images(real, flip)
+        fl = dr["labels"]
         ry, weight = real_labels(y)
-        lat = _latents(g_module, s["g"], s["noises"], kz, real.shape[0], cfg.mixing, fl)
-        fake = jax.lax.stop_gradient(_synth(g_module, s["g"], s["noises"], lat, kn))
+        lat = latents_of(g_module, s["g"], s["noises"], dr)
+        fake = jax.lax.stop_gradient(_synth(g_module, s["g"], s["noises"], lat, dr["noise"]))
 
         def loss(dp):
-            fake_pred = _d_apply(d_module, dp, augment(ka, fake), fl)
-            real_pred = _d_apply(d_module, dp, augment(kb, real), ry)
+            fake_pred = _d_apply(d_module, dp, augment(aug["d_fake"], fake), fl)
+            real_pred = _d_apply(d_module, dp, augment(aug["d_real"], real), ry)
             real_term = jax.nn.softplus(-real_pred)
             if weight is not None:
                 real_term = real_term * weight[:, None]
@@ -244,12 +308,13 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
             {"d_loss": l, "real_score": rs, "fake_score": fs}
 
     @jax.jit
-    def d_reg_step(s, real, key, y=None):
+    def d_reg_step(s, real, aug, flip=None, y=None):
+        real = flip_images(real, flip)
         ry, _ = real_labels(y)
 
         def loss(dp):
             def total(x):
-                return jnp.sum(_d_apply(d_module, dp, augment(key, x), ry))
+                return jnp.sum(_d_apply(d_module, dp, augment(aug["r1"], x), ry))
 
             grad = jax.grad(total)(real)
             r1 = jnp.mean(jnp.sum(jnp.square(grad).reshape(grad.shape[0], -1), axis=1))
@@ -259,37 +324,31 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
         upd, d_opt = d_tx.update(grads, s["d_opt"], s["d"])
         return dict(s, d=optax.apply_updates(s["d"], upd), d_opt=d_opt), {"r1": r1}
 
-    @functools.partial(jax.jit, static_argnums=2)
-    def g_step(s, key, batch, prior=None):
-        kz, kn, ka = jax.random.split(key, 3)
-        fl = fake_labels(kz, prior, batch)
+    @jax.jit
+    def g_step(s, dr, aug):
+        fl = dr["labels"]
 
         def loss(gp):
-            lat = _latents(g_module, gp, s["noises"], kz, batch, cfg.mixing, fl)
-            fake = _synth(g_module, gp, s["noises"], lat, kn)
-            return jnp.mean(jax.nn.softplus(-_d_apply(d_module, s["d"], augment(ka, fake), fl)))
+            lat = latents_of(g_module, gp, s["noises"], dr)
+            fake = _synth(g_module, gp, s["noises"], lat, dr["noise"])
+            return jnp.mean(jax.nn.softplus(-_d_apply(d_module, s["d"], augment(aug["g"], fake), fl)))
 
         l, grads = jax.value_and_grad(loss)(s["g"])
         upd, g_opt = g_tx.update(grads, s["g_opt"], s["g"])
-        g = optax.apply_updates(s["g"], upd)
-        beta = cfg.ema_beta(s["step"])
-        ema = jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), s["g_ema"], g)
-        return dict(s, g=g, g_opt=g_opt, g_ema=ema), {"g_loss": l}
+        return dict(s, g=optax.apply_updates(s["g"], upd), g_opt=g_opt), {"g_loss": l}
 
-    @functools.partial(jax.jit, static_argnums=2)
-    def g_reg_step(s, key, batch, prior=None):
-        kz, kn, ky = jax.random.split(key, 3)
-        b = max(1, batch // cfg.path_batch_shrink)
-        fl = fake_labels(kz, prior, b)
-
+    @jax.jit
+    def g_reg_step(s, dr):
         def loss(gp):
-            lat = _latents(g_module, gp, s["noises"], kz, b, cfg.mixing, fl)
-            img, vjp = jax.vjp(lambda l: _synth(g_module, gp, s["noises"], l, kn), lat)
-            y = jax.random.normal(ky, img.shape) / math.sqrt(img.shape[1] * img.shape[2])
+            lat = latents_of(g_module, gp, s["noises"], dr)
+            img, vjp = jax.vjp(lambda l: _synth(g_module, gp, s["noises"], l, dr["noise"]), lat)
+            y = dr["path_noise"].astype(img.dtype) / math.sqrt(img.shape[1] * img.shape[2])
             (g_lat,) = vjp(y)
             lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(g_lat), axis=2), axis=1))
+            # g_path_regularize: the running mean is updated with this batch's mean, and the
+            # penalty's gradient flows through that batch mean too (path_mean not detached)
             mean = s["mean_path_length"] + 0.01 * (jnp.mean(lengths) - s["mean_path_length"])
-            penalty = jnp.mean(jnp.square(lengths - jax.lax.stop_gradient(mean)))
+            penalty = jnp.mean(jnp.square(lengths - mean))
             return cfg.path_regularize * cfg.g_reg_every * penalty, (penalty, mean, jnp.mean(lengths))
 
         (_, (pen, mean, plen)), grads = jax.value_and_grad(loss, has_aux=True)(s["g"])
@@ -297,7 +356,47 @@ def _make_steps(g_module, d_module, cfg: StepOptions):
         return dict(s, g=optax.apply_updates(s["g"], upd), g_opt=g_opt,
                     mean_path_length=jax.lax.stop_gradient(mean)), {"path": pen, "path_length": plen}
 
-    return d_step, d_reg_step, g_step, g_reg_step, g_tx, d_tx
+    @jax.jit
+    def ema_step(s):
+        """``accumulate(g_ema, generator, beta)``: once per iteration, after every G update
+        of it (the path-length step included)."""
+        beta = cfg.ema_beta(s["step"])
+        ema = jax.tree_util.tree_map(lambda e, p: beta * e + (1 - beta) * p, s["g_ema"], s["g"])
+        return dict(s, g_ema=ema)
+
+    return GanSteps(draw, d_step, d_reg_step, g_step, g_reg_step, ema_step, g_tx, d_tx)
+
+
+def run_iteration(steps: GanSteps, opts: StepOptions, state, real, draws, step: int, labels=None,
+                  hflip: bool = False, observe=None):
+    """One iteration of rosinality's loop at (0-based) ``step`` with the random inputs
+    ``draws`` (:func:`draw_step`): the D step, the lazy R1 step (``step % d_reg_every ==
+    0``), the G step, the lazy path-length step (``step % g_reg_every == 0``, unless
+    ``path_regularize`` is 0), then the EMA. Returns (state with ``step + 1``, metrics).
+    ``observe(name, state, metrics)``, when given, sees the state after each of them
+    ('d', 'r1', 'g', 'path', 'ema'). ``labels``: the real images' label vectors of a
+    conditional GAN; ``hflip``: mirror the real images by ``draws["flip"]``."""
+    flip = draws["flip"] if hflip else None
+    y = () if labels is None else (labels,)
+    seen = observe or (lambda name, s, m: None)
+    metrics = {}
+    state, m = steps.d_step(state, real, draws["d"], draws["aug"], flip, *y)
+    metrics.update(m)
+    seen("d", state, m)
+    if step % opts.d_reg_every == 0:
+        state, m = steps.d_reg_step(state, real, draws["aug"], flip, *y)
+        metrics.update(m)
+        seen("r1", state, m)
+    state, m = steps.g_step(state, draws["g"], draws["aug"])
+    metrics.update(m)
+    seen("g", state, m)
+    if opts.path_regularize and step % opts.g_reg_every == 0:
+        state, m = steps.g_reg_step(state, draws["path"])
+        metrics.update(m)
+        seen("path", state, m)
+    state = steps.ema_step(state)
+    seen("ema", state, {})
+    return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
 
 
 def init_state(g_cfg, d_cfg, cfg, key):
@@ -313,7 +412,7 @@ def init_state(g_cfg, d_cfg, cfg, key):
 
 
 def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mesh=None,
-              stop_after: int | None = None, evaluate=None):
+              stop_after: int | None = None, evaluate=None, hflip: bool = False):
     """Train (or resume) a StyleGAN2 on ``dataset`` (``load_batch`` interface, images
     at ``g_cfg.size``) in ``workdir``; returns (G_ema, D) models, also written to
     ``workdir/g_ema`` and ``workdir/d``. ``cfg.recipe = "reconstruction"`` trains the
@@ -321,7 +420,10 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
     returns ``(G, None)``). ``stop_after`` ends the run (with a checkpoint)
     after that many steps of this call, as an interruption would. ``evaluate(G_ema, step)
     -> dict`` is called every ``cfg.eval_every`` steps (and at the end) with the EMA
-    generator; what it returns is logged in ``metrics.jsonl`` (the learning curve)."""
+    generator; what it returns is logged in ``metrics.jsonl`` (the learning curve).
+    ``hflip`` mirrors each real image with probability 0.5 (the data section's
+    ``hflip``; rosinality's loader does it), drawn from the step's key, so a resumed run
+    stays exact; the reconstruction recipe, which learns one code per image, never flips."""
     from sage_jax.checkpoints import save_model
     from sage_jax.train import reconstruction
 
@@ -341,28 +443,15 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
         prior = jnp.asarray(prior)
         sample_labels = np.arange(cfg.n_sample) % c_dim
     G, D, state = init_state(g_cfg, d_cfg, cfg, key)
-    d_step, d_reg_step, g_step, g_reg_step, _, _ = make_steps(G.module, D.module, cfg)
+    steps = make_steps(G.module, D.module, cfg)
     sample_z = jax.random.normal(jax.random.fold_in(key, 2), (cfg.n_sample, G.style_dim))
     data_key, step_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
 
+    opts = StepOptions.from_config(cfg)
+
     def step_fn(state, real, labels, step):
-        k = jax.random.split(jax.random.fold_in(step_key, step), 4)
-        metrics = {}
-        if c_dim:
-            d_args, r_args, g_args = (labels, prior), (labels,), (prior,)
-        else:
-            d_args = r_args = g_args = ()
-        state, m = d_step(state, real, k[0], *d_args)
-        metrics.update(m)
-        if step % cfg.d_reg_every == 0:
-            state, m = d_reg_step(state, real, k[1], *r_args)
-            metrics.update(m)
-        state, m = g_step(state, k[2], cfg.batch_size, *g_args)
-        metrics.update(m)
-        if cfg.path_regularize and step % cfg.g_reg_every == 0:
-            state, m = g_reg_step(state, k[3], cfg.batch_size, *g_args)
-            metrics.update(m)
-        return dict(state, step=jnp.asarray(step + 1, jnp.int32)), metrics
+        draws = steps.draw(jax.random.fold_in(step_key, step), cfg.batch_size, prior)
+        return run_iteration(steps, opts, state, real, draws, step, labels if c_dim else None, hflip)
 
     eval_every = int(cfg.get("eval_every", 0) or 0)
 
