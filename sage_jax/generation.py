@@ -97,7 +97,7 @@ def check_options(opts: SampleOptions, state: EditingState, n_shots: int) -> Non
 
 @functools.partial(jax.jit, static_argnames=("n_samples", "opts", "layers"))
 def sample_codes(key: jax.Array, state: EditingState, shots: jax.Array, *, n_samples: int,
-                 opts: SampleOptions, layers: tuple[int, ...], first_sample=0) -> jax.Array:
+                 opts: SampleOptions, layers: tuple[int, ...], first_sample=0, draws=None) -> jax.Array:
     """Edited raw W+ codes (Q, n_samples, L, D) for ``shots`` (Q, K, L, D), raw codes of
     K shots of each of Q unseen classes (Eq. 16-20): samples ``first_sample`` to
     ``first_sample + n_samples - 1`` (so a long run can be drawn block by block, with
@@ -107,7 +107,11 @@ def sample_codes(key: jax.Array, state: EditingState, shots: jax.Array, *, n_sam
     Gaussian and the direction mask; then for all (query, sample) pairs at once: the
     normal draws (sample ``j`` of query ``q`` from ``fold_in(fold_in(key, q), j)``),
     ``n = mean + F z``, ``dw = A (mask * n)`` as one batched matrix product per edited
-    layer, and the codes, written in a single pass."""
+    layer, and the codes, written in a single pass.
+
+    ``draws`` (Q, n_samples, E, l), when given, are the multivariate-normal codes ``n``
+    to use instead of drawing them (a reference's recorded draws; ``key`` is then unused):
+    everything else is the same computation."""
     mode = ed.get_mode(opts.mode)
     S = state.embeddings.shape[0]
     Q, K, L, D = shots.shape
@@ -131,12 +135,15 @@ def sample_codes(key: jax.Array, state: EditingState, shots: jax.Array, *, n_sam
         return bases, mean, mask, cov
 
     bases, mean, mask, cov = jax.vmap(per_query)(shots)            # (Q, B, L, D), (Q, E, l) x2, (Q, E, l, l)
-    factor = ed.gaussian_factors(cov)                               # (Q, E, l, l)
-    qkeys = jax.vmap(lambda q: jax.random.fold_in(key, q))(jnp.arange(Q))
     sample_ids = first_sample + jnp.arange(J)
-    z = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(k, j), (E, l)))(
-        sample_ids))(qkeys)                                         # (Q, J, E, l)
-    n = mean[:, None] + jnp.einsum("qelk,qjek->qjel", factor, z)
+    if draws is None:
+        factor = ed.gaussian_factors(cov)                           # (Q, E, l, l)
+        qkeys = jax.vmap(lambda q: jax.random.fold_in(key, q))(jnp.arange(Q))
+        z = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(k, j), (E, l)))(
+            sample_ids))(qkeys)                                     # (Q, J, E, l)
+        n = ed.gaussian_draws(mean, factor, z)
+    else:
+        n = jnp.asarray(draws, mean.dtype).reshape(Q, J, E, l)
     n = n * mask[:, None]
     # one (QJ, l) @ (l, D) product per edited layer
     dw = jnp.einsum("eqk,edk->eqd", jnp.transpose(n, (2, 0, 1, 3)).reshape(E, Q * J, l), state.A)

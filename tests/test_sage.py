@@ -1,6 +1,7 @@
 """The SAGE method: parity with the official code's functions, the sampler, dictionary
 training (resume, devices), and the embed -> train-dictionary -> generate commands."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -97,10 +98,26 @@ def test_local_statistics_and_edited_codes(editing_ref):
     assert_close(cov, r["out_local_cov"], "local covariance")
     mask = ed.direction_mask(mean_abs, p["t_A"])
     assert np.all(np.asarray(mask).sum(1) == p["t_A"])
-    e_hat = jnp.asarray(r["out_ce_tB10_from_dictionary"])
-    codes = ed.apply_edit(e_hat, jnp.asarray(r["mvn_draws"], jnp.float32), mask, jnp.asarray(r["A"]),
-                          tuple(range(p["edited_layers"])), p["alpha"])
-    assert_close(codes[None], r["out_codes"], "edited W+ codes")
+
+
+def test_production_sampler_reproduces_the_reference_codes(editing_ref, state):
+    """The reference's recorded multivariate-normal draws through ``sample_codes``, the
+    function ``generate``, the demo, the sweep and ``evaluate`` run (mapping, retrieval,
+    pooled statistics, direction mask, dictionary, alpha, layer placement): its final W+
+    codes are the reference sampler's."""
+    r, p, _ = editing_ref
+    opts = SampleOptions("sage", t_B=(p["t_B"],), retrieval_t_B=p["t_B"], t_C=p["t_C"], t_A=p["t_A"],
+                         alpha=p["alpha"])
+    layers = tuple(range(p["edited_layers"]))
+    draws = jnp.asarray(r["mvn_draws"], jnp.float32)[None, None]  # (Q=1, J=1, E, l)
+    shots = jnp.asarray(r["latent"])[None, None]                 # (Q=1, K=1, L, D)
+    codes = sample_codes(jax.random.PRNGKey(0), state, shots, n_samples=1, opts=opts, layers=layers, draws=draws)
+    assert_close(codes[0], r["out_codes"], "edited W+ codes (production sampler)")
+    # it can fail: a wrong alpha or t_A moves the codes far past the bound
+    for wrong in (dataclasses.replace(opts, alpha=1.0), dataclasses.replace(opts, t_A=19)):
+        bad = sample_codes(jax.random.PRNGKey(0), state, shots, n_samples=1, opts=wrong, layers=layers, draws=draws)
+        with pytest.raises(AssertionError):
+            assert_close(bad[0], r["out_codes"], "wrong options")
 
 
 def test_streamed_moments_equal_one_pass_and_numpy(editing_ref):
@@ -376,7 +393,8 @@ def test_gaussian_factors_cholesky_or_eigh():
     np.testing.assert_allclose(np.asarray(H[0]), np.asarray(F[0]), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(H[1]), np.asarray(G[0]), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(H[2] @ H[2].T), np.diag([1.0, 0.5, 0.2, 0.1, 0.0]), atol=1e-6)
-    draws = jax.vmap(lambda k: ed.draw_codes(k, jnp.zeros((3, 5)), F))(jax.random.split(jax.random.PRNGKey(0), 20000))
+    z = jax.random.normal(jax.random.PRNGKey(0), (20000, 3, 5))
+    draws = ed.gaussian_draws(jnp.zeros((3, 5)), F, z)  # the sampler's n = mean + F z, (20000, 3, 5)
     emp = np.einsum("nbi,nbj->bij", np.asarray(draws), np.asarray(draws)) / 20000
     np.testing.assert_allclose(emp, np.asarray(pd), atol=0.06)
 

@@ -10,8 +10,6 @@ Everything here is jit- and vmap-friendly: shapes are static, selections are mas
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
-
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -179,18 +177,11 @@ def gaussian_factors(cov: jax.Array) -> jax.Array:
     return jax.lax.map(one, flat).reshape(cov.shape)
 
 
-def draw_codes(key: jax.Array, mean: jax.Array, factor: jax.Array) -> jax.Array:
-    """n ~ N(mean, F F^T) for every layer: (E, l)."""
-    z = jax.random.normal(key, mean.shape, mean.dtype)
-    return mean + jnp.einsum("elk,ek->el", factor, z)
-
-
-def apply_edit(base: jax.Array, n: jax.Array, mask: jax.Array, A: jax.Array,
-               layers: Sequence[int], alpha) -> jax.Array:
-    """Eq. 20: codes = base + alpha * A_layer (mask * n) on the edited layers, base
-    elsewhere. ``base`` (L, D), ``n``/``mask`` (E, l), ``A`` (E, D, l)."""
-    dw = jnp.einsum("edl,el->ed", A, n * mask)
-    return base.at[jnp.asarray(layers)].add(alpha * dw)
+def gaussian_draws(mean: jax.Array, factor: jax.Array, z: jax.Array) -> jax.Array:
+    """n ~ N(mean, F F^T) from standard normal ``z``: ``mean + F z`` for every edited
+    layer. ``mean`` (..., E, l), ``factor`` (..., E, l, l), ``z`` (..., J, E, l) -> (..., J, E, l)
+    (J samples per mean)."""
+    return mean[..., None, :, :] + jnp.einsum("...elk,...jek->...jel", factor, z)
 
 
 # -------------------------------------------------------------------- modes
