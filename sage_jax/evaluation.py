@@ -217,7 +217,7 @@ class EvalOptions:
     lpips: str | None = None
     lpips_vgg: str | None = None
     lpips_heads: str | None = None
-    lpips_size: int | None = 32        # the official protocol; None: full resolution
+    lpips_protocol: str = "official"   # the official script's (the paper's); "clean" / "full": metrics.diversity
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     oracles: str | None = None
@@ -381,7 +381,8 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
 
         lp = _lpips_model(o)
         for label, g in sets.items():
-            d = lpips_diversity(lp, {c: g.as_float(c) for c in classes}, size=o.lpips_size, progress=o.progress)
+            d = lpips_diversity(lp, {c: g.images[c] for c in classes}, protocol=o.lpips_protocol,
+                                progress=o.progress)
             methods[label].update(lpips=d["lpips"], lpips_per_class=d["per_class"], lpips_protocol=d["protocol"])
         save()
     if "nas" in o.metrics or "fewshot" in o.metrics:
@@ -428,7 +429,7 @@ def _fid_kid(o, real, sets, classes, gt, results, key):
         results["fid_network"] = "oracle"
 
     def features(u8, desc):
-        return fidm.extract_features(lambda x: feature_fn(np.asarray(x, np.float32) / 127.5 - 1.0), u8,
+        return fidm.extract_features(lambda x: feature_fn(fidm.network_input(x)), u8,
                                      batch_size=50, progress=o.progress, desc=desc)
 
     real_u8 = _pooled(real, classes)

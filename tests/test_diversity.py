@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fixture_utils import state_dict_from_manifest
+from fixture_utils import assert_close, fixture, state_dict_from_manifest
 from sage_jax.checkpoints.lpips import load_lpips
-from sage_jax.metrics.diversity import lpips_diversity, mean_pairwise_lpips, resize
+from sage_jax.metrics.diversity import (lpips_diversity, mean_pairwise_lpips, network_input, official_resize,
+                                        resize)
 from sage_jax.nn.lpips import LPIPSModel
 
 
@@ -40,15 +41,59 @@ def test_features_reproduce_the_distance(lp):
 @pytest.mark.parametrize("n,batch", [(2, 64), (7, 64), (9, 4)])  # one batch; several batches with padding
 def test_mean_pairwise_equals_pair_loop(lp, n, batch):
     x = _images(n, 32, n)
-    got = mean_pairwise_lpips(lp, x, size=None, batch_size=batch)
+    got = mean_pairwise_lpips(lp, x, protocol="full", batch_size=batch)
     np.testing.assert_allclose(got, _brute_force(lp, x), rtol=2e-4)
 
 
-def test_protocol_32_resizes_first(lp):
+def test_protocol_clean_resizes_first(lp):
     x = _images(5, 48, 3)
-    got = mean_pairwise_lpips(lp, x, size=32)
+    got = mean_pairwise_lpips(lp, x, protocol="clean")
     np.testing.assert_allclose(got, _brute_force(lp, np.asarray(resize(x, 32))), rtol=2e-4)
-    assert abs(got - mean_pairwise_lpips(lp, x, size=None)) > 1e-4  # the protocol matters
+    assert abs(got - mean_pairwise_lpips(lp, x, protocol="full")) > 1e-4  # the protocol matters
+    with pytest.raises(ValueError, match="protocol"):
+        mean_pairwise_lpips(lp, x, protocol="32")
+
+
+@pytest.fixture(scope="module")
+def official():
+    return dict(np.load(fixture("lpips_official_protocol.npz")))
+
+
+@pytest.mark.parametrize("prefix", ["", "x256_"])
+def test_official_resize_is_opencvs_bit_for_bit(official, prefix):
+    """64 -> 32 (OpenCV's rounded 2x2 mean) and 256 -> 32 (INTER_LINEAR at factor 8)."""
+    got = official_resize(official[f"{prefix}images"])
+    np.testing.assert_array_equal(got, official[f"{prefix}official_resized"])
+    # the antialiased resize is another image: the protocols differ from the first step
+    assert np.abs(got.astype(int) - official[f"{prefix}clean_resized"].astype(int)).max() > 10
+
+
+@pytest.mark.parametrize("prefix", ["", "x256_"])
+def test_official_protocol_reproduces_the_scripts_numbers(lp, official, prefix):
+    """The official script's LPIPS diversity, from the PNGs' uint8 content: every pair
+    distance (through the network, fed u / 63.75 - 3), each class's pair mean (through the
+    one-pass formula) and the final mean, at 1e-4 of their scale (float32, as the script)."""
+    images, classes = official[f"{prefix}images"], official[f"{prefix}classes"]
+    pairs = official[f"{prefix}pairs"]
+    per = len(images) // len(classes)
+    by_class = {str(c): images[k * per:(k + 1) * per] for k, c in enumerate(classes)}
+    for k, c in enumerate(classes):
+        x = network_input(by_class[str(c)], "official")
+        assert x.min() >= -3 and x.max() <= 1
+        d = lp(x[pairs[:, 0]], x[pairs[:, 1]])
+        assert_close(d, official[f"{prefix}official_pair_d_f32"][k], f"{prefix}pair distances {c}")
+    # float images in [-1, 1] that round to the same PNG give the same result
+    as_float = {c: v.astype(np.float32) / 127.5 - 1 for c, v in by_class.items()}
+    for imgs in (by_class, as_float):
+        out = lpips_diversity(lp, imgs)
+        assert out["protocol"] == "official"
+        for k, c in enumerate(classes):
+            assert_close(out["per_class"][str(c)], official[f"{prefix}official_class_mean_f32"][k],
+                         f"{prefix}class mean {c}")
+        assert_close(out["lpips"], official[f"{prefix}official_mean_f32"], f"{prefix}official mean")
+    # the clean protocol is not the paper's: measurably off the official number
+    clean = lpips_diversity(lp, by_class, protocol="clean")["lpips"]
+    assert abs(clean - float(official[f"{prefix}official_mean_f32"])) > 0.02 * float(official[f"{prefix}official_mean_f32"])
 
 
 def test_negative_head_weights(lp):
@@ -57,14 +102,14 @@ def test_negative_head_weights(lp):
     v["params"]["lin2"] = -np.abs(v["params"]["lin2"]) * 3
     lp2 = LPIPSModel(v)
     x = _images(6, 32, 11)
-    np.testing.assert_allclose(mean_pairwise_lpips(lp2, x, size=None), _brute_force(lp2, x), rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(mean_pairwise_lpips(lp2, x, protocol="full"), _brute_force(lp2, x), rtol=2e-4, atol=1e-6)
 
 
 def test_identical_images_have_zero_diversity_and_classes_average(lp):
     one = _images(1, 32, 5)
     same = np.repeat(one, 4, axis=0)
     varied = _images(4, 32, 6)
-    out = lpips_diversity(lp, {"same": same, "varied": varied}, size=None)
+    out = lpips_diversity(lp, {"same": same, "varied": varied}, protocol="full")
     assert abs(out["per_class"]["same"]) < 1e-6
     assert out["per_class"]["varied"] > 1e-3
     np.testing.assert_allclose(out["lpips"], (out["per_class"]["same"] + out["per_class"]["varied"]) / 2)

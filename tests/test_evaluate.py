@@ -91,7 +91,7 @@ def test_quality_diversity_and_ground_truth(world, capsys):
     assert 0.6 < m["perfect"]["gt"]["diversity"] < 1.6
     assert m["perfect"]["lpips"] > 0.01 and abs(m["collapsed"]["lpips"]) < 1e-6
     assert m["collapsed"]["gt"]["retention"] == 1.0 and m["collapsed"]["gt"]["diversity"] < 1e-3
-    assert set(m["sage"]["lpips_per_class"]) == set(w["classes"]) and m["sage"]["lpips_protocol"] == "32x32"
+    assert set(m["sage"]["lpips_per_class"]) == set(w["classes"]) and m["sage"]["lpips_protocol"] == "official"
     tables = (out / "tables.md").read_text()
     assert "Table 1 layout" in tables and "| sage | 1-shot |" in tables and "Ground truth" in tables
     assert "| sage | 1-shot |" in capsys.readouterr().out

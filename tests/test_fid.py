@@ -82,6 +82,36 @@ def test_parity_frechet_distance(ref):
     assert abs(d - out) <= 1e-9 * abs(out)
 
 
+def test_evaluate_reads_pngs_as_pytorch_fids_folder_path(model, features, ref, tmp_path):
+    """``evaluate``'s FID input against pytorch-fid's folder path on PNG files: the
+    reader gives exactly ``Image.open(p).convert('RGB')``'s uint8 (RGB, RGBA and
+    grayscale files), :func:`network_input` equals ``ToTensor`` (u / 255) followed by
+    ``2 x - 1`` up to float32 rounding, and the pool3 features of the PNGs through
+    ``evaluate``'s path are those of pytorch-fid's input at 1e-4 of their scale."""
+    from PIL import Image
+
+    from sage_jax.data.folders import read_class_folder
+    from sage_jax.metrics.fid import network_input
+
+    u8 = np.round(nchw_to_nhwc(ref["images01"]) * 255).astype(np.uint8)  # 3 x 64 x 64, PNG-quantised
+    (tmp_path / "a").mkdir()
+    Image.fromarray(u8[0]).save(tmp_path / "a" / "0.png")
+    Image.fromarray(u8[1]).convert("RGBA").save(tmp_path / "a" / "1.png")
+    Image.fromarray(u8[2]).convert("L").save(tmp_path / "a" / "2.png")
+    read = read_class_folder(str(tmp_path), 64)
+    files = sorted(read.files["a"])
+    torch_fid_u8 = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    np.testing.assert_array_equal(read.images["a"], torch_fid_u8)
+    to_tensor = torch_fid_u8.astype(np.float32) / np.float32(255.0)   # torchvision ToTensor
+    theirs = np.float32(2.0) * to_tensor - np.float32(1.0)           # InceptionV3.normalize_input
+    ours = network_input(read.images["a"])
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2.5e-7)
+    f_ours = np.asarray(model.features(ours))
+    assert_close(f_ours, np.asarray(model.features(theirs)), "pool3, evaluate's path vs pytorch-fid's input")
+    # quantising to PNG is visible in the features: the check is not vacuous
+    assert np.max(np.abs(f_ours[0] - features[0])) > 1e-4 * np.std(features)
+
+
 @pytest.mark.heavy
 def test_parity_pool3_float64(manifest, images, ref):
     with jax.enable_x64(True):

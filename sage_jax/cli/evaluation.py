@@ -44,7 +44,7 @@ def cmd_evaluate(args) -> int:
         metrics=metrics, size=args.size, glob=args.glob,
         setting=args.setting, dataset=args.dataset, inception=args.inception, lpips=args.lpips,
         lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads,
-        lpips_size=None if args.lpips_size == "full" else int(args.lpips_size), oracles=args.oracles,
+        lpips_protocol=args.lpips_protocol, oracles=args.oracles,
         cache_dir=args.cache_dir, nas_shots=args.nas_shots, nas_generated=args.nas_generated,
         nas_seeds=args.nas_seeds, nas_steps=args.nas_steps, sgia_alpha=args.sgia_alpha, bridging=args.bridging,
         classifier=args.classifier, flip=args.flip, classifier_size=args.classifier_size,
@@ -107,8 +107,10 @@ def register(sub) -> None:
     s.add_argument("--lpips", default=None, help="LPIPS(net='vgg') state dict of the lpips package")
     s.add_argument("--lpips-vgg", dest="lpips_vgg", default=None, help="or torchvision vgg16-397923af.pth ...")
     s.add_argument("--lpips-heads", dest="lpips_heads", default=None, help="... with lpips/weights/v0.1/vgg.pth")
-    s.add_argument("--lpips-size", dest="lpips_size", default="32", choices=["32", "full"],
-                   help="LPIPS diversity on images resized to 32x32 (the official code) or at full resolution")
+    s.add_argument("--lpips-protocol", dest="lpips_protocol", default="official", choices=["official", "clean", "full"],
+                   help="LPIPS diversity: 'official' (default) is the paper's script exactly (cv2 resize to 32x32 on "
+                        "uint8, the network fed u/63.75-3); 'clean' resizes with antialiasing and feeds [-1, 1] (not the "
+                        "paper's); 'full' keeps the resolution")
     s.add_argument("--oracles", default=None,
                    help="ground-truth oracles for the synthetic data (default: the shipped tiny model's)")
     s.add_argument("--nas-shots", dest="nas_shots", type=int, default=10, help="real shots per class (default 10)")

@@ -2,10 +2,19 @@
 the generated images of one unseen class, averaged over the unseen classes. Higher is
 more diverse.
 
-Protocols (``size``):
+Protocols (``protocol``):
 
-* ``32`` (the official evaluation code): every image is first resized to 32 x 32;
-* ``None``: full resolution.
+* ``"official"`` (the default; what the paper's tables report): exactly the official
+  script (``tools/metric_tools.py``, ``LPIPS(root)``): each image as the uint8 its PNG
+  holds, resized by ``cv2.resize(img, (32, 32))`` (OpenCV's INTER_LINEAR on uint8, no
+  antialiasing; an exact 2x shrink runs as a rounded 2x2 mean), mapped to [-1, 1] by
+  ``lpips.im2tensor`` and then again by ``normalize=True``, so the network sees
+  ``u / 63.75 - 3``, in [-3, 1]; per class the mean over all pairs, then the mean over
+  classes;
+* ``"clean"``: an antialiased bilinear resize to 32 x 32 and the network fed [-1, 1], as
+  LPIPS is meant to be used; not the paper's (on the reference fixture it reads 50%
+  above the official value at 64 px and 6% above at 256 px);
+* ``"full"``: full resolution, [-1, 1].
 
 The mean over all unordered pairs is computed exactly without scoring every pair.
 LPIPS is ``d(a, b) = sum_k mean_hw sum_c w_kc (t_k(a) - t_k(b))^2`` (``t_k`` the
@@ -15,7 +24,7 @@ unbiased variance. So the mean pairwise LPIPS of ``n`` images is
 ``2 sum_k mean_hw sum_c w_kc var_i(t_k(x_i))``: one trunk pass per image instead of
 ``n (n - 1) / 2`` pair evaluations, streamed over batches with shifted sums (no
 per-image features are kept). ``tests/test_diversity.py`` checks it against the
-explicit pair loop.
+explicit pair loop and against the official script's numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-PROTOCOLS = {"32": 32, "full": None}
+from sage_jax.images import to_uint8
+
+PROTOCOLS = ("official", "clean", "full")
+SIZE = 32  # the official script's resize
 
 
 def resize(images, size: int | None) -> jax.Array:
@@ -37,6 +49,40 @@ def resize(images, size: int | None) -> jax.Array:
     if size is None or images.shape[1:3] == (size, size):
         return images
     return jax.image.resize(images, (images.shape[0], size, size, images.shape[-1]), "linear")
+
+
+def as_uint8(images) -> np.ndarray:
+    """uint8 images as they are, float images in [-1, 1] as the PNG writer rounds them
+    (:func:`sage_jax.images.to_uint8`), so both give what the PNG on disk holds."""
+    a = np.asarray(images)
+    return a if a.dtype == np.uint8 else to_uint8(a)
+
+
+def official_resize(images_u8, size: int = SIZE) -> np.ndarray:
+    """``cv2.resize(img, (size, size))`` of every uint8 (N, H, W, 3) image: OpenCV's own
+    INTER_LINEAR, bit for bit what the official script computes."""
+    import cv2
+
+    a = np.asarray(images_u8)
+    if a.dtype != np.uint8 or a.ndim != 4:
+        raise ValueError(f"the official protocol resizes uint8 (N, H, W, 3) images, got {a.dtype} {a.shape}")
+    if a.shape[1:3] == (size, size):
+        return a.copy()
+    return np.stack([cv2.resize(np.ascontiguousarray(x), (size, size)) for x in a])
+
+
+def network_input(images, protocol: str = "official") -> np.ndarray:
+    """What the LPIPS network is fed under ``protocol``: float32 (N, h, w, 3)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"LPIPS protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "official":
+        # lpips.im2tensor: float32 of (u / 127.5 - 1) (numpy, float64); normalize=True: 2 x - 1
+        # in float32. The network sees u / 63.75 - 3.
+        x = (official_resize(as_uint8(images)).astype(np.float64) / 127.5 - 1.0).astype(np.float32)
+        return np.float32(2.0) * x - np.float32(1.0)
+    a = np.asarray(images)
+    x = a.astype(np.float32) / 127.5 - 1.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    return np.asarray(resize(x, SIZE)) if protocol == "clean" else x
 
 
 @jax.jit
@@ -49,16 +95,16 @@ def _accumulate(acc, taps, ref, valid):
     return out
 
 
-def mean_pairwise_lpips(lpips_model, images, *, size: int | None = 32, batch_size: int = 64) -> float:
-    """Mean LPIPS over all unordered pairs of ``images`` (N >= 2, NHWC in [-1, 1]),
-    after resizing to ``size`` (``None``: full resolution)."""
+def mean_pairwise_lpips(lpips_model, images, *, protocol: str = "official", batch_size: int = 64) -> float:
+    """Mean LPIPS over all unordered pairs of ``images`` (N >= 2, NHWC: uint8, or floats
+    in [-1, 1]) under ``protocol`` (:data:`PROTOCOLS`)."""
     n = len(images)
     if n < 2:
         raise ValueError(f"LPIPS diversity needs at least 2 images, got {n}")
     weights = lpips_model.head_weights()
     acc, ref = None, None
     for i in range(0, n, batch_size):
-        x = resize(np.asarray(images[i:i + batch_size]), size)
+        x = jnp.asarray(network_input(images[i:i + batch_size], protocol))
         b = x.shape[0]
         if b < batch_size and n > batch_size:  # pad: one compiled shape
             x = jnp.concatenate([x, jnp.zeros((batch_size - b,) + x.shape[1:], x.dtype)])
@@ -75,14 +121,15 @@ def mean_pairwise_lpips(lpips_model, images, *, size: int | None = 32, batch_siz
     return total
 
 
-def lpips_diversity(lpips_model, images_by_class: Mapping[str, np.ndarray], *, size: int | None = 32,
+def lpips_diversity(lpips_model, images_by_class: Mapping[str, np.ndarray], *, protocol: str = "official",
                     batch_size: int = 64, progress: bool = False) -> dict:
     """The paper's LPIPS diversity: ``{"lpips": mean over classes, "per_class": {...},
-    "protocol": "32x32" or "full"}``."""
+    "protocol": protocol}``; images uint8 (as read from the PNGs) or floats in [-1, 1]."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"LPIPS protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if not images_by_class:
         raise ValueError("no classes to score")
     per = {}
     for name in tqdm(sorted(images_by_class), desc="LPIPS diversity", unit="class", disable=not progress):
-        per[name] = mean_pairwise_lpips(lpips_model, images_by_class[name], size=size, batch_size=batch_size)
-    return {"lpips": float(np.mean(list(per.values()))), "per_class": per,
-            "protocol": f"{size}x{size}" if size else "full"}
+        per[name] = mean_pairwise_lpips(lpips_model, images_by_class[name], protocol=protocol, batch_size=batch_size)
+    return {"lpips": float(np.mean(list(per.values()))), "per_class": per, "protocol": protocol}

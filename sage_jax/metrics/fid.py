@@ -7,6 +7,15 @@ Protocol
    2048-d pool3 activations of images in [-1, 1] (NHWC, any size; resized inside to
    299x299 with PyTorch's non-antialiased bilinear interpolation, as pytorch-fid does).
    :func:`extract_features` runs it over a whole set in fixed-size batches.
+   ``sage-jax evaluate`` feeds it :func:`network_input` of the uint8 images read from
+   the folders (PIL, converted to RGB as pytorch-fid's ``Image.open(p).convert('RGB')``):
+   ``u / 127.5 - 1``, which is pytorch-fid's ``ToTensor`` (``u / 255``) followed by its
+   ``2 x - 1`` up to float32 rounding (``tests/test_fid.py``). Two differences from
+   pytorch-fid's folder path remain and are documented: every image is read at one
+   size (``--size``, default the first real image's), so an image of another size is
+   first resized to it (bilinear, antialiased) before the network's own resize to 299;
+   and EXIF orientation is applied (pytorch-fid ignores it). Square folders of one size,
+   as the paper's 256 px images, give the network pytorch-fid's input.
 2. FID: each set is summarised by its mean and unbiased covariance
    (:func:`feature_statistics`, float64, as ``np.cov(rowvar=False)``); the score is the
    Frechet distance of the two Gaussians (:func:`frechet_distance`):
@@ -51,6 +60,13 @@ class Statistics(NamedTuple):
 
 
 # --------------------------------------------------------------------------- statistics
+
+def network_input(images_u8) -> np.ndarray:
+    """The Inception input of uint8 images (N, H, W, 3): float32 in [-1, 1],
+    ``u / 127.5 - 1`` (pytorch-fid: ``ToTensor`` then ``2 x - 1``, the same up to float32
+    rounding; the network resizes to 299 inside)."""
+    return np.asarray(images_u8, np.float32) / np.float32(127.5) - np.float32(1.0)
+
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """``(mu, sigma)`` of ``(N, d)`` features in float64: the mean and the unbiased
