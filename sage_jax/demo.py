@@ -119,8 +119,10 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     stage = _stage_measures(psp, gen, oracles, spec, classes, out, key, encode=encode,
                             prefetch=np.concatenate(wanted))
 
-    results = {m: {k: {"retention": [], "diversity": []} for k in SHOTS} for m in MODES}
-    real_scores = {"retention": [], "spread": []}
+    from sage_jax.metrics.oracles import GroundTruthSets
+
+    gt = GroundTruthSets(oracles)
+    real_spread_all = []
     pca_series = {m: [] for m in MODES}
     rows = []
     overview = {}   # class -> shots and each mode's images at the largest shot count, for classes.png
@@ -129,9 +131,8 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         draw = draws[ci]
         shots, real = draw["images"][:max(SHOTS)], draw["images"][max(SHOTS):]
         mask = draw["factor_mask"][max(SHOTS):].all(axis=0)  # factors visible for this class
-        real_spread = oracles.spread(real, mask)
-        real_scores["retention"].append(oracles.retention(real, oracle_index))
-        real_scores["spread"].append(real_spread)
+        real_spread_all.append(oracles.spread(real, mask))
+        gt.add_real(cls.name, real, oracle_index, mask)
         shot_u8 = to_uint8(shots)
         save_png(os.path.join(img_dir, f"{cls.name}_shots.png"), make_grid(shot_u8, ncols=len(shot_u8)))
         # the real codes only for the classes the PCA figure draws (refined inversion is not free)
@@ -145,8 +146,7 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
                 raw = shot_codes[:k]
                 codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                 imgs = np.concatenate(list(gen.decode(codes)))
-                results[mode][k]["retention"].append(oracles.retention(imgs, oracle_index))
-                results[mode][k]["diversity"].append(oracles.spread(imgs, mask) / max(real_spread, 1e-6))
+                gt.add(f"{mode}-{k}shot", cls.name, imgs)
                 name = f"images/{cls.name}_{mode}_{k}shot.png"
                 save_png(os.path.join(out, name), make_grid(to_uint8(imgs), ncols=8))
                 row["grids"][f"{mode}-{k}"] = name
@@ -170,33 +170,108 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     plot_pca(panels, os.path.join(out, "pca.png"), title="PCA of W+ codes of unseen classes: real vs generated",
              share=share, class_names=[unseen[ci].name for ci, _, _ in pca_series[MODES[0]]])
 
-    def mean(v):
-        return float(np.mean(v))
-
-    table = {"real": {"retention": mean(real_scores["retention"]), "diversity": 1.0,
-                      "factor_spread": mean(real_scores["spread"])}}
-    for mode in MODES:
-        for k in SHOTS:
-            table[f"{mode}-{k}shot"] = {"retention": mean(results[mode][k]["retention"]),
-                                        "diversity": mean(results[mode][k]["diversity"])}
-    summary = {"metrics": table, "stages": stage, "oracles": oracles.scores, "classes": [r["name"] for r in rows],
+    # every mode edits from the same shots with the same key: SAGE and AGE are paired
+    pairs = [(f"sage-{k}shot", f"age-{k}shot") for k in SHOTS]
+    scores = gt.summary(jax.random.fold_in(key, 99), pairs=pairs)
+    table = {"real": {"retention": scores["real"]["retention"]["value"],
+                      "retention_ci": _ci(scores["real"]["retention"]), "diversity": 1.0,
+                      "factor_spread": float(np.mean(real_spread_all))}}
+    for name, v in scores["methods"].items():
+        table[name] = {"retention": v["retention"]["value"], "retention_ci": _ci(v["retention"]),
+                       "diversity": v["diversity"]["value"], "diversity_ci": _ci(v["diversity"])}
+    summary = {"metrics": table, "differences": scores["differences"],
+               "per_class": {name: v["per_class"] for name, v in scores["methods"].items()},
+               "intervals": dict(scores["bootstrap"], method="bootstrap over classes and images (figures); "
+                                 "exact binomial (shares of independent samples)"),
+               "stages": stage, "oracles": oracles.scores, "classes": [r["name"] for r in rows],
                "images_per_class": n, "seconds": time.perf_counter() - t0}
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=1)
     _write_html(out, summary, rows)
     if not quiet:
+        from sage_jax.metrics import uncertainty as u
+
         print(f"report: {os.path.join(out, 'report.html')} ({summary['seconds']:.0f} s)")
         g, inv = stage["generator"], stage["inversion"]
-        print(f"  generator: {g['confident_share']:.2f} of random samples confident (>= 0.9), "
-              f"{g['seen_classes_hit']}/{g['seen_classes']} seen classes hit, oracle FID {g['oracle_fid']:.1f}")
+        print("  (95% intervals in brackets)")
+        print(f"  generator: {u.fmt(g['confident_share_ci'])} of random samples confident (>= 0.9), "
+              f"{g['seen_classes_hit']}/{g['seen_classes']} seen classes hit, "
+              f"oracle FID {u.fmt(g['oracle_fid_ci'], 1)}")
         for split in ("seen", "unseen"):
-            print(f"  inversion, {split}: retention {inv[split]['retention']:.2f}, MSE {inv[split]['mse']:.4f}")
+            print(f"  inversion, {split}: retention {u.fmt(inv[split]['retention_ci'])}, MSE {inv[split]['mse']:.4f}")
         dq = stage["dictionary"]
         print(f"  dictionary: {dq['captured_share']:.2f} of the seen codes' within-class variation in span(A) "
               f"(best {dq['pca_bound']:.2f}, random {dq['random_share']:.2f})")
         for k, v in table.items():
-            print(f"  {k:>12}: retention {v['retention']:.2f}, diversity {v['diversity']:.2f}")
+            div = f"{v['diversity']:.2f}" if k == "real" else _fmt_ci(v["diversity"], v["diversity_ci"])
+            print(f"  {k:>12}: retention {_fmt_ci(v['retention'], v['retention_ci'])}, diversity {div}")
+        for k, d in summary["differences"].items():
+            print(f"  {k}: retention {u.fmt(d['retention'])}, diversity {u.fmt(d['diversity'])}"
+                  + _verdict(d["retention"]))
     return summary
+
+
+def _iv_html(d, name, digits=3) -> str:
+    """``value [lo, hi]`` of ``d[name]`` with its ``name + '_ci'`` interval, when there is one."""
+    iv = d.get(f"{name}_ci")
+    if iv is None:
+        return f"{d[name]:.{digits}f}"
+    return f"{d[name]:.{digits}f} <small>[{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]</small>"
+
+
+def _gt_html(summary) -> list:
+    """The headline: each mode's retention and diversity with intervals, the paired
+    differences, and every class's figures."""
+    from sage_jax.metrics.uncertainty import excludes_zero
+
+    t = summary["metrics"]
+    out = ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
+    for k, v in t.items():
+        ret = _fmt_ci(v["retention"], v["retention_ci"], 3)
+        div = f"{v['diversity']:.3f}" if "diversity_ci" not in v else _fmt_ci(v["diversity"], v["diversity_ci"], 3)
+        out.append(f"<tr><td>{html.escape(k)}</td><td>{ret}</td><td>{div}</td></tr>")
+    out.append("</table>")
+    diffs = summary.get("differences", {})
+    if diffs:
+        out.append("<h3>Paired differences (same shots, same keys)</h3><table>"
+                   "<tr><th></th><th>retention</th><th>diversity</th></tr>")
+        for k, d in diffs.items():
+            cells = []
+            for m in ("retention", "diversity"):
+                iv = d[m]
+                verdict = "" if excludes_zero(iv) else " (no difference shown)"
+                cells.append(f"{iv['value']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]{verdict}")
+            out.append(f"<tr><td>{html.escape(k)}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+        out.append("</table>")
+    per = summary.get("per_class", {})
+    if per:
+        modes = list(per)
+        out.append("<h3>Per class (retention / diversity)</h3><table><tr><th>class</th><th>real retention</th>"
+                   + "".join(f"<th>{html.escape(m)}</th>" for m in modes) + "</tr>")
+        for c in summary["classes"]:
+            first = per[modes[0]][c]
+            out.append(f"<tr><td>{html.escape(c)}</td><td>{first['real_retention']:.2f}</td>"
+                       + "".join(f"<td>{per[m][c]['retention']:.2f} / {per[m][c]['diversity']:.2f}</td>" for m in modes)
+                       + "</tr>")
+        out.append("</table>")
+    return out
+
+
+def _ci(iv) -> list:
+    return [iv["lo"], iv["hi"]]
+
+
+def _fmt_ci(value, ci, digits=2) -> str:
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _verdict(iv) -> str:
+    """What a difference's interval allows one to say."""
+    from sage_jax.metrics.uncertainty import excludes_zero
+
+    if not excludes_zero(iv):
+        return " (retention: no difference shown)"
+    return " (retention: " + ("higher" if iv["lo"] > 0 else "lower") + ", the interval excludes 0)"
 
 
 def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int = 1000, per_class=None,
@@ -258,23 +333,27 @@ def _write_html(out, summary, rows):
              "the synthetic dataset) generates images of classes it never saw, from 1 or 3 shots, with AGE and "
              "SAGE. Category retention is the accuracy of an oracle classifier (trained on real images only) on "
              "the generated images; diversity is the spread of the oracle-regressed category-irrelevant factors "
-             "relative to real images of the class (1.0 = as diverse as real data).</p>",
+             "relative to real images of the class (1.0 = as diverse as real data). Brackets: 95% intervals "
+             "(a bootstrap over classes and images; the exact binomial interval for a share of independent "
+             "samples). A difference is shown only where its interval excludes 0.</p>",
              ]
+    lines += _gt_html(summary)
     st = summary.get("stages")
     if st:
         g, inv = st["generator"], st["inversion"]
         lines += ["<h2>Each stage on its own</h2><table>",
                   "<tr><th>stage</th><th>measure</th><th>value</th><th>real images</th></tr>",
                   f"<tr><td>generator</td><td>random samples the oracle calls one class (p &ge; 0.9)</td>"
-                  f"<td>{g['confident_share']:.3f}</td><td>about 0.97</td></tr>",
+                  f"<td>{_iv_html(g, 'confident_share')}</td><td>about 0.97</td></tr>",
                   f"<tr><td>generator</td><td>seen classes hit by such samples</td>"
                   f"<td>{g['seen_classes_hit']} / {g['seen_classes']}</td><td>{g['seen_classes']}</td></tr>",
                   f"<tr><td>generator</td><td>FID on the oracle's features (vs real seen images)</td>"
-                  f"<td>{g['oracle_fid']:.1f}</td><td>0</td></tr>"]
+                  f"<td>{_iv_html(g, 'oracle_fid', 1)}</td><td>0</td></tr>"]
         for split in ("seen", "unseen"):
             v = inv[split]
             lines.append(f"<tr><td>inversion, {split} classes</td><td>retention of reconstructions / MSE</td>"
-                         f"<td>{v['retention']:.3f} / {v['mse']:.4f}</td><td>{v['input_retention']:.3f} / 0</td></tr>")
+                         f"<td>{_iv_html(v, 'retention')} / {v['mse']:.4f}</td>"
+                         f"<td>{v['input_retention']:.3f} / 0</td></tr>")
         dq = st.get("dictionary")
         if dq:
             lines.append(f"<tr><td>dictionary</td><td>within-class variation of seen codes in span(A) "
@@ -286,10 +365,6 @@ def _write_html(out, summary, rows):
                   "<img src='reconstructions.png' style='width:100%'>"]
     lines += ["<h2>Every unseen class</h2><p>Its shots, then each mode's images from them:</p>"
               "<img src='classes.png' style='width:100%'>"]
-    lines += ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
-    for k, v in t.items():
-        lines.append(f"<tr><td>{html.escape(k)}</td><td>{v['retention']:.3f}</td><td>{v['diversity']:.3f}</td></tr>")
-    lines.append("</table>")
     lines.append(f"<p>Oracles on held-out real images: classifier accuracy {o.get('classifier_heldout_accuracy', 0):.3f}, "
                  f"factor regressor mean absolute error {o.get('regressor_heldout_mae', 0):.3f} "
                  f"(factors scaled to about [-1, 1]).</p>")
@@ -332,13 +407,15 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
     gen = SageGenerator(psp, dictionary, stats)
     S, l = stats.num_classes, dictionary.a_length
     key = jax.random.PRNGKey(seed)
-    acc = {(m, k, a): {"retention": [], "diversity": []} for m in modes for k in shots for a in alphas}
+    from sage_jax.metrics.oracles import GroundTruthSets
+
+    gt = GroundTruthSets(oracles)
     for ci, cls in enumerate(tqdm(unseen, desc="alpha sweep: unseen classes", unit="class", disable=quiet)):
         oracle_index = oracles.class_names.index(cls.name)
         draw = sample_class(spec, cls.index, max(shots) + n_real, seed * 1000 + cls.index)
         shots_img, real = draw["images"][:max(shots)], draw["images"][max(shots):]
         mask = draw["factor_mask"][max(shots):].all(axis=0)
-        real_spread = max(oracles.spread(real, mask), 1e-6)
+        gt.add_real(cls.name, real, oracle_index, mask)
         for k in shots:
             raw = gen.encode(shots_img[:k])
             for mode in modes:
@@ -346,32 +423,64 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
                     opts = _options(mode, k, S, l, float(a), config)
                     codes = gen.codes(jax.random.fold_in(key, ci * 10 + k), raw[None], n, opts)[0]
                     imgs = np.concatenate(list(gen.decode(codes)))
-                    acc[(mode, k, a)]["retention"].append(oracles.retention(imgs, oracle_index))
-                    acc[(mode, k, a)]["diversity"].append(oracles.spread(imgs, mask) / real_spread)
-    rows = [{"mode": m, "shots": k, "alpha": float(a), "retention": float(np.mean(v["retention"])),
-             "diversity": float(np.mean(v["diversity"]))} for (m, k, a), v in acc.items()]
-    result = {"rows": rows, "classes": [c.name for c in unseen], "images_per_class": n, "model": model,
+                    gt.add(_cell(mode, k, a), cls.name, imgs)
+    # paired (same shots, same key): SAGE against AGE at every shot count and alpha
+    pairs = [(_cell("sage", k, a), _cell(base, k, a)) for k in shots for a in alphas
+             for base in ("age", "sage-q", "sage-i") if "sage" in modes and base in modes]
+    scores = gt.summary(jax.random.fold_in(key, 99), pairs=pairs)
+    rows = []
+    for m in modes:
+        for k in shots:
+            for a in alphas:
+                v = scores["methods"][_cell(m, k, a)]
+                rows.append({"mode": m, "shots": k, "alpha": float(a),
+                             "retention": v["retention"]["value"], "retention_ci": [v["retention"]["lo"], v["retention"]["hi"]],
+                             "diversity": v["diversity"]["value"], "diversity_ci": [v["diversity"]["lo"], v["diversity"]["hi"]]})
+    result = {"rows": rows, "differences": scores["differences"], "classes": [c.name for c in unseen],
+              "images_per_class": n, "model": model, "intervals": scores["bootstrap"],
               "seconds": time.perf_counter() - t0}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "sweep.json"), "w") as f:
         json.dump(result, f, indent=1)
     with open(os.path.join(out, "sweep.md"), "w") as f:
-        f.write(sweep_table(rows))
+        f.write(sweep_table(rows) + "\n" + difference_table(scores["differences"]))
     plot_sweep(rows, os.path.join(out, "sweep.png"))
     if not quiet:
         print(sweep_table(rows))
+        print(difference_table(scores["differences"]))
         print(f"wrote {out}/sweep.json, sweep.md, sweep.png ({result['seconds']:.0f} s)")
     return result
 
 
+def _cell(mode, k, a) -> str:
+    return f"{mode}-{k}shot-alpha{float(a):g}"
+
+
+def difference_table(differences) -> str:
+    """Markdown: each paired difference with its 95% interval, and whether it excludes 0."""
+    from sage_jax.metrics.uncertainty import excludes_zero, fmt
+
+    lines = ["| difference (paired) | retention | diversity |", "| --- | --- | --- |"]
+    for name, d in differences.items():
+        cells = [fmt(d[k]) + (" *" if excludes_zero(d[k]) else "") for k in ("retention", "diversity")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n(95% bootstrap intervals over classes and images; * the interval excludes 0)\n"
+
+
 def sweep_table(rows) -> str:
-    """Markdown: a row per mode and shot count, retention / diversity per alpha."""
+    """Markdown: a row per mode and shot count, retention / diversity per alpha (each
+    with its 95% interval)."""
     alphas = sorted({r["alpha"] for r in rows})
     lines = ["| mode | shots | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |",
              "| --- | --- | " + " | ".join("---" for _ in alphas) + " |"]
     for k in sorted({r["shots"] for r in rows}):
         for m in dict.fromkeys(r["mode"] for r in rows):
             cells = {r["alpha"]: r for r in rows if r["mode"] == m and r["shots"] == k}
-            lines.append(f"| {m.upper()} | {k} | " + " | ".join(
-                f"{cells[a]['retention']:.2f} / {cells[a]['diversity']:.2f}" for a in alphas) + " |")
-    return "\n".join(lines) + "\n\n(each cell: category retention / diversity)\n"
+            lines.append(f"| {m.upper()} | {k} | " + " | ".join(_sweep_cell(cells[a]) for a in alphas) + " |")
+    return "\n".join(lines) + "\n\n(each cell: category retention / diversity, 95% intervals in brackets)\n"
+
+
+def _sweep_cell(r) -> str:
+    if "retention_ci" not in r:
+        return f"{r['retention']:.2f} / {r['diversity']:.2f}"
+    return f"{_fmt_ci(r['retention'], r['retention_ci'])} / {_fmt_ci(r['diversity'], r['diversity_ci'])}"

@@ -125,49 +125,100 @@ def _feature_fn(network):
     return fn
 
 
-def ground_truth(oracles, masks, real: ClassImages, gen: ClassImages, classes) -> dict:
-    """Category retention and relative diversity (the demo's measures) of ``gen``."""
-    ret, div, real_ret = [], [], []
+def ground_truth(oracles, masks, real: ClassImages, sets: dict, classes, key, n_boot: int) -> dict:
+    """Category retention and relative diversity (the demo's measures) of every set in
+    ``sets`` (label -> ClassImages), with 95% intervals, and the paired differences of
+    every two sets with as many images per class (:func:`paired_labels`)."""
+    from sage_jax.metrics.oracles import GroundTruthSets
+
+    gts = GroundTruthSets(oracles)
     for c in classes:
-        idx = oracles.class_names.index(c)
-        r, g = real.as_float(c), gen.as_float(c)
-        real_ret.append(oracles.retention(r, idx))
-        spread = oracles.spread(r, masks[c])
-        ret.append(oracles.retention(g, idx))
-        div.append(oracles.spread(g, masks[c]) / max(spread, 1e-6))
-    return {"retention": float(np.mean(ret)), "diversity": float(np.mean(div)),
-            "real_retention": float(np.mean(real_ret))}
+        gts.add_real(c, real.as_float(c), oracles.class_names.index(c), masks[c])
+        for label, g in sets.items():
+            gts.add(label, c, g.as_float(c))
+    return gts.summary(key, n_boot, pairs=paired_labels(sets, classes))
+
+
+def paired_labels(sets: dict, classes) -> list:
+    """Every two generated sets with the same number of images in every class: compared
+    image by image (paired), which is right when both were generated from the same shots
+    with the same seed (``generate --seed``; ``scripts/evaluate_synthetic.sh`` does)."""
+    labels = list(sets)
+    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]
+            if all(len(sets[a].images[c]) == len(sets[b].images[c]) for c in classes)]
 
 
 # ----------------------------------------------------------------------------- tables
-def _fmt(v, pct=False):
+def _fmt(v, pct=False, ci=None):
+    """A figure, with its 95% interval ``ci`` (``{"lo", "hi"}``) when there is one."""
     if v is None:
         return "-"
+    if isinstance(v, dict) and "ci" in v and ci is None:
+        ci = v["ci"]
     if isinstance(v, dict) and "mean" in v:
+        seeds = f" (± {100 * v['std']:.2f} over seeds)" if pct and "std" in v and "per_seed" in v else ""
+        if ci is not None:
+            return _fmt(v["mean"], pct, ci) + seeds
         return f"{100 * v['mean']:.2f}% ± {100 * v['std']:.2f}" if pct else f"{v['mean']:.4f} ± {v['std']:.4f}"
+    if ci is not None:
+        if pct:
+            return f"{100 * v:.2f}% [{100 * ci['lo']:.2f}, {100 * ci['hi']:.2f}]"
+        d = 4 if abs(v) < 10 else 2
+        return f"{v:.{d}f} [{ci['lo']:.{d}f}, {ci['hi']:.{d}f}]"
     return f"{100 * v:.2f}%" if pct else (f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}")
 
 
+def _differences(results) -> list:
+    """The paired differences, each with its 95% interval; * where it excludes 0."""
+    from sage_jax.metrics.uncertainty import excludes_zero
+
+    diffs = results.get("differences") or {}
+    out = []
+    names = {"fid": "FID", "lpips": "LPIPS", "nas": "NAS accuracy", "fewshot": "few-shot accuracy",
+             "gt": "ground truth"}
+    for metric, group in diffs.items():
+        if not group:
+            continue
+        pct = metric in ("nas", "fewshot")
+        if metric == "gt":
+            rows = [(f"{k} (retention)", v["retention"]) for k, v in group.items()]
+            rows += [(f"{k} (diversity)", v["diversity"]) for k, v in group.items()]
+        else:
+            rows = list(group.items())
+        out += [f"Paired differences: {names.get(metric, metric)} (95% intervals; * the interval excludes 0)", "",
+                "| Comparison | Difference |", "| --- | --- |"]
+        for k, iv in rows:
+            val = iv.get("value", iv.get("mean"))
+            star = " *" if excludes_zero(iv) else ""
+            out.append(f"| {k} | {_fmt(val, pct, iv)}{star} |")
+        out.append("")
+    return out
+
+
 def tables(results: dict) -> str:
-    """Markdown tables in the layout of the paper's Tables 1, 2 and 4 (+ few-shot and
-    ground truth)."""
+    """Markdown tables in the layout of the paper's Tables 1, 2 and 4 (+ few-shot, ground
+    truth and the paired differences); every figure with its 95% interval."""
     methods = results["methods"]
     out = []
     name = results.get("dataset", "dataset")
     if any(k in results["metrics"] for k in ("fid", "lpips")):
         fid_note = "" if results.get("fid_network") in (None, "inception") else " (oracle features)"
-        out += [f"Table 1 layout: quality and diversity on {name}", "",
-                f"| Method | Settings | FID{fid_note} (↓) | LPIPS (↑) |", "| --- | --- | --- | --- |"]
+        proto = next((m.get("lpips_protocol") for m in methods.values() if m.get("lpips_protocol")), None)
+        lp_note = f" ({proto} protocol)" if proto and proto != "official" else ""
+        out += [f"Table 1 layout: quality and diversity on {name} (95% intervals in brackets)", "",
+                f"| Method | Settings | FID{fid_note} (↓) | LPIPS{lp_note} (↑) |", "| --- | --- | --- | --- |"]
         for label, m in methods.items():
-            out.append(f"| {label} | {m['setting']} | {_fmt(m.get('fid'))} | {_fmt(m.get('lpips'))} |")
+            out.append(f"| {label} | {m['setting']} | {_fmt(m.get('fid'), ci=m.get('fid_ci'))} | "
+                       f"{_fmt(m.get('lpips'), ci=m.get('lpips_ci'))} |")
         if "kid" in results["metrics"]:
             out += ["", "| Method | KID (↓) |", "| --- | --- |"]
-            out += [f"| {label} | {_fmt(m.get('kid'))} |" for label, m in methods.items()]
+            out += [f"| {label} | {_fmt(m['kid']['mean'], ci=m.get('kid_ci')) if m.get('kid') else '-'} |"
+                    for label, m in methods.items()]
         out.append("")
     if "nas" in results["metrics"]:
         std = results["standard"]["nas"]
-        out += [f"Table 2 layout: Naive Augmentation Score on {name} (mean ± std over seeds)", "",
-                f"| Method | {name} |", "| --- | --- |"]
+        out += [f"Table 2 layout: Naive Augmentation Score on {name} (mean over seeds, 95% interval over the "
+                "test images)", "", f"| Method | {name} |", "| --- | --- |"]
         for label, m in methods.items():
             for variant, v in m["nas"].items():
                 suffix = "" if variant == "augmented" else f" ({variant})"
@@ -177,29 +228,35 @@ def tables(results: dict) -> str:
                 "| Method | Accuracy | FID (↓) | LPIPS (↑) |", "| --- | --- | --- | --- |",
                 f"| Standard | {_fmt(std, pct=True)} | - | - |"]
         for label, m in methods.items():
-            out.append(f"| {label} | {_fmt(m['nas'].get('augmented'), pct=True)} | {_fmt(m.get('fid'))} | "
-                       f"{_fmt(m.get('lpips'))} |")
+            out.append(f"| {label} | {_fmt(m['nas'].get('augmented'), pct=True)} | "
+                       f"{_fmt(m.get('fid'), ci=m.get('fid_ci'))} | {_fmt(m.get('lpips'), ci=m.get('lpips_ci'))} |")
         out.append("")
     if "fewshot" in results["metrics"]:
         base = results["standard"]["fewshot"]
         ks = sorted(base, key=int)
-        out += [f"Few-shot classification ({results['fewshot_ways']}-way, nearest centroid, 95% intervals)", "",
-                "| Support set | " + " | ".join(f"{k}-shot" for k in ks) + " |",
+
+        def cell(v):
+            return f"{100 * v['mean']:.2f}% [{100 * (v['mean'] - v['ci95']):.2f}, {100 * (v['mean'] + v['ci95']):.2f}]"
+
+        out += [f"Few-shot classification ({results['fewshot_ways']}-way, nearest centroid, 95% intervals over "
+                "episodes)", "", "| Support set | " + " | ".join(f"{k}-shot" for k in ks) + " |",
                 "| --- | " + " | ".join("---" for _ in ks) + " |",
-                "| real shots only | " + " | ".join(f"{100 * base[k]['mean']:.2f}% ± {100 * base[k]['ci95']:.2f}"
-                                                   for k in ks) + " |"]
+                "| real shots only | " + " | ".join(cell(base[k]) for k in ks) + " |"]
         for label, m in methods.items():
             f = m["fewshot"]
-            out.append(f"| + {label} | " + " | ".join(f"{100 * f[k]['mean']:.2f}% ± {100 * f[k]['ci95']:.2f}"
-                                                      for k in ks) + " |")
+            out.append(f"| + {label} | " + " | ".join(cell(f[k]) for k in ks) + " |")
         out.append("")
     if "gt" in results["metrics"]:
-        out += ["Ground truth (synthetic data, oracles trained on real images)", "",
+        rg = results["real_ground_truth"]
+        out += ["Ground truth (synthetic data, oracles trained on real images; 95% intervals)", "",
                 "| Method | category retention | diversity |", "| --- | --- | --- |",
-                f"| real | {results['real_ground_truth']['retention']:.3f} | 1.000 |"]
+                f"| real | {_fmt(rg['retention'], ci=rg.get('retention_ci'))} | 1.000 |"]
         for label, m in methods.items():
-            out.append(f"| {label} | {m['gt']['retention']:.3f} | {m['gt']['diversity']:.3f} |")
+            g = m["gt"]
+            out.append(f"| {label} | {_fmt(g['retention'], ci=g.get('retention_ci'))} | "
+                       f"{_fmt(g['diversity'], ci=g.get('diversity_ci'))} |")
         out.append("")
+    out += _differences(results)
     return "\n".join(out)
 
 
@@ -236,6 +293,8 @@ class EvalOptions:
     fewshot_shots: tuple = (1, 5)
     fewshot_queries: int = 15
     fewshot_episodes: int = 600
+    bootstrap: int = 1000              # replicates of the 95% intervals (retention, diversity, LPIPS, NAS)
+    fid_bootstrap: int = 200           # ... of FID and KID (each replicate a matrix square root / 10 KID subsets)
     seed: int = 0
     progress: bool = True
 
@@ -379,11 +438,21 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
     if "lpips" in o.metrics:
         from sage_jax.metrics.diversity import lpips_diversity
 
+        from sage_jax.metrics.diversity import lpips_difference
+
         lp = _lpips_model(o)
+        lk = jax.random.fold_in(key, 5)
+        mats = {}
         for label, g in sets.items():
+            mats[label] = {}
             d = lpips_diversity(lp, {c: g.images[c] for c in classes}, protocol=o.lpips_protocol,
-                                progress=o.progress)
-            methods[label].update(lpips=d["lpips"], lpips_per_class=d["per_class"], lpips_protocol=d["protocol"])
+                                progress=o.progress, key=lk, n_boot=o.bootstrap, matrices=mats[label])
+            methods[label].update(lpips=d["lpips"], lpips_ci=d["lpips_ci"], lpips_per_class=d["per_class"],
+                                  lpips_protocol=d["protocol"])
+        if o.lpips_protocol != "full":
+            results.setdefault("differences", {})["lpips"] = {
+                f"{a} - {b}": lpips_difference(mats[a], mats[b], lk, o.bootstrap)
+                for a, b in paired_labels(sets, classes)}
         save()
     if "nas" in o.metrics or "fewshot" in o.metrics:
         seen = read_class_folder(seen_root, min(o.classifier_size, size), progress=o.progress,
@@ -397,10 +466,15 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
             save()
     if "gt" in o.metrics:
         oracles, masks = gt
-        for label, g in sets.items():
-            methods[label]["gt"] = ground_truth(oracles, masks, real, g, classes)
-        first = next(iter(methods.values()))["gt"]
-        results["real_ground_truth"] = {"retention": first["real_retention"], "oracles": oracles.scores}
+        s = ground_truth(oracles, masks, real, sets, classes, jax.random.fold_in(key, 4), o.bootstrap)
+        for label in sets:
+            v = s["methods"][label]
+            methods[label]["gt"] = {"retention": v["retention"]["value"], "diversity": v["diversity"]["value"],
+                                    "retention_ci": v["retention"], "diversity_ci": v["diversity"],
+                                    "per_class": v["per_class"]}
+        results["real_ground_truth"] = {"retention": s["real"]["retention"]["value"],
+                                        "retention_ci": s["real"]["retention"], "oracles": oracles.scores}
+        results.setdefault("differences", {})["gt"] = s["differences"]
 
     results["complete"] = True
     save()
@@ -428,28 +502,46 @@ def _fid_kid(o, real, sets, classes, gt, results, key):
         fingerprint = "oracle:" + oracles.fingerprint()
         results["fid_network"] = "oracle"
 
+    from sage_jax.metrics import uncertainty as u
+
     def features(u8, desc):
         return fidm.extract_features(lambda x: feature_fn(fidm.network_input(x)), u8,
                                      batch_size=50, progress=o.progress, desc=desc)
 
+    def per_class(feats, src):
+        ends = np.cumsum([len(src.images[c]) for c in classes])[:-1]
+        return np.split(feats, ends)
+
     real_u8 = _pooled(real, classes)
     real_files = [p for c in classes for p in real.files[c]]
-    real_feats = None
-    if "kid" in o.metrics:
-        real_feats = features(real_u8, "real features")
+    # the real features themselves are needed for the intervals (the cache keeps only statistics)
+    real_feats = features(real_u8, "real features") if (o.fid_bootstrap or "kid" in o.metrics) else None
     stats = fidm.cached_statistics(o.cache_dir or _default_cache_dir(),
                                    {"network": str(fingerprint), "files": real_files, "size": real_u8.shape[1],
                                     "name": results["dataset"]},
                                    lambda: real_feats if real_feats is not None else features(real_u8, "real features"))
+    real_pc = per_class(real_feats, real) if real_feats is not None else None
+    gen_pc = {}
+    fk = jax.random.fold_in(key, 6)
     for i, (label, g) in enumerate(sets.items()):
         gf = features(_pooled(g, classes), f"{label} features")
+        gen_pc[label] = per_class(gf, g)
         m = results["methods"][label]
         if "fid" in o.metrics:
             m["fid"] = fidm.fid(stats, gf)["fid"]
+            if o.fid_bootstrap:
+                m["fid_ci"] = dict(u.fid_interval(gen_pc[label], real_pc, fk, o.fid_bootstrap), value=m["fid"])
         if "kid" in o.metrics:
             k = fidm.kid(real_feats, gf, key=jax.random.fold_in(key, i), num_subsets=o.kid_subsets,
                          subset_size=o.kid_subset_size)
             m["kid"] = {"mean": k["kid"], "std": k["kid_std"]}
+            if o.fid_bootstrap:
+                m["kid_ci"] = dict(u.kid_interval(gen_pc[label], real_pc, fk, o.fid_bootstrap,
+                                                  subset_size=o.kid_subset_size), value=k["kid"])
+    if "fid" in o.metrics and o.fid_bootstrap:
+        results.setdefault("differences", {})["fid"] = {
+            f"{a} - {b}": u.fid_difference(gen_pc[a], gen_pc[b], real_pc, fk, o.fid_bootstrap)
+            for a, b in paired_labels(sets, classes)}
 
 
 def _overview(real, sets, classes, path, n_classes=6, per_row=8):
@@ -524,14 +616,52 @@ def _nas(o, seen, real, shots, sets, classes, sample_idx, test_idx, results, key
               for c in classes}
     test_x = {c: _at(real.images[c][test_idx[c]], size) for c in classes}
     seeds = tuple(range(o.seed, o.seed + o.nas_seeds))
+    correct = {}   # (label, variant) -> (seeds, test images): the intervals and paired differences
+    labels = None
     for i, (label, g) in enumerate(sets.items()):
         cfg.variants = (("standard",) if i == 0 else ()) + ("augmented",) + extra
         r = naive_augmentation_score(clf, shot_x, {c: _at(g.images[c], size) for c in classes}, test_x,
                                      config=cfg, seeds=seeds, progress=o.progress)
+        labels = r.pop("test_labels")
+        for v in cfg.variants:
+            correct[("Standard" if v == "standard" else label, v)] = r[v].pop("correct")
         if i == 0:
             results["standard"]["nas"] = r.pop("standard")
             results["nas_protocol"] = r["protocol"]
         results["methods"][label]["nas"] = {v: r[v] for v in cfg.variants if v != "standard"}
+    _nas_intervals(o, results, correct, labels, jax.random.fold_in(key, 7))
+
+
+def _nas_intervals(o, results, correct, labels, key):
+    """95% intervals of every NAS accuracy (the mean over seeds of each test image's
+    correctness, bootstrapped over the test classes and their images) and the paired
+    differences on the same test images: each method against Standard, and every two
+    methods."""
+    from sage_jax.metrics import uncertainty as u
+
+    cls = np.unique(labels)
+    rows = [np.flatnonzero(labels == c) for c in cls]
+    boot = u.ClassBootstrap({"test": [len(r) for r in rows]}, key, o.bootstrap)
+
+    def stat(c_seeds):
+        per_image = c_seeds.mean(axis=0)  # over seeds
+        return u.class_mean(lambda c, idx: float(per_image[rows[c]][idx["test"]].mean()))
+
+    stats = {k: stat(v) for k, v in correct.items()}
+    results["standard"]["nas"]["ci"] = boot.estimate(stats[("Standard", "standard")])
+    for (label, v), s in stats.items():
+        if label != "Standard":
+            results["methods"][label]["nas"][v]["ci"] = boot.estimate(s)
+    diffs = {}
+    for (label, v), s in stats.items():
+        if label != "Standard":
+            diffs[f"{label} ({v}) - Standard"] = boot.difference(s, stats[("Standard", "standard")])
+    keys = [k for k in stats if k[0] != "Standard"]
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if a[1] == b[1]:
+                diffs[f"{a[0]} - {b[0]} ({a[1]})"] = boot.difference(stats[a], stats[b])
+    results.setdefault("differences", {})["nas"] = diffs
 
 
 def _fewshot(o, seen, real, sets, classes, results, key):
@@ -546,12 +676,22 @@ def _fewshot(o, seen, real, sets, classes, results, key):
     results["fewshot_protocol"] = {"ways": o.fewshot_ways, "shots": list(o.fewshot_shots),
                                    "queries": o.fewshot_queries, "episodes": o.fewshot_episodes,
                                    "extractor": f"{o.classifier} with a cosine head, trained on the seen classes"}
+    episodes = {}
     for i, (label, g) in enumerate(sets.items()):
         r = fewshot_classification(extractor.features, real_x,
                                    generated_by_class={c: _at(g.images[c], size) for c in classes},
                                    n_way=o.fewshot_ways, k_shots=o.fewshot_shots, n_query=o.fewshot_queries,
-                                   n_episodes=o.fewshot_episodes, key=jax.random.fold_in(key, 1))
+                                   n_episodes=o.fewshot_episodes, key=jax.random.fold_in(key, 1),
+                                   return_episodes=True)
+        # every set runs the same episodes (same key): differences between sets are paired by episode
+        episodes[label] = {k: v.pop("episodes")["with_generated"] for k, v in r.items()}
         if i == 0:
             results["standard"]["fewshot"] = {str(k): v["real"] for k, v in r.items()}
         results["methods"][label]["fewshot"] = {str(k): dict(v["with_generated"], difference=v["difference"])
                                                 for k, v in r.items()}
+    from sage_jax.metrics.fewshot import episode_summary
+
+    labels = list(sets)
+    results.setdefault("differences", {})["fewshot"] = {
+        f"{a} - {b} ({k}-shot)": episode_summary(episodes[a][k] - episodes[b][k])
+        for i, a in enumerate(labels) for b in labels[i + 1:] for k in episodes[a]}

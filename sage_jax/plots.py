@@ -91,7 +91,8 @@ def plot_classes(overview: dict, path: str, k: int, modes) -> None:
 
 def plot_sweep(rows, path: str) -> None:
     """Retention (y) against diversity (x), a line per mode through its alphas, one
-    panel per shot count; ``rows``: dicts with mode, shots, alpha, retention, diversity."""
+    panel per shot count; ``rows``: dicts with mode, shots, alpha, retention, diversity
+    (and, when given, ``retention_ci`` / ``diversity_ci``: 95% intervals drawn as error bars)."""
     plt = _pyplot()
     shots = sorted({r["shots"] for r in rows})
     fig, axes = plt.subplots(1, len(shots), figsize=(5.2 * len(shots), 4.4), squeeze=False, sharey=True)
@@ -100,11 +101,18 @@ def plot_sweep(rows, path: str) -> None:
             pts = sorted((r for r in rows if r["mode"] == m and r["shots"] == k), key=lambda r: r["alpha"])
             x = [r["diversity"] for r in pts]
             y = [r["retention"] for r in pts]
-            ax.plot(x, y, marker="o", label=m.upper())
+            line, = ax.plot(x, y, marker="o", label=m.upper())
+            if pts and "retention_ci" in pts[0]:
+                yerr = [[r["retention"] - r["retention_ci"][0] for r in pts],
+                        [r["retention_ci"][1] - r["retention"] for r in pts]]
+                xerr = [[r["diversity"] - r["diversity_ci"][0] for r in pts],
+                        [r["diversity_ci"][1] - r["diversity"] for r in pts]]
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=line.get_color(), alpha=0.35,
+                            capsize=2, lw=1)
             for r in pts:
                 ax.annotate(f"{r['alpha']:g}", (r["diversity"], r["retention"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
-        ax.set_title(f"{k}-shot (labels: alpha)")
+        ax.set_title(f"{k}-shot (labels: alpha; bars: 95% intervals)")
         ax.set_xlabel("diversity (oracle factor spread / real)")
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1.02)

@@ -116,3 +116,28 @@ def test_identical_images_have_zero_diversity_and_classes_average(lp):
     assert out["protocol"] == "full"
     with pytest.raises(ValueError, match="at least 2"):
         mean_pairwise_lpips(lp, one)
+
+
+def test_pair_matrix_equals_the_pair_loop_and_the_interval_holds_the_value(lp):
+    from sage_jax.metrics.diversity import lpips_difference, pairwise_lpips
+
+    x = _images(6, 32, 21)
+    d = pairwise_lpips(lp, x, protocol="full", batch_size=4)   # two batches
+    pairs = list(itertools.combinations(range(6), 2))
+    want = np.asarray(lp(x[[i for i, _ in pairs]], x[[j for _, j in pairs]]))
+    np.testing.assert_allclose([d[i, j] for i, j in pairs], want, rtol=2e-4, atol=1e-6)
+    np.testing.assert_array_equal(d, d.T)
+    by_class = {"a": _images(5, 32, 1), "b": _images(5, 32, 2), "c": _images(5, 32, 3)}
+    mats = {}
+    out = lpips_diversity(lp, by_class, protocol="clean", key=jax.random.PRNGKey(0), n_boot=200, matrices=mats)
+    plain = lpips_diversity(lp, by_class, protocol="clean")
+    np.testing.assert_allclose(out["lpips"], plain["lpips"], rtol=2e-4)
+    iv = out["lpips_ci"]
+    assert iv["lo"] < iv["value"] < iv["hi"]
+    # paired: the same images against themselves differ by exactly 0; against half-blurred copies not
+    assert lpips_difference(mats, mats, jax.random.PRNGKey(0), 100) == {"value": 0.0, "lo": 0.0, "hi": 0.0}
+    smooth = {c: np.asarray(jax.image.resize(jax.image.resize(v, (5, 8, 8, 3), "linear"), (5, 32, 32, 3), "linear"))
+              for c, v in by_class.items()}
+    mats_s = {}
+    lpips_diversity(lp, smooth, protocol="clean", key=jax.random.PRNGKey(0), n_boot=10, matrices=mats_s)
+    assert abs(lpips_difference(mats, mats_s, jax.random.PRNGKey(0), 200)["value"]) > 1e-3

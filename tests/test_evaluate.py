@@ -75,9 +75,24 @@ def test_quality_diversity_and_ground_truth(world, capsys):
          "--generated", f"age={w['root'] / 'gen_age'}", "--generated", f"perfect={w['root'] / 'perfect'}",
          "--generated", f"noise={w['root'] / 'noise'}",
          "--generated", f"collapsed={w['root'] / 'collapsed'}", "--metrics", "fid,kid,lpips,gt", "--lpips", w["lpips"],
-         "--kid-subsets", 10, "--cache-dir", w["root"] / "cache", "--out", out, "--quiet")
+         "--kid-subsets", 10, "--cache-dir", w["root"] / "cache", "--out", out, "--quiet",
+         "--bootstrap", 200, "--fid-bootstrap", 50)
     r = json.loads((out / "metrics.json").read_text())
     m = r["methods"]
+    # every figure carries its 95% interval, which holds the figure
+    for label in ("sage", "perfect", "noise"):
+        for k in ("fid", "lpips"):
+            iv = m[label][f"{k}_ci"]
+            assert iv["lo"] <= m[label][k] <= iv["hi"] and iv["hi"] > iv["lo"], (label, k, iv)
+        assert m[label]["kid_ci"]["lo"] <= m[label]["kid"]["mean"] <= m[label]["kid_ci"]["hi"]
+        g = m[label]["gt"]
+        for k in ("retention", "diversity"):
+            assert g[f"{k}_ci"]["lo"] <= g[k] <= g[f"{k}_ci"]["hi"]
+    # paired differences (same number of images per class): perfect beats noise, and says so
+    d = r["differences"]
+    assert d["fid"]["perfect - noise"]["hi"] < 0 and d["gt"]["perfect - noise"]["retention"]["lo"] > 0
+    assert "perfect - noise" in d["lpips"]
+    assert set(d["gt"]) == {f"{a} - {b}" for i, a in enumerate(m) for b in list(m)[i + 1:]}
     assert r["complete"] is True and r["fid_network"] == "oracle" and r["classes"] == w["classes"]
     assert m["sage"]["setting"] == "1-shot" and m["sage"]["pattern"] == "sage_[0-9]*.png"
     assert m["sage"]["images"] == 16 * 4 and m["perfect"]["images"] == 16 * 4
@@ -94,6 +109,7 @@ def test_quality_diversity_and_ground_truth(world, capsys):
     assert set(m["sage"]["lpips_per_class"]) == set(w["classes"]) and m["sage"]["lpips_protocol"] == "official"
     tables = (out / "tables.md").read_text()
     assert "Table 1 layout" in tables and "| sage | 1-shot |" in tables and "Ground truth" in tables
+    assert "Paired differences: FID" in tables and "| perfect - noise |" in tables
     assert "| sage | 1-shot |" in capsys.readouterr().out
     assert (out / "samples.png").exists()
     # the real statistics are cached: a second run reuses them and gives the same FID
@@ -118,6 +134,14 @@ def test_nas_and_fewshot(world):
     m, std = r["methods"], r["standard"]
     assert "gt" in r["metrics"] and m["perfect"]["gt"]["retention"] > 0.9  # synthetic data: added unasked
     assert r["nas_protocol"]["n_shots"] == 10 and r["nas_protocol"]["n_generated"] == 16
+    # intervals: NAS over the test images (seeds averaged), few-shot over episodes; paired differences
+    iv = std["nas"]["ci"]
+    assert iv["lo"] <= std["nas"]["mean"] <= iv["hi"] and iv["hi"] > iv["lo"]
+    assert m["perfect"]["nas"]["augmented"]["ci"]["lo"] <= m["perfect"]["nas"]["augmented"]["mean"]
+    assert "perfect (augmented) - Standard" in r["differences"]["nas"]
+    assert "perfect - noise (augmented)" in r["differences"]["nas"]
+    assert {"perfect - noise (1-shot)", "perfect - noise (5-shot)"} <= set(r["differences"]["fewshot"])
+    assert "correct" not in json.dumps(r)
     assert r["nas_protocol"]["n_test"] == 4 * 14 and len(std["nas"]["per_seed"]) == 2
     assert set(m["noise"]["nas"]) == {"augmented", "sgia_balanced", "sgia_bridging"}
     for v in m["noise"]["nas"].values():

@@ -44,7 +44,7 @@ def _config(variants, steps=200):
 
 
 def _show(name, r):
-    print(name, {k: (round(v["mean"], 3), round(v["std"], 3)) for k, v in r.items() if k != "protocol"})
+    print(name, {k: (round(v["mean"], 3), round(v["std"], 3)) for k, v in r.items() if k not in ("protocol", "test_labels")})
 
 
 def test_default_config_follows_the_papers():
@@ -58,9 +58,12 @@ def test_informative_generated_images_beat_standard(data):
     pre, shots, extra, test = data
     r = nas.naive_augmentation_score(pre, shots, extra, test, config=_config(nas.VARIANTS), seeds=(0, 1))
     _show("real images as generated:", r)
-    assert set(r) == set(nas.VARIANTS) | {"protocol"}
+    assert set(r) == set(nas.VARIANTS) | {"protocol", "test_labels"}
     for v in nas.VARIANTS:
         assert len(r[v]["per_seed"]) == 2 and all(0.0 <= a <= 1.0 for a in r[v]["per_seed"])
+        # each seed's accuracy is the mean of its per-image correctness (kept for intervals)
+        assert r[v]["correct"].shape == (2, N_CLASSES * 20)
+        np.testing.assert_allclose(r[v]["correct"].mean(axis=1), r[v]["per_seed"])
         assert r[v]["std"] == pytest.approx(np.std(r[v]["per_seed"], ddof=1))
     p = r["protocol"]
     assert p["n_shots"] == SHOTS and p["n_generated"] == EXTRA and p["n_test"] == N_CLASSES * 20

@@ -50,7 +50,8 @@ def cmd_evaluate(args) -> int:
         classifier=args.classifier, flip=args.flip, classifier_size=args.classifier_size,
         pretrain_steps=args.pretrain_steps,
         fewshot_ways=args.ways, fewshot_shots=tuple(args.fewshot_shots), fewshot_queries=args.queries,
-        fewshot_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
+        fewshot_episodes=args.episodes, bootstrap=args.bootstrap, fid_bootstrap=args.fid_bootstrap,
+        seed=args.seed, progress=not args.quiet)
     try:
         results = run_evaluation(args.real, args.generated, args.out, o, seen_root=args.seen, shots_root=args.shots)
     except EvaluationError as e:
@@ -111,6 +112,12 @@ def register(sub) -> None:
                    help="LPIPS diversity: 'official' (default) is the paper's script exactly (cv2 resize to 32x32 on "
                         "uint8, the network fed u/63.75-3); 'clean' resizes with antialiasing and feeds [-1, 1] (not the "
                         "paper's); 'full' keeps the resolution")
+    s.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap replicates of the 95%% intervals of retention, diversity, LPIPS and NAS "
+                        "(over classes and their images; default 1000)")
+    s.add_argument("--fid-bootstrap", dest="fid_bootstrap", type=int, default=200,
+                   help="bootstrap replicates of the FID and KID intervals (each one a matrix square root; "
+                        "default 200; 0: no FID/KID intervals)")
     s.add_argument("--oracles", default=None,
                    help="ground-truth oracles for the synthetic data (default: the shipped tiny model's)")
     s.add_argument("--nas-shots", dest="nas_shots", type=int, default=10, help="real shots per class (default 10)")

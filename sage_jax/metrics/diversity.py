@@ -121,15 +121,100 @@ def mean_pairwise_lpips(lpips_model, images, *, protocol: str = "official", batc
     return total
 
 
+@jax.jit
+def _gram_terms(taps, weights):
+    """Per tap: ``q_i = mean_hw sum_c w_c t_ic^2`` (n,) and ``G_ij = mean_hw sum_c
+    t_ic w_c t_jc`` (n, n), so that ``d(i, j) = sum_k q_i + q_j - 2 G_ij``."""
+    d = 0.0
+    for t, w in zip(taps, weights):
+        n, h, wd, c = t.shape
+        flat = t.reshape(n, h * wd, c)
+        q = jnp.einsum("npc,c->n", jnp.square(flat), w) / (h * wd)
+        g = jnp.einsum("npc,c,mpc->nm", flat, w, flat) / (h * wd)
+        d = d + q[:, None] + q[None, :] - 2.0 * g
+    return d
+
+
+def pairwise_lpips(lpips_model, images, *, protocol: str = "official", batch_size: int = 64) -> np.ndarray:
+    """The (n, n) matrix of LPIPS distances between all ``images`` under ``protocol``,
+    from one trunk pass per image (the weighted Gram matrix of the taps; the diagonal is
+    0). It keeps every image's taps: about 0.5 MB per image at 32 x 32 (the official and
+    clean protocols). Used for the bootstrap intervals, which resample images."""
+    n = len(images)
+    taps = None
+    for i in range(0, n, batch_size):
+        t = lpips_model.features(jnp.asarray(network_input(images[i:i + batch_size], protocol)))
+        t = [np.asarray(x) for x in t]
+        taps = t if taps is None else [np.concatenate([a, b]) for a, b in zip(taps, t)]
+    d = np.asarray(_gram_terms([jnp.asarray(t) for t in taps], lpips_model.head_weights()), np.float64)
+    d = (d + d.T) / 2
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _mean_pairs(d, idx) -> float:
+    """Mean LPIPS over the pairs of distinct images of the (possibly repeated) images
+    ``idx``, each pair weighted by how often its two images were drawn. A repeated
+    image's pair with itself is not a pair of two images: counted at distance 0 it would
+    pull a replicate down by about 1/n (20% at 5 images)."""
+    counts = np.bincount(np.asarray(idx), minlength=len(d)).astype(np.float64)
+    pairs = counts.sum() ** 2 - np.sum(counts ** 2)
+    if pairs <= 0:
+        return float("nan")
+    return float(counts @ d @ counts / pairs)
+
+
 def lpips_diversity(lpips_model, images_by_class: Mapping[str, np.ndarray], *, protocol: str = "official",
-                    batch_size: int = 64, progress: bool = False) -> dict:
+                    batch_size: int = 64, progress: bool = False, key=None, n_boot: int | None = None,
+                    matrices: dict | None = None) -> dict:
     """The paper's LPIPS diversity: ``{"lpips": mean over classes, "per_class": {...},
-    "protocol": protocol}``; images uint8 (as read from the PNGs) or floats in [-1, 1]."""
+    "protocol": protocol}``; images uint8 (as read from the PNGs) or floats in [-1, 1].
+
+    With ``key`` also ``"lpips_ci"``: the 95% bootstrap interval over classes and images
+    (:mod:`sage_jax.metrics.uncertainty`), from every class's pair matrix
+    (:func:`pairwise_lpips`; kept in ``matrices``, a dict to fill, for paired
+    differences, :func:`lpips_difference`). At full resolution the pair matrices are not
+    kept and the interval resamples classes only."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"LPIPS protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if key is not None and protocol != "full":
+        from sage_jax.metrics import uncertainty as u
+
+        names = sorted(images_by_class)
+        mats = matrices if matrices is not None else {}
+        for name in tqdm(names, desc="LPIPS diversity", unit="class", disable=not progress):
+            if len(images_by_class[name]) < 2:
+                raise ValueError(f"LPIPS diversity needs at least 2 images, got {len(images_by_class[name])}")
+            mats[name] = pairwise_lpips(lpips_model, images_by_class[name], protocol=protocol, batch_size=batch_size)
+        per = {name: _mean_pairs(mats[name], np.arange(len(mats[name]))) for name in names}
+        boot = u.ClassBootstrap({"generated": [len(mats[c]) for c in names]}, key, n_boot or u.N_BOOT)
+        stat = u.class_mean(lambda c, idx: _mean_pairs(mats[names[c]], idx["generated"]))
+        return {"lpips": float(np.mean(list(per.values()))), "per_class": per, "protocol": protocol,
+                "lpips_ci": boot.estimate(stat)}
     if not images_by_class:
         raise ValueError("no classes to score")
     per = {}
     for name in tqdm(sorted(images_by_class), desc="LPIPS diversity", unit="class", disable=not progress):
         per[name] = mean_pairwise_lpips(lpips_model, images_by_class[name], protocol=protocol, batch_size=batch_size)
-    return {"lpips": float(np.mean(list(per.values()))), "per_class": per, "protocol": protocol}
+    out = {"lpips": float(np.mean(list(per.values()))), "per_class": per, "protocol": protocol}
+    if key is not None:  # full resolution: classes resampled, each class's figure as it is
+        from sage_jax.metrics import uncertainty as u
+
+        names = sorted(per)
+        boot = u.ClassBootstrap({"generated": [1] * len(names)}, key, n_boot or u.N_BOOT)
+        out["lpips_ci"] = boot.estimate(u.class_mean(lambda c, idx: per[names[c]]))
+    return out
+
+
+def lpips_difference(matrices_a: dict, matrices_b: dict, key, n_boot: int | None = None) -> dict:
+    """LPIPS diversity of ``a`` minus ``b`` on the same resampled classes and images
+    (paired: image ``j`` of a class made from the same draws in both)."""
+    from sage_jax.metrics import uncertainty as u
+
+    names = sorted(matrices_a)
+    sizes = [len(matrices_a[c]) for c in names]
+    if sorted(matrices_b) != names or sizes != [len(matrices_b[c]) for c in names]:
+        raise ValueError("a paired LPIPS difference needs the same classes and images per class in both sets")
+    boot = u.ClassBootstrap({"generated": sizes}, key, n_boot or u.N_BOOT)
+    return boot.difference(u.class_mean(lambda c, idx: _mean_pairs(matrices_a[names[c]], idx["generated"])),
+                           u.class_mean(lambda c, idx: _mean_pairs(matrices_b[names[c]], idx["generated"])))

@@ -114,10 +114,14 @@ def _run_episodes(ep_keys, feats, counts, gen_feats, gen_counts, *, n_way, k, n_
                                                  n_query=n_query, n_generated=n_generated))(ep_keys)
 
 
-def _summary(acc: np.ndarray) -> dict:
+def episode_summary(acc: np.ndarray) -> dict:
+    """Mean accuracy over episodes with the usual 95% interval of few-shot papers,
+    ``mean +- 1.96 std / sqrt(episodes)`` (``lo``, ``hi``; the episodes are the
+    independent draws)."""
     acc = np.asarray(acc, np.float64)
     std = float(acc.std())
-    return {"mean": float(acc.mean()), "ci95": float(1.96 * std / np.sqrt(len(acc))), "std": std}
+    mean, half = float(acc.mean()), float(1.96 * std / np.sqrt(len(acc)))
+    return {"mean": mean, "ci95": half, "std": std, "value": mean, "lo": mean - half, "hi": mean + half}
 
 
 def fewshot_classification(feature_fn: Callable, images_by_class: Mapping, *,
@@ -172,10 +176,11 @@ def fewshot_classification(feature_fn: Callable, images_by_class: Mapping, *,
         real, gen = (np.asarray(a) for a in _run_episodes(
             ep_keys, feats, counts, gen_feats, gen_counts, n_way=int(n_way), k=int(k), n_query=int(n_query),
             n_generated=None if n_generated is None else int(n_generated)))
-        res = {"real": _summary(real), "n_episodes": int(n_episodes), "n_way": int(n_way), "n_query": int(n_query)}
+        res = {"real": episode_summary(real), "n_episodes": int(n_episodes), "n_way": int(n_way),
+               "n_query": int(n_query)}
         if generated_by_class is not None:
-            res["with_generated"] = _summary(gen)
-            res["difference"] = _summary(gen - real)
+            res["with_generated"] = episode_summary(gen)
+            res["difference"] = episode_summary(gen - real)
         if return_episodes:
             res["episodes"] = {"real": real} if generated_by_class is None else {"real": real, "with_generated": gen}
         out[int(k)] = res

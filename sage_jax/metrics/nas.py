@@ -131,8 +131,10 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
     generated images of each class are used (an error if fewer are given), and
     ``config.n_test`` test images (-1: all).
 
-    Returns ``{variant: {"mean", "std", "per_seed"}}`` for each of
-    ``config.variants`` (accuracies in [0, 1]) plus ``"protocol"``: ``classes``,
+    Returns ``{variant: {"mean", "std", "per_seed", "correct"}}`` for each of
+    ``config.variants`` (accuracies in [0, 1]; ``correct``: (seeds, test images) bool,
+    whether each seed's classifier got each test image right, for intervals and paired
+    differences), ``"test_labels"`` (the test images' class indices) and ``"protocol"``: ``classes``,
     ``seeds``, ``n_shots``, ``n_generated``, ``n_test`` (total), ``alpha`` and the
     fine-tuning settings.
     """
@@ -161,6 +163,7 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
                             np.concatenate([np.zeros(len(xs), bool), np.ones(len(xg), bool)]))
 
     scores = {v: [] for v in variants}
+    correct = {v: [] for v in variants}
     bar = tqdm(total=len(seeds) * len(variants), desc="NAS fine-tunings", unit="run", disable=not progress)
     for seed in seeds:
         key = jax.random.PRNGKey(int(seed))
@@ -176,14 +179,17 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
             else:
                 clf, _ = tc.bridging_finetune(pretrained, (xs, ys), (xg, yg), key=key, alpha=cfg.sgia.alpha,
                                               stage1_steps=s1, stage2_steps=s2, num_classes=n, **kw)
-            scores[v].append(clf.accuracy(xt, yt))
+            ok = clf.predict(xt) == yt
+            correct[v].append(ok)
+            scores[v].append(float(np.mean(ok)))
     bar.close()
 
     out = {}
     for v, acc in scores.items():
         a = np.asarray(acc, np.float64)
         out[v] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-                  "per_seed": [float(x) for x in a]}
+                  "per_seed": [float(x) for x in a], "correct": np.stack(correct[v])}
+    out["test_labels"] = yt
     out["protocol"] = {"classes": [str(c) for c in classes], "seeds": [int(s) for s in seeds],
                        "n_shots": int(len(xs) // n), "n_generated": int(len(xg) // n), "n_test": int(len(xt)),
                        "alpha": float(cfg.sgia.alpha), "finetune": {k: f[k] for k in f},

@@ -99,6 +99,83 @@ class Oracles:
                    meta["class_names"], meta["factor_names"], meta["scores"])
 
 
+class GroundTruthSets:
+    """Per-image oracle outputs of real and generated images, class by class, and the
+    ground-truth measures from them with 95% intervals (:mod:`sage_jax.metrics.uncertainty`).
+
+    ``add_real(name, images, oracle_index, mask)`` once per class, then
+    ``add(method, name, images)`` for every method and class. Methods compared in
+    ``summary(pairs=...)`` must have been made from the same shots with the same keys,
+    image ``j`` of one matching image ``j`` of the other (the demo, the sweep and
+    ``generate`` with one seed all do)."""
+
+    def __init__(self, oracles: "Oracles"):
+        self.oracles = oracles
+        self.classes: list[str] = []
+        self.real: dict[str, tuple] = {}
+        self.masks: dict = {}
+        self.index: dict[str, int] = {}
+        self.gen: dict[str, dict[str, tuple]] = {}
+
+    def _outputs(self, images, oracle_index):
+        return self.oracles.predict_class(images) == oracle_index, self.oracles.predict_factors(images)
+
+    def add_real(self, name: str, images, oracle_index: int, mask=None) -> None:
+        self.classes.append(name)
+        self.index[name] = int(oracle_index)
+        self.masks[name] = mask
+        self.real[name] = self._outputs(images, oracle_index)
+
+    def add(self, method: str, name: str, images) -> None:
+        self.gen.setdefault(method, {})[name] = self._outputs(images, self.index[name])
+
+    def _sizes(self, method):
+        return [len(self.gen[method][c][0]) for c in self.classes]
+
+    def summary(self, key, n_boot: int | None = None, pairs=()) -> dict:
+        """``{"real": {"retention"}, "methods": {m: {"retention", "diversity", "per_class"}},
+        "differences": {"a - b": {"retention", "diversity"}}}``; every figure an interval
+        ``{"value", "lo", "hi"}``."""
+        from sage_jax.metrics import uncertainty as u
+
+        n_boot = u.N_BOOT if n_boot is None else n_boot
+        cl = self.classes
+        real_correct = [self.real[c][0] for c in cl]
+        real_f = [self.real[c][1] for c in cl]
+        masks = [self.masks[c] for c in cl]
+        real_n = [len(x) for x in real_correct]
+        plans: dict[tuple, u.ClassBootstrap] = {}
+
+        def plan(sizes):
+            if tuple(sizes) not in plans:  # one plan per shape: same key, same classes drawn
+                plans[tuple(sizes)] = u.ClassBootstrap({"generated": sizes, "real": real_n}, key, n_boot)
+            return plans[tuple(sizes)]
+
+        real_plan = plan(real_n)
+        out = {"real": {"retention": real_plan.estimate(u.retention_stat(real_correct, part="real"))},
+               "methods": {}, "differences": {}, "bootstrap": {"replicates": n_boot, "level": u.LEVEL}}
+        stats = {}
+        for m in self.gen:
+            correct = [self.gen[m][c][0] for c in cl]
+            factors = [self.gen[m][c][1] for c in cl]
+            stats[m] = (u.retention_stat(correct), u.diversity_stat(factors, real_f, masks))
+            b = plan(self._sizes(m))
+            per_class = {c: {"retention": float(np.mean(correct[i])),
+                             "diversity": u.spread(factors[i], masks[i]) / max(u.spread(real_f[i], masks[i]), 1e-6),
+                             "real_retention": float(np.mean(real_correct[i]))} for i, c in enumerate(cl)}
+            out["methods"][m] = {"retention": b.estimate(stats[m][0]), "diversity": b.estimate(stats[m][1]),
+                                 "per_class": per_class}
+        for a, b_ in pairs:
+            if a not in stats or b_ not in stats:
+                continue
+            if self._sizes(a) != self._sizes(b_):
+                raise ValueError(f"{a} and {b_} have different numbers of images per class: not paired")
+            b = plan(self._sizes(a))
+            out["differences"][f"{a} - {b_}"] = {"retention": b.difference(stats[a][0], stats[b_][0]),
+                                                 "diversity": b.difference(stats[a][1], stats[b_][1])}
+        return out
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _features(module, params, x):
     return module.apply({"params": params}, x, method=SmallCNN.features)

@@ -35,6 +35,9 @@ import numpy as np
 CONFIDENT = 0.9
 
 
+FID_BOOT = 200  # bootstrap replicates of an FID (each one a matrix square root)
+
+
 def at_size(images, size: int | None):
     """``images`` (N, H, W, 3) resized (bilinear) to ``size`` px when they are not."""
     images = np.asarray(images)
@@ -54,22 +57,34 @@ def class_probabilities(oracles, images, batch: int = 500, size: int | None = No
     return np.concatenate(out) if out else np.zeros((0, len(oracles.class_names)), np.float32)
 
 
-def oracle_fid(oracles, images_a, images_b, batch: int = 500, size: int | None = None) -> float:
-    """Frechet distance between the oracle classifier's pooled features of two image sets."""
+def oracle_fid(oracles, images_a, images_b, batch: int = 500, size: int | None = None, key=None,
+               n_boot: int = FID_BOOT):
+    """Frechet distance between the oracle classifier's pooled features of two image
+    sets; with ``key``, ``(value, interval)``: the 95% bootstrap interval over both
+    sets' images (:func:`sage_jax.metrics.uncertainty.fid_interval`)."""
     from sage_jax.metrics.fid import feature_statistics, frechet_distance
+    from sage_jax.metrics.uncertainty import fid_interval
 
     def feats(x):
         x = at_size(x, size)
         return np.concatenate([oracles.features(x[i:i + batch]) for i in range(0, len(x), batch)]).astype(np.float64)
 
-    mu1, s1 = feature_statistics(feats(images_a))
-    mu2, s2 = feature_statistics(feats(images_b))
+    fa, fb = feats(images_a), feats(images_b)
+    if key is not None:
+        iv = fid_interval([fa], [fb], key, n_boot)
+        return iv["value"], iv
+    mu1, s1 = feature_statistics(fa)
+    mu2, s2 = feature_statistics(fb)
     return float(frechet_distance(mu1, s1, mu2, s2))
 
 
-def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, size: int | None = None) -> dict:
+def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, size: int | None = None,
+                   key=None) -> dict:
     """Oracle scores of a set of generated samples (see the module docstring); ``size``:
-    the oracles' input size, when the samples differ."""
+    the oracles' input size, when the samples differ. The confident share carries its
+    exact binomial interval, the oracle FID its bootstrap interval (from ``key``, by
+    default ``PRNGKey(0)``)."""
+    from sage_jax.metrics.uncertainty import binomial_interval
     p = class_probabilities(oracles, samples, size=size)
     top = p.max(axis=1)
     cls = p.argmax(axis=1)
@@ -77,10 +92,12 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     seen_idx = {oracles.class_names.index(n) for n in seen_names}
     hit = sorted(set(cls[confident].tolist()) & seen_idx)
     out = {"samples": int(len(samples)), "confident_share": float(confident.mean()),
+           "confident_share_ci": binomial_interval(int(confident.sum()), len(confident)),
            "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
            "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
     if real_seen is not None:
-        out["oracle_fid"] = oracle_fid(oracles, samples, real_seen, size=size)
+        key = jax.random.PRNGKey(0) if key is None else key
+        out["oracle_fid"], out["oracle_fid_ci"] = oracle_fid(oracles, samples, real_seen, size=size, key=key)
     return out
 
 
@@ -144,7 +161,11 @@ def reconstruction_scores(oracles, recon, images, class_names: Sequence[str], si
     MSE of ``recon`` to ``images`` (same shape, [-1, 1])."""
     target = np.array([oracles.class_names.index(n) for n in class_names])
     pred = class_probabilities(oracles, recon, size=size).argmax(axis=1)
-    return {"retention": float(np.mean(pred == target)), "mse": float(np.mean(np.square(recon - images)))}
+    from sage_jax.metrics.uncertainty import binomial_interval
+
+    ok = pred == target
+    return {"retention": float(np.mean(ok)), "retention_ci": binomial_interval(int(ok.sum()), len(ok)),
+            "mse": float(np.mean(np.square(recon - images)))}
 
 
 def dictionary_quality(A, layers: Sequence[int], codes, labels, embeddings) -> dict:
