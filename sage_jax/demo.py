@@ -322,7 +322,6 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int =
 
 
 def _write_html(out, summary, rows):
-    t = summary["metrics"]
     o = summary["oracles"]
     lines = ["<!doctype html><html><head><meta charset='utf-8'><title>sage-jax demo</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"

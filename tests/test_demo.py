@@ -4,7 +4,6 @@ on a model the test trains, and the demo on the shipped model."""
 import json
 import os
 
-import numpy as np
 import pytest
 
 from fixture_utils import ROOT

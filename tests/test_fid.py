@@ -86,8 +86,8 @@ def test_evaluate_reads_pngs_as_pytorch_fids_folder_path(model, features, ref, t
     """``evaluate``'s FID input against pytorch-fid's folder path on PNG files: the
     reader gives exactly ``Image.open(p).convert('RGB')``'s uint8 (RGB, RGBA and
     grayscale files), :func:`network_input` equals ``ToTensor`` (u / 255) followed by
-    ``2 x - 1`` up to float32 rounding, and the pool3 features of the PNGs through
-    ``evaluate``'s path are those of pytorch-fid's input at 1e-4 of their scale."""
+    ``2 x - 1`` bit for bit, and the pool3 features of the PNGs through ``evaluate``'s
+    path are those of pytorch-fid's input."""
     from PIL import Image
 
     from sage_jax.data.folders import read_class_folder
@@ -105,7 +105,7 @@ def test_evaluate_reads_pngs_as_pytorch_fids_folder_path(model, features, ref, t
     to_tensor = torch_fid_u8.astype(np.float32) / np.float32(255.0)   # torchvision ToTensor
     theirs = np.float32(2.0) * to_tensor - np.float32(1.0)           # InceptionV3.normalize_input
     ours = network_input(read.images["a"])
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2.5e-7)
+    np.testing.assert_array_equal(ours, theirs)  # u / 127.5 and 2 (u / 255) round alike: doubling is exact
     f_ours = np.asarray(model.features(ours))
     assert_close(f_ours, np.asarray(model.features(theirs)), "pool3, evaluate's path vs pytorch-fid's input")
     # quantising to PNG is visible in the features: the check is not vacuous

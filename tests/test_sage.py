@@ -403,7 +403,7 @@ def test_generate_in_one_call_equals_the_streamed_path(tmp_path):
     """SageGenerator.generate (encode, sample, decode in one compiled call) gives the
     images of encode -> code_blocks -> decode (the streaming path generate uses)."""
     from sage_jax.generation import SageGenerator
-    from sage_jax.models import DictionaryModel, PSPModel, init_dictionary, init_encoder, init_generator
+    from sage_jax.models import PSPModel, init_dictionary, init_encoder, init_generator
     from sage_jax.statistics import ClassStatistics, fingerprint
 
     G = init_generator({"size": 16, "style_dim": 64, "n_mlp": 2, "channels": [[4, 16], [8, 8], [16, 8]]},

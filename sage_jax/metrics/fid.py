@@ -10,7 +10,7 @@ Protocol
    ``sage-jax evaluate`` feeds it :func:`network_input` of the uint8 images read from
    the folders (PIL, converted to RGB as pytorch-fid's ``Image.open(p).convert('RGB')``):
    ``u / 127.5 - 1``, which is pytorch-fid's ``ToTensor`` (``u / 255``) followed by its
-   ``2 x - 1`` up to float32 rounding (``tests/test_fid.py``). Two differences from
+   ``2 x - 1`` bit for bit in float32 (``tests/test_fid.py``). Two differences from
    pytorch-fid's folder path remain and are documented: every image is read at one
    size (``--size``, default the first real image's), so an image of another size is
    first resized to it (bilinear, antialiased) before the network's own resize to 299;
@@ -63,8 +63,8 @@ class Statistics(NamedTuple):
 
 def network_input(images_u8) -> np.ndarray:
     """The Inception input of uint8 images (N, H, W, 3): float32 in [-1, 1],
-    ``u / 127.5 - 1`` (pytorch-fid: ``ToTensor`` then ``2 x - 1``, the same up to float32
-    rounding; the network resizes to 299 inside)."""
+    ``u / 127.5 - 1`` (pytorch-fid: ``ToTensor`` then ``2 x - 1``, the same float32 values;
+    the network resizes to 299 inside)."""
     return np.asarray(images_u8, np.float32) / np.float32(127.5) - np.float32(1.0)
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance adds it to the difference
 
