@@ -289,14 +289,16 @@ class _StageJudge:
         self.real_seen = real[np.asarray(jax.random.permutation(jax.random.PRNGKey(3), len(real)))[:self.n_samples]]
         self.key = jax.random.PRNGKey(int(cfg.get("quality", {}).get("seed", 2024)))
 
-    def generator(self, G):
+    def generator(self, G, intervals: bool = True):
         from sage_jax.metrics.stages import generator_quality
 
         return generator_quality(G, self.oracles, self.seen_names, self.key, n=self.n_samples,
-                                 real_seen=self.real_seen, size=self.size)
+                                 real_seen=self.real_seen, size=self.size, intervals=intervals)
 
     def learning_curve(self, G, step):
-        return {f"quality/{k}": v for k, v in self.generator(G).items() if k not in ("samples", "seen_classes")}
+        """A point of the learning curve: numbers only (they go to ``metrics.jsonl``)."""
+        return {f"quality/{k}": v for k, v in self.generator(G, intervals=False).items()
+                if k not in ("samples", "seen_classes")}
 
     def inversion(self, psp, inverter):
         """The inversion the class statistics use (``inverter``: the encoder, refined as

@@ -32,6 +32,13 @@ def test_real_images_are_confident_and_cover_the_seen_classes(oracles, seen):
     assert q["confident_share"] > 0.9 and q["seen_classes_hit"] >= 39
     assert q["confident_unseen_share"] < 0.05
     assert q["oracle_fid"] < 20.0
+    # 95% intervals: exact binomial for the share, bootstrap for the FID; both hold the value
+    for k in ("confident_share", "oracle_fid"):
+        assert q[f"{k}_ci"]["lo"] <= q[k] <= q[f"{k}_ci"]["hi"]
+    # a learning curve's point: the same figures, numbers only (metrics.jsonl takes floats)
+    p = stages.sample_quality(oracles, imgs, [c.name for c in seen], real_seen=real, intervals=False)
+    assert all(isinstance(v, (int, float)) for v in p.values())
+    assert p["oracle_fid"] == q["oracle_fid"] and p["confident_share"] == q["confident_share"]
 
 
 def test_shapeless_images_are_not_confident(oracles, seen):

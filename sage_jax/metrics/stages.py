@@ -79,11 +79,12 @@ def oracle_fid(oracles, images_a, images_b, batch: int = 500, size: int | None =
 
 
 def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, size: int | None = None,
-                   key=None) -> dict:
+                   key=None, intervals: bool = True) -> dict:
     """Oracle scores of a set of generated samples (see the module docstring); ``size``:
-    the oracles' input size, when the samples differ. The confident share carries its
-    exact binomial interval, the oracle FID its bootstrap interval (from ``key``, by
-    default ``PRNGKey(0)``)."""
+    the oracles' input size, when the samples differ. With ``intervals`` the confident
+    share carries its exact binomial interval (``confident_share_ci``) and the oracle FID
+    its bootstrap interval (``oracle_fid_ci``, from ``key``, by default ``PRNGKey(0)``);
+    without, every value is a number (a learning curve's point)."""
     from sage_jax.metrics.uncertainty import binomial_interval
     p = class_probabilities(oracles, samples, size=size)
     top = p.max(axis=1)
@@ -92,12 +93,15 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     seen_idx = {oracles.class_names.index(n) for n in seen_names}
     hit = sorted(set(cls[confident].tolist()) & seen_idx)
     out = {"samples": int(len(samples)), "confident_share": float(confident.mean()),
-           "confident_share_ci": binomial_interval(int(confident.sum()), len(confident)),
            "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
            "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
-    if real_seen is not None:
+    if intervals:
+        out["confident_share_ci"] = binomial_interval(int(confident.sum()), len(confident))
+    if real_seen is not None and intervals:
         key = jax.random.PRNGKey(0) if key is None else key
         out["oracle_fid"], out["oracle_fid_ci"] = oracle_fid(oracles, samples, real_seen, size=size, key=key)
+    elif real_seen is not None:
+        out["oracle_fid"] = oracle_fid(oracles, samples, real_seen, size=size)
     return out
 
 
@@ -113,9 +117,10 @@ def generator_samples(G, n: int, key, batch: int = 250) -> np.ndarray:
 
 
 def generator_quality(G, oracles, seen_names: Sequence[str], key, n: int = 1000, real_seen=None,
-                      size: int | None = None) -> dict:
+                      size: int | None = None, intervals: bool = True) -> dict:
     """:func:`sample_quality` of ``n`` random samples of ``G``."""
-    return sample_quality(oracles, generator_samples(G, n, key), seen_names, real_seen, size=size)
+    return sample_quality(oracles, generator_samples(G, n, key), seen_names, real_seen, size=size,
+                          key=jax.random.fold_in(key, 1), intervals=intervals)
 
 
 def heldout_images(spec, classes, per_class: int, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@
   share of confident samples) gets the exact binomial (Clopper-Pearson) interval,
   :func:`binomial_interval`.
 * Anything computed from generated images of several classes (category retention,
-  diversity, LPIPS diversity, FID, KID) gets a seeded two-level bootstrap,
+  diversity, LPIPS diversity, FID, KID) gets a seeded two-level bootstrap (FID and KID
+  bias-corrected: a resample repeats images, which raises them),
   :class:`ClassBootstrap`: each replicate draws the classes with replacement and then,
   within every drawn class, its images with replacement, and recomputes the figure; the
   interval is the 2.5 and 97.5 percentiles of the replicates. Images of one class are not
@@ -55,13 +56,22 @@ def binomial_interval(k: int, n: int, level: float = LEVEL) -> dict:
     return interval(k / n, lo, hi)
 
 
-def percentile_interval(value: float, replicates, level: float = LEVEL) -> dict:
+def percentile_interval(value: float, replicates, level: float = LEVEL, bias_correct: bool = False,
+                        floor: float | None = None) -> dict:
+    """The ``level`` percentile interval of bootstrap ``replicates``. ``bias_correct``:
+    shift the replicates by their mean bias (``mean(replicates) - value``) first, for a
+    figure that resampling itself moves (FID and KID rise when a resample repeats
+    images); ``floor``: clip the bounds from below (0 for a distance)."""
     r = np.asarray(replicates, np.float64)
     r = r[np.isfinite(r)]
     if not len(r):
         return interval(value, np.nan, np.nan)
+    if bias_correct:
+        r = r - (r.mean() - value)
     a = 100 * (1 - level) / 2
     lo, hi = np.percentile(r, [a, 100 - a])
+    if floor is not None:
+        lo, hi = max(lo, floor), max(hi, floor)
     return interval(value, lo, hi)
 
 
@@ -107,14 +117,15 @@ class ClassBootstrap:
         """``stat(plan)`` for every replicate; ``plan`` a list of (class, {part: indices})."""
         return np.asarray([stat(p) for p in self.plans], np.float64)
 
-    def estimate(self, stat: Callable) -> dict:
+    def estimate(self, stat: Callable, bias_correct: bool = False, floor: float | None = None) -> dict:
         """The figure on the data as they are, with its interval."""
-        return percentile_interval(stat(self.identity), self.replicates(stat))
+        return percentile_interval(stat(self.identity), self.replicates(stat), bias_correct=bias_correct,
+                                   floor=floor)
 
-    def difference(self, stat_a: Callable, stat_b: Callable) -> dict:
+    def difference(self, stat_a: Callable, stat_b: Callable, bias_correct: bool = False) -> dict:
         """``stat_a - stat_b``, both on the same resampled classes and images (paired)."""
         value = stat_a(self.identity) - stat_b(self.identity)
-        return percentile_interval(value, [stat_a(p) - stat_b(p) for p in self.plans])
+        return percentile_interval(value, [stat_a(p) - stat_b(p) for p in self.plans], bias_correct=bias_correct)
 
 
 def class_mean(per_class: Callable) -> Callable:
@@ -162,7 +173,7 @@ def fid_interval(gen: Sequence[np.ndarray], real: Sequence[np.ndarray], key, n_b
     share (for a paired difference, see :func:`fid_difference`)."""
     boot = boot or ClassBootstrap({"generated": [len(x) for x in gen], "real": [len(x) for x in real]}, key, n_boot)
     stat = lambda plan: _fd(_pool(gen, plan, "generated"), _pool(real, plan, "real"))  # noqa: E731
-    return boot.estimate(stat)
+    return boot.estimate(stat, bias_correct=True, floor=0.0)
 
 
 def fid_difference(gen_a, gen_b, real, key, n_boot: int = 200) -> dict:
@@ -171,7 +182,7 @@ def fid_difference(gen_a, gen_b, real, key, n_boot: int = 200) -> dict:
     if [len(x) for x in gen_a] != [len(x) for x in gen_b]:
         raise ValueError("a paired FID difference needs the same number of images per class in both sets")
     return boot.difference(lambda p: _fd(_pool(gen_a, p, "generated"), _pool(real, p, "real")),
-                           lambda p: _fd(_pool(gen_b, p, "generated"), _pool(real, p, "real")))
+                           lambda p: _fd(_pool(gen_b, p, "generated"), _pool(real, p, "real")), bias_correct=True)
 
 
 def kid_interval(gen, real, key, n_boot: int = 100, num_subsets: int = 10, subset_size: int = 1000) -> dict:
@@ -188,4 +199,4 @@ def kid_interval(gen, real, key, n_boot: int = 100, num_subsets: int = 10, subse
         return kernel_inception_distance(_pool(real, plan, "real"), _pool(gen, plan, "generated"), key=kk,
                                          num_subsets=num_subsets, subset_size=subset_size)[0]
 
-    return boot.estimate(stat)
+    return boot.estimate(stat, bias_correct=True)
