@@ -4,7 +4,7 @@
 # AGE), then `sage-jax evaluate` scores both against the real images with FID (on the
 # oracle's features: no Inception weights here), KID, NAS with SGIA's options,
 # few-shot classification and the ground-truth measures. Everything is a function of
-# the seeds; about 16 min on 2 CPU cores.
+# the seeds; about 18 min on 2 CPU cores (95% intervals included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/eval_synthetic}
