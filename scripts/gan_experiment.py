@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
 
     def evaluate(G, step):
-        q = judge.generator(G)
+        q = judge.generator(G, intervals=False)  # a learning-curve point: numbers only
         labels = (np.arange(64) % G.c_dim) if G.c_dim else None
         save_png(os.path.join(a.workdir, f"eval_{step:06d}.png"),
                  make_grid(to_uint8(np.asarray(G(z, labels=labels))), ncols=16))
