@@ -187,7 +187,8 @@ def lpips_diversity(lpips_model, images_by_class: Mapping[str, np.ndarray], *, p
                 raise ValueError(f"LPIPS diversity needs at least 2 images, got {len(images_by_class[name])}")
             mats[name] = pairwise_lpips(lpips_model, images_by_class[name], protocol=protocol, batch_size=batch_size)
         per = {name: _mean_pairs(mats[name], np.arange(len(mats[name]))) for name in names}
-        boot = u.ClassBootstrap({"generated": [len(mats[c]) for c in names]}, key, n_boot or u.N_BOOT)
+        n_boot = u.N_BOOT if n_boot is None else n_boot
+        boot = u.ClassBootstrap({"generated": [len(mats[c]) for c in names]}, key, n_boot)
         stat = u.class_mean(lambda c, idx: _mean_pairs(mats[names[c]], idx["generated"]))
         return {"lpips": float(np.mean(list(per.values()))), "per_class": per, "protocol": protocol,
                 "lpips_ci": boot.estimate(stat)}
@@ -201,7 +202,7 @@ def lpips_diversity(lpips_model, images_by_class: Mapping[str, np.ndarray], *, p
         from sage_jax.metrics import uncertainty as u
 
         names = sorted(per)
-        boot = u.ClassBootstrap({"generated": [1] * len(names)}, key, n_boot or u.N_BOOT)
+        boot = u.ClassBootstrap({"generated": [1] * len(names)}, key, u.N_BOOT if n_boot is None else n_boot)
         out["lpips_ci"] = boot.estimate(u.class_mean(lambda c, idx: per[names[c]]))
     return out
 
@@ -215,6 +216,6 @@ def lpips_difference(matrices_a: dict, matrices_b: dict, key, n_boot: int | None
     sizes = [len(matrices_a[c]) for c in names]
     if sorted(matrices_b) != names or sizes != [len(matrices_b[c]) for c in names]:
         raise ValueError("a paired LPIPS difference needs the same classes and images per class in both sets")
-    boot = u.ClassBootstrap({"generated": sizes}, key, n_boot or u.N_BOOT)
+    boot = u.ClassBootstrap({"generated": sizes}, key, u.N_BOOT if n_boot is None else n_boot)
     return boot.difference(u.class_mean(lambda c, idx: _mean_pairs(matrices_a[names[c]], idx["generated"])),
                            u.class_mean(lambda c, idx: _mean_pairs(matrices_b[names[c]], idx["generated"])))
