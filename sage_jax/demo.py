@@ -174,11 +174,11 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     pairs = [(f"sage-{k}shot", f"age-{k}shot") for k in SHOTS]
     scores = gt.summary(jax.random.fold_in(key, 99), pairs=pairs)
     table = {"real": {"retention": scores["real"]["retention"]["value"],
-                      "retention_ci": _ci(scores["real"]["retention"]), "diversity": 1.0,
+                      "retention_ci": scores["real"]["retention"], "diversity": 1.0,
                       "factor_spread": float(np.mean(real_spread_all))}}
     for name, v in scores["methods"].items():
-        table[name] = {"retention": v["retention"]["value"], "retention_ci": _ci(v["retention"]),
-                       "diversity": v["diversity"]["value"], "diversity_ci": _ci(v["diversity"])}
+        table[name] = {"retention": v["retention"]["value"], "retention_ci": v["retention"],
+                       "diversity": v["diversity"]["value"], "diversity_ci": v["diversity"]}
     summary = {"metrics": table, "differences": scores["differences"],
                "per_class": {name: v["per_class"] for name, v in scores["methods"].items()},
                "intervals": dict(scores["bootstrap"], method="bootstrap over classes and images (figures); "
@@ -203,8 +203,8 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         print(f"  dictionary: {dq['captured_share']:.2f} of the seen codes' within-class variation in span(A) "
               f"(best {dq['pca_bound']:.2f}, random {dq['random_share']:.2f})")
         for k, v in table.items():
-            div = f"{v['diversity']:.2f}" if k == "real" else _fmt_ci(v["diversity"], v["diversity_ci"])
-            print(f"  {k:>12}: retention {_fmt_ci(v['retention'], v['retention_ci'])}, diversity {div}")
+            div = f"{v['diversity']:.2f}" if k == "real" else u.fmt(v["diversity_ci"])
+            print(f"  {k:>12}: retention {u.fmt(v['retention_ci'])}, diversity {div}")
         for k, d in summary["differences"].items():
             print(f"  {k}: retention {u.fmt(d['retention'])}, diversity {u.fmt(d['diversity'])}"
                   + _verdict(d["retention"]))
@@ -222,13 +222,13 @@ def _iv_html(d, name, digits=3) -> str:
 def _gt_html(summary) -> list:
     """The headline: each mode's retention and diversity with intervals, the paired
     differences, and every class's figures."""
-    from sage_jax.metrics.uncertainty import excludes_zero
+    from sage_jax.metrics.uncertainty import excludes_zero, fmt
 
     t = summary["metrics"]
     out = ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
     for k, v in t.items():
-        ret = _fmt_ci(v["retention"], v["retention_ci"], 3)
-        div = f"{v['diversity']:.3f}" if "diversity_ci" not in v else _fmt_ci(v["diversity"], v["diversity_ci"], 3)
+        ret = fmt(v["retention_ci"], 3)
+        div = f"{v['diversity']:.3f}" if "diversity_ci" not in v else fmt(v["diversity_ci"], 3)
         out.append(f"<tr><td>{html.escape(k)}</td><td>{ret}</td><td>{div}</td></tr>")
     out.append("</table>")
     diffs = summary.get("differences", {})
@@ -255,14 +255,6 @@ def _gt_html(summary) -> list:
                        + "</tr>")
         out.append("</table>")
     return out
-
-
-def _ci(iv) -> list:
-    return [iv["lo"], iv["hi"]]
-
-
-def _fmt_ci(value, ci, digits=2) -> str:
-    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def _verdict(iv) -> str:
@@ -433,8 +425,8 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
             for a in alphas:
                 v = scores["methods"][_cell(m, k, a)]
                 rows.append({"mode": m, "shots": k, "alpha": float(a),
-                             "retention": v["retention"]["value"], "retention_ci": [v["retention"]["lo"], v["retention"]["hi"]],
-                             "diversity": v["diversity"]["value"], "diversity_ci": [v["diversity"]["lo"], v["diversity"]["hi"]]})
+                             "retention": v["retention"]["value"], "retention_ci": v["retention"],
+                             "diversity": v["diversity"]["value"], "diversity_ci": v["diversity"]})
     result = {"rows": rows, "differences": scores["differences"], "classes": [c.name for c in unseen],
               "images_per_class": n, "model": model, "intervals": scores["bootstrap"],
               "seconds": time.perf_counter() - t0}
@@ -480,6 +472,8 @@ def sweep_table(rows) -> str:
 
 
 def _sweep_cell(r) -> str:
+    from sage_jax.metrics.uncertainty import fmt
+
     if "retention_ci" not in r:
         return f"{r['retention']:.2f} / {r['diversity']:.2f}"
-    return f"{_fmt_ci(r['retention'], r['retention_ci'])} / {_fmt_ci(r['diversity'], r['diversity_ci'])}"
+    return f"{fmt(r['retention_ci'])} / {fmt(r['diversity_ci'])}"

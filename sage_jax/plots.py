@@ -92,7 +92,8 @@ def plot_classes(overview: dict, path: str, k: int, modes) -> None:
 def plot_sweep(rows, path: str) -> None:
     """Retention (y) against diversity (x), a line per mode through its alphas, one
     panel per shot count; ``rows``: dicts with mode, shots, alpha, retention, diversity
-    (and, when given, ``retention_ci`` / ``diversity_ci``: 95% intervals drawn as error bars)."""
+    (and, when given, ``retention_ci`` / ``diversity_ci``: 95% intervals ``{"lo", "hi"}``
+    drawn as error bars)."""
     plt = _pyplot()
     shots = sorted({r["shots"] for r in rows})
     fig, axes = plt.subplots(1, len(shots), figsize=(5.2 * len(shots), 4.4), squeeze=False, sharey=True)
@@ -103,10 +104,10 @@ def plot_sweep(rows, path: str) -> None:
             y = [r["retention"] for r in pts]
             line, = ax.plot(x, y, marker="o", label=m.upper())
             if pts and "retention_ci" in pts[0]:
-                yerr = [[r["retention"] - r["retention_ci"][0] for r in pts],
-                        [r["retention_ci"][1] - r["retention"] for r in pts]]
-                xerr = [[r["diversity"] - r["diversity_ci"][0] for r in pts],
-                        [r["diversity_ci"][1] - r["diversity"] for r in pts]]
+                yerr = [[max(r["retention"] - r["retention_ci"]["lo"], 0.0) for r in pts],
+                        [max(r["retention_ci"]["hi"] - r["retention"], 0.0) for r in pts]]
+                xerr = [[max(r["diversity"] - r["diversity_ci"]["lo"], 0.0) for r in pts],
+                        [max(r["diversity_ci"]["hi"] - r["diversity"], 0.0) for r in pts]]
                 ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=line.get_color(), alpha=0.35,
                             capsize=2, lw=1)
             for r in pts:

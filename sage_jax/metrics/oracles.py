@@ -61,16 +61,12 @@ class Oracles:
             h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
         return h.hexdigest()[:16]
 
-    def retention(self, images, class_index: int) -> float:
-        """Share of ``images`` classified as ``class_index``."""
-        return float(np.mean(self.predict_class(images) == class_index))
-
     def spread(self, images, mask=None) -> float:
         """Mean standard deviation of the regressed irrelevant factors (``mask``: the
         factor columns to use, e.g. without the rotation of an oriented class)."""
-        f = self.predict_factors(images)
-        sd = f.std(axis=0)
-        return float(sd[mask].mean() if mask is not None else sd.mean())
+        from sage_jax.metrics.uncertainty import spread
+
+        return spread(self.predict_factors(images), mask)
 
     def save(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
@@ -163,8 +159,10 @@ class GroundTruthSets:
             per_class = {c: {"retention": float(np.mean(correct[i])),
                              "diversity": u.spread(factors[i], masks[i]) / max(u.spread(real_f[i], masks[i]), 1e-6),
                              "real_retention": float(np.mean(real_correct[i]))} for i, c in enumerate(cl)}
-            out["methods"][m] = {"retention": b.estimate(stats[m][0]), "diversity": b.estimate(stats[m][1]),
-                                 "per_class": per_class}
+            # a spread shrinks when a resample repeats images (its variance by about (n - 1) / n):
+            # diversity's replicates are bias-corrected, as FID's
+            out["methods"][m] = {"retention": b.estimate(stats[m][0]),
+                                 "diversity": b.estimate(stats[m][1], bias_correct=True), "per_class": per_class}
         for a, b_ in pairs:
             if a not in stats or b_ not in stats:
                 continue
@@ -172,7 +170,8 @@ class GroundTruthSets:
                 raise ValueError(f"{a} and {b_} have different numbers of images per class: not paired")
             b = plan(self._sizes(a))
             out["differences"][f"{a} - {b_}"] = {"retention": b.difference(stats[a][0], stats[b_][0]),
-                                                 "diversity": b.difference(stats[a][1], stats[b_][1])}
+                                                 "diversity": b.difference(stats[a][1], stats[b_][1],
+                                                                           bias_correct=True)}
         return out
 
 

@@ -4,8 +4,9 @@
   share of confident samples) gets the exact binomial (Clopper-Pearson) interval,
   :func:`binomial_interval`.
 * Anything computed from generated images of several classes (category retention,
-  diversity, LPIPS diversity, FID, KID) gets a seeded two-level bootstrap (FID and KID
-  bias-corrected: a resample repeats images, which raises them),
+  diversity, LPIPS diversity, FID, KID) gets a seeded two-level bootstrap (diversity, FID
+  and KID bias-corrected: a resample repeats images, which shrinks a spread and raises
+  FID and KID; LPIPS averages over pairs of distinct images instead),
   :class:`ClassBootstrap`: each replicate draws the classes with replacement and then,
   within every drawn class, its images with replacement, and recomputes the figure; the
   interval is the 2.5 and 97.5 percentiles of the replicates. Images of one class are not
