@@ -144,7 +144,7 @@ def test_demo_on_the_shipped_model(tmp_path):
     assert m["sage-1shot"]["retention"] > m["age-1shot"]["retention"] + 0.04
     assert m["sage-1shot"]["diversity"] > m["age-1shot"]["diversity"] - 0.1
     # a finding (its interval excludes 0): at 3 shots SAGE keeps more of the class than AGE
-    # (0.11 [0.03, 0.21]), at lower diversity (-0.27 [-0.32, -0.19])
+    # (0.11 [0.03, 0.21]), at lower diversity (-0.27 [-0.33, -0.20])
     d3 = summary["differences"]["sage-3shot - age-3shot"]
     assert d3["retention"]["lo"] > 0 and d3["diversity"]["hi"] < 0
     # the stages under the method (measured 0.82 confident, 39 classes; the inversion, the
