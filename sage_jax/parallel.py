@@ -56,11 +56,121 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     return setting
 
 
-def initialize() -> None:
-    """``jax.distributed.initialize()`` when launched as one of several processes
-    (``JAX_COORDINATOR_ADDRESS`` or a cluster environment); a no-op otherwise."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):
-        jax.distributed.initialize()
+COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> bool:
+    """Join the other processes of a multi-process run (``jax.distributed.initialize``),
+    or do nothing when this is the only one. Returns whether it joined.
+
+    Where the setting comes from, the first that applies:
+
+    * the arguments (the command-line flags ``--coordinator HOST:PORT --num-processes N
+      --process-id I``);
+    * ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (what
+      ``sage-jax launch`` sets for the processes it starts);
+    * SLURM's environment, when the job step has more than one task (``srun``): JAX
+      reads the coordinator, the process count and this process's rank from it.
+
+    Call it before anything touches a device. One process (``num_processes`` 1, no
+    cluster environment) never starts the distributed runtime."""
+    env = os.environ
+    coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS") or None
+    num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    if jax.distributed.is_initialized():
+        return True
+    if coordinator or num_processes is not None or process_id is not None:
+        if num_processes is None or (num_processes > 1 and (coordinator is None or process_id is None)):
+            raise ValueError("a multi-process run needs all three of the coordinator address (HOST:PORT), the "
+                             "number of processes and this process's id: pass --coordinator, --num-processes and "
+                             "--process-id, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
+        if num_processes < 1 or not 0 <= (process_id or 0) < num_processes:
+            raise ValueError(f"process id {process_id} is not in [0, {num_processes}) processes")
+        if num_processes == 1:
+            return False
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+        return True
+    if env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")) not in ("", "1") and env.get("SLURM_PROCID"):
+        jax.distributed.initialize()   # JAX's SLURM cluster detection
+        return True
+    return False
+
+
+def _env_int(name: str) -> int | None:
+    v = os.environ.get(name, "")
+    if not v:
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"{name}={v!r} is not an integer") from None
+
+
+def is_main() -> bool:
+    """Whether this is the process that writes (process 0; the only one of a
+    single-process run)."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier ``name`` (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def all_processes_say(flag: bool) -> bool:
+    """True when any process's ``flag`` is true, on every process (a collective)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
+def broadcast(value):
+    """Process 0's ``value`` (an array or a tree of them), on every process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(value)
+
+
+def process_rows(n: int, what: str = "batch") -> slice:
+    """This process's contiguous share of ``n`` rows that split evenly over the
+    processes (the rows of a global batch: process ``p`` of ``P`` reads rows
+    ``[p n/P, (p+1) n/P)``, which land on its own devices)."""
+    p, count = jax.process_index(), jax.process_count()
+    if n % count:
+        raise ValueError(f"a {what} of {n} does not split over {count} processes")
+    k = n // count
+    return slice(p * k, (p + 1) * k)
+
+
+def process_share(n: int) -> range:
+    """This process's share of ``n`` independent work items (classes, images, files):
+    a contiguous block, the first ``n % P`` processes taking one more."""
+    p, count = jax.process_index(), jax.process_count()
+    base, extra = divmod(n, count)
+    start = p * base + min(p, extra)
+    return range(start, start + base + (p < extra))
+
+
+def topology(global_batch: int | None = None) -> str:
+    """One line for the log: processes, devices each, and the global batch with each
+    process's and each device's share."""
+    procs, local, total = jax.process_count(), jax.local_device_count(), jax.device_count()
+    line = f"{procs} process{'es' if procs > 1 else ''} x {local} {jax.default_backend()} device{'s' if local > 1 else ''}" \
+        f" ({total} in all)"
+    if global_batch:
+        line += (f"; global batch {global_batch}: {global_batch // procs} per process, "
+                 f"{global_batch // total} per device")
+    return line
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -82,18 +192,49 @@ def replicate(tree, mesh: Mesh):
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Place this process's part of a batch (leading axis divisible by the local device
-    count) on the mesh, split along the data axis."""
+    """Place this process's rows of a global batch (each leaf's leading axis: the
+    global batch divided by the process count, from :func:`process_rows`) on the mesh,
+    split along the data axis. The global array holds every process's rows in process
+    order; with one process it is the batch itself."""
     sharding = data_sharded(mesh)
 
     def put(x):
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(sharding, x)
+        return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * jax.process_count(),) + x.shape[1:])
 
     return jax.tree_util.tree_map(put, batch)
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+def shard_global_batch(batch, mesh: Mesh):
+    """A global batch that every process holds whole (e.g. drawn from a shared key):
+    each process places its own rows."""
+    rows = process_rows(len(jax.tree_util.tree_leaves(batch)[0]))
+    return shard_batch(jax.tree_util.tree_map(lambda x: np.asarray(x)[rows], batch), mesh)
+
+
+def to_host(tree):
+    """numpy copies of a tree of arrays: a replicated array's local copy (every process
+    holds all of it), a sharded one gathered from every process."""
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(x)
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def check_batch_size(global_batch: int, mesh: Mesh, name: str = "batch_size") -> None:
+    """Refuse a global batch that does not split evenly over the mesh's devices, saying
+    which sizes would."""
     n = mesh.devices.size
-    if global_batch % n:
-        raise ValueError(f"batch size {global_batch} is not divisible by the {n} devices")
+    if global_batch < 1 or global_batch % n:
+        below = (global_batch // n) * n
+        options = " or ".join(str(b) for b in (below, below + n) if b > 0)
+        procs = jax.process_count()
+        where = f"{procs} processes x {n // procs} devices" if procs > 1 else f"{n} device{'s' if n > 1 else ''}"
+        raise ValueError(f"{name} {global_batch} (the global batch) does not split over the {n} devices "
+                         f"({where}): use a multiple of {n}, e.g. {options}")

@@ -8,7 +8,13 @@ their implementations (``cmd_*``):
 * ``data``: ``build-dataset``, ``make-synthetic``;
 * ``evaluation``: ``evaluate``;
 * ``demo``: ``demo``;
-* ``training``: ``train``, ``train-gan``, ``train-encoder``.
+* ``training``: ``train``, ``train-gan``, ``train-encoder``;
+* ``launch``: ``launch`` (a command as several processes of this machine).
+
+Every command but ``launch`` takes ``--coordinator``, ``--num-processes`` and
+``--process-id`` (or reads them from the environment, :func:`sage_jax.parallel.initialize`)
+and joins the other processes of a multi-process run before it computes anything;
+only process 0 prints to standard output (errors go to standard error from every one).
 
 A new subcommand goes into the module of its group (or a new module added to
 ``GROUPS``): a ``cmd_<name>(args) -> int`` and its ``sub.add_parser`` block in that
@@ -19,17 +25,18 @@ needs it, so ``sage-jax --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
-from sage_jax.cli import checkpoints, data, demo, evaluation, method, training
+from sage_jax.cli import checkpoints, data, demo, evaluation, launch, method, training
 from sage_jax.cli.method import parse_seeds
 from sage_jax.errors import UsageError
 
 __all__ = ["GROUPS", "UsageError", "build_parser", "main", "parse_seeds"]
 
 # in the order 'sage-jax --help' lists them
-GROUPS = (checkpoints, method, data, evaluation, demo, training)
+GROUPS = (checkpoints, method, data, evaluation, demo, training, launch)
 # the commands that take --config.SECTION.KEY=VALUE overrides
 TAKES_OVERRIDES = ("train", "train-gan", "train-encoder", "make-synthetic")
 
@@ -42,7 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for group in GROUPS:
         group.register(sub)
+    for name, command in sub.choices.items():
+        if name != "launch":
+            _distributed_flags(command)
     return p
+
+
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("several processes (default: from the environment, see 'sage-jax launch')")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator (else JAX_COORDINATOR_ADDRESS, or SLURM's)")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="how many processes take part (else JAX_NUM_PROCESSES, or SLURM's)")
+    g.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's id in [0, N) (else JAX_PROCESS_ID, or SLURM's)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sage_jax.errors import RunStopped
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+        # 'launch' passes its command's overrides on untouched
+        rest, overrides = (argv, []) if argv[:1] == ["launch"] else split_overrides(argv)
     except ValueError as e:
         parser.error(str(e))
     args = parser.parse_args(rest)
@@ -60,10 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides and args.command not in TAKES_OVERRIDES:
         parser.error(f"--config.* overrides apply to {', '.join(TAKES_OVERRIDES[:-1])} and {TAKES_OVERRIDES[-1]}, "
                      f"not {args.command}")
-    from sage_jax.parallel import enable_compilation_cache
+    from sage_jax import parallel
 
-    enable_compilation_cache()
+    parallel.enable_compilation_cache()
     try:
+        if args.command != "launch":
+            parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+            if not parallel.is_main():
+                sys.stdout = open(os.devnull, "w")  # process 0 speaks for all
         return args.func(args)
     except (UsageError, CheckpointError, RunStopped, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"sage-jax {args.command}: error: {e}", file=sys.stderr)
