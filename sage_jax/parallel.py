@@ -74,7 +74,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
       reads the coordinator, the process count and this process's rank from it.
 
     Call it before anything touches a device. One process (``num_processes`` 1, no
-    cluster environment) never starts the distributed runtime."""
+    cluster environment, no coordinator) never starts the distributed runtime."""
     env = os.environ
     coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS") or None
     num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
@@ -88,8 +88,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                              "--process-id, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
         if num_processes < 1 or not 0 <= (process_id or 0) < num_processes:
             raise ValueError(f"process id {process_id} is not in [0, {num_processes}) processes")
-        if num_processes == 1:
+        if num_processes == 1 and coordinator is None:
             return False
+        # one process with a coordinator joins too: a one-process run of a
+        # multi-process job, whose collectives are then those of the multi-process
+        # runtime (on CPU, gloo: the same summation order as any split of its devices)
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id)
         return True
@@ -187,8 +190,22 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """Place every leaf of ``tree`` on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Place every leaf of ``tree`` on every device of ``mesh``. With several processes
+    each must pass the same values; arrays already spanning the mesh are re-placed by
+    XLA, host values are built from this process's copy (``jax.device_put`` of a host
+    value onto a mesh with one device per process made arrays whose shards could not
+    be listed, which orbax's save needs)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, replicated(mesh))
+    rep = replicated(mesh)
+
+    def put(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, rep)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, rep, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def shard_batch(batch, mesh: Mesh):
@@ -227,6 +244,27 @@ def to_host(tree):
     return jax.tree_util.tree_map(get, tree)
 
 
+def globalize(tree, mesh: Mesh):
+    """``tree`` with every leaf that this process holds alone (a host value, a
+    single-device array) replicated over ``mesh``; arrays already spanning the mesh are
+    kept as they are. Every process must hold the same values."""
+    def put(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x
+        return replicate(x, mesh)
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def local_rows(x) -> np.ndarray:
+    """This process's rows of an array sharded along its first axis (what it passed to
+    :func:`shard_batch`), in order."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable and jax.process_count() == 1:
+        return np.asarray(x)
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
 def check_batch_size(global_batch: int, mesh: Mesh, name: str = "batch_size") -> None:
     """Refuse a global batch that does not split evenly over the mesh's devices, saying
     which sizes would."""
@@ -238,3 +276,71 @@ def check_batch_size(global_batch: int, mesh: Mesh, name: str = "batch_size") ->
         where = f"{procs} processes x {n // procs} devices" if procs > 1 else f"{n} device{'s' if n > 1 else ''}"
         raise ValueError(f"{name} {global_batch} (the global batch) does not split over the {n} devices "
                          f"({where}): use a multiple of {n}, e.g. {options}")
+
+
+# ---- inference
+# Inference (generate, invert, the class statistics) splits independent work items
+# (classes, images, batches) over the processes by their index, and each process runs its
+# items on its own devices, one fixed-shape piece of work per device: an item's numbers
+# do not depend on how many processes or devices there are, nor on which one computed it.
+
+
+def process_shares(n: int) -> list[range]:
+    """Every process's :func:`process_share` of ``n`` items, in process order."""
+    count = jax.process_count()
+    base, extra = divmod(n, count)
+    starts = [p * base + min(p, extra) for p in range(count + 1)]
+    return [range(starts[p], starts[p + 1]) for p in range(count)]
+
+
+def local_mesh() -> Mesh:
+    """A 1-D ``data`` mesh over this process's own devices (``jax.local_devices()``):
+    work placed on it needs no other process."""
+    return Mesh(np.asarray(jax.local_devices()), (DATA,))
+
+
+def put_local(rows, mesh: Mesh | None = None):
+    """``rows`` (a numpy array whose leading axis is a multiple of the local device
+    count) split along that axis over :func:`local_mesh`: device ``k`` holds rows
+    ``[k m, (k+1) m)``. A jitted call on it runs on every local device at once."""
+    mesh = mesh or local_mesh()
+    return jax.device_put(np.asarray(rows), data_sharded(mesh))
+
+
+def allgather_objects(obj) -> list:
+    """Every process's ``obj`` (anything picklable: names, reports, small arrays), in
+    process order, on every process (a collective; ``[obj]`` with one process)."""
+    if jax.process_count() == 1:
+        return [obj]
+    import pickle
+
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(pickle.dumps(obj), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray(len(data), np.int32))).reshape(-1)
+    buf = np.zeros(max(int(sizes.max()), 1), np.uint8)
+    buf[:len(data)] = data
+    everything = np.asarray(multihost_utils.process_allgather(buf))
+    return [pickle.loads(everything[p, :int(sizes[p])].tobytes()) for p in range(len(sizes))]
+
+
+def gather_rows(rows) -> np.ndarray:
+    """Every process's ``rows`` (a numpy array; the leading axis may differ between
+    processes, the rest and the dtype may not) concatenated in process order, on every
+    process (a collective; ``rows`` itself with one process). The rows travel as their
+    bytes, so any dtype arrives exactly (JAX would narrow float64 and int64)."""
+    rows = np.ascontiguousarray(rows)
+    if jax.process_count() == 1:
+        return rows
+    from jax.experimental import multihost_utils
+
+    counts = np.asarray(multihost_utils.process_allgather(np.asarray(len(rows), np.int32))).reshape(-1)
+    most = int(counts.max())
+    width = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.dtype.itemsize
+    if most == 0 or width == 0:
+        return np.zeros((int(counts.sum()),) + rows.shape[1:], rows.dtype)
+    padded = np.zeros((most, width), np.uint8)
+    padded[:len(rows)] = rows.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), width)
+    everything = np.asarray(multihost_utils.process_allgather(padded))
+    flat = np.concatenate([everything[p, :int(counts[p])] for p in range(len(counts))])
+    return np.ascontiguousarray(flat).view(rows.dtype).reshape((len(flat),) + rows.shape[1:])

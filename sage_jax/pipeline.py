@@ -28,6 +28,12 @@ statistics and in ``config.json``; changing it redoes the statistics and the dic
 ``statistics.samples_per_class`` (> 0) makes the statistics of that many images per
 class instead of all of them (each refined once: the embeddings and the moments share
 the codes, :class:`~sage_jax.inversion.CachedInverter`).
+
+Several processes (``sage-jax launch``, ``srun``): every stage trains data-parallel over
+every device of every process, and every process computes the stage measures alike;
+process 0 alone writes this module's files (``config.json``, ``quality.json``, the stage
+times, the bundle) and removes invalidated results, the others waiting at a barrier
+before they read them.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import time
 
 import jax
 import numpy as np
+
+from sage_jax import parallel
 
 
 def _stage(name: str, quiet: bool):
@@ -58,10 +66,13 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
     setting = inversion_setting(cfg)   # refused here, before any work, when impossible
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    main = parallel.is_main()
+    if main:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(_config_json(cfg, setting))
+    parallel.barrier("pipeline-start")
     times = _load_times(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(_config_json(cfg, setting))
 
     def timed(name, fn):
         t0 = time.perf_counter()
@@ -75,11 +86,13 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     changed = False
 
     def invalidate(*paths):
-        for p in paths:
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
+        if main:
+            for p in paths:
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                elif os.path.exists(p):
+                    os.remove(p)
+        parallel.barrier("pipeline-invalidate")
 
     synthetic = cfg.data.name == "synthetic"
     oracle_dir = os.path.join(workdir, "oracles")
@@ -91,7 +104,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
     def record(stage, measures, stage_dir, step):
         quality[stage] = measures
-        _save_json(os.path.join(workdir, "quality.json"), quality)
+        if main:
+            _save_json(os.path.join(workdir, "quality.json"), quality)
         _log_quality(stage_dir, step, stage, measures)
         if not quiet:
             print(f"   {stage}: " + _describe(measures), flush=True)
@@ -140,7 +154,8 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     if not os.path.exists(stats_path):
         _stage("4/6 class embeddings" + (f" ({setting.describe()})" if setting.refines else ""), quiet)
         timed("embed", lambda: compute_class_statistics(codes, stats_data, 64, quiet=quiet).save(stats_path))
-        _save_json(sample_path, {"samples_per_class": per_class})
+        if main:
+            _save_json(sample_path, {"samples_per_class": per_class})
     stats = ClassStatistics.load(stats_path)
 
     dict_dir = os.path.join(workdir, "dictionary")
@@ -167,7 +182,9 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
                dict_dir, int(cfg.dictionary.steps))
 
     model_dir = os.path.join(workdir, "model")
-    _bundle(cfg, workdir, model_dir, times, setting, quality)
+    if main:
+        _bundle(cfg, workdir, model_dir, times, setting, quality)
+    parallel.barrier("pipeline-bundle")
     if not quiet:
         total = sum(times.values())
         print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
@@ -207,7 +224,9 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
     o = train_oracles(d["images"], d["labels"], d["factors"], d["factor_mask"], d["class_names"],
                       list(FACTOR_NAMES), key=jax.random.PRNGKey(cfg.seed + 17),
                       steps=cfg.oracles.steps, batch=cfg.oracles.batch_size, quiet=quiet)
-    o.save(out_dir)
+    if parallel.is_main():
+        o.save(out_dir)
+    parallel.barrier("oracles-saved")
 
 
 def statistics_data(cfg, dataset):
@@ -244,7 +263,9 @@ def _config_json(cfg, setting) -> str:
 
 
 def _bundle(cfg, workdir, model_dir, times, setting, quality=None):
-    """Copy what generation and the demo need into one directory."""
+    """Copy what generation and the demo need into one directory (process 0 only). The
+    copy is made under a temporary name and put in place at the end; a previous bundle
+    is moved aside first and removed last."""
     tmp = model_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -258,9 +279,14 @@ def _bundle(cfg, workdir, model_dir, times, setting, quality=None):
     with open(os.path.join(tmp, "provenance.json"), "w") as f:
         json.dump({"made_by": "sage-jax train", "seed": int(cfg.seed), "stage_seconds": times,
                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+                   "processes": jax.process_count(),
                    "stage_quality": quality or {}}, f, indent=1)
-    shutil.rmtree(model_dir, ignore_errors=True)
+    old = model_dir + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(model_dir):
+        os.replace(model_dir, old)
     os.replace(tmp, model_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _du(path):
@@ -362,5 +388,7 @@ def _load_times(workdir):
 
 
 def _save_times(workdir, times):
+    if not parallel.is_main():
+        return
     with open(os.path.join(workdir, "stage_seconds.json"), "w") as f:
         json.dump(times, f, indent=1)

@@ -23,7 +23,9 @@ def main(argv=None) -> int:
     from sage_jax.demo import ASSET_DIR
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--generator", default=os.path.join(ASSET_DIR, "psp", "decoder"), help="generator directory")
+    from sage_jax.checkpoints import psp_part
+
+    p.add_argument("--generator", default=psp_part(os.path.join(ASSET_DIR, "psp")), help="generator directory")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--every", type=int, default=250, help="held-out accuracy every this many steps")
     p.add_argument("--batch", type=int, default=16)

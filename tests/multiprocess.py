@@ -25,15 +25,17 @@ def base_env(extra: dict | None = None) -> dict:
 
 
 def start(argv: list[str], processes: int, devices: int, cwd: str | None = None,
-          env: dict | None = None) -> list[subprocess.Popen]:
+          env: dict | None = None, distributed: bool | None = None) -> list[subprocess.Popen]:
     """Start ``python ARGV`` as ``processes`` processes of one run (``devices`` CPU
-    devices each); with one process, no coordinator is set. stdout/stderr go to
-    ``cwd/p{i}.log`` when ``cwd`` is given."""
+    devices each). ``distributed`` (default: more than one process) sets the
+    coordinator, so that even one process runs on the multi-process runtime and its
+    CPU collectives. stdout/stderr go to ``cwd/p{i}.log`` when ``cwd`` is given."""
     coordinator = f"127.0.0.1:{free_port()}"
+    distributed = processes > 1 if distributed is None else distributed
     procs = []
     for rank in range(processes):
         e = base_env(env)
-        if processes > 1:
+        if distributed:
             e = process_env(e, rank, processes, coordinator, devices)
         else:
             e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
@@ -56,14 +58,14 @@ def wait(procs, timeout: float = 600, cwd: str | None = None) -> None:
 
 
 def run(argv: list[str], processes: int, devices: int, cwd: str | None = None, env: dict | None = None,
-        timeout: float = 600) -> None:
-    wait(start(argv, processes, devices, cwd, env), timeout, cwd)
+        timeout: float = 600, distributed: bool | None = None) -> None:
+    wait(start(argv, processes, devices, cwd, env, distributed), timeout, cwd)
 
 
 def run_cli(args: list[str], processes: int, devices: int, cwd: str, env: dict | None = None,
-            timeout: float = 600) -> None:
+            timeout: float = 600, distributed: bool | None = None) -> None:
     """``sage-jax ARGS`` as ``processes`` processes x ``devices`` CPU devices."""
-    run(["-m", "sage_jax.cli", *args], processes, devices, cwd, env, timeout)
+    run(["-m", "sage_jax.cli", *args], processes, devices, cwd, env, timeout, distributed)
 
 
 def logs(cwd: str | None, n: int) -> str:

@@ -87,7 +87,9 @@ def test_invert_and_sample_from_a_model_directory(model_dir, tmp_path):
     assert main(inv + ["--checkpoint", str(model / "psp"), "--out", str(tmp_path / "i2")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "i1" / "codes.npy"), np.load(tmp_path / "i2" / "codes.npy"))
     smp = ["sample", "--seeds", "0-1", "--quiet"]
-    for i, src in enumerate((model, model / "psp", model / "psp" / "decoder")):
+    from sage_jax.checkpoints import psp_part
+
+    for i, src in enumerate((model, model / "psp", psp_part(model / "psp", "decoder"))):
         assert main(smp + ["--checkpoint", str(src), "--out", str(tmp_path / f"s{i}"),
                            "--save-array", str(tmp_path / f"s{i}.npy")]) == 0
     ref = np.load(tmp_path / "s2.npy")

@@ -23,7 +23,7 @@ import numpy as np
 from sage_jax.checkpoints.dictionary import (convert_dictionary, dictionary_config_from_state_dict,
                                              dictionary_to_state_dict)
 from sage_jax.checkpoints.inception import convert_inception, inception_to_state_dict, load_inception
-from sage_jax.checkpoints.orbax_io import atomic_directory, read_model_dir, save_model
+from sage_jax.checkpoints.orbax_io import commit_versioned, contents_dir, read_model_dir, save_model
 from sage_jax.checkpoints.psp import (convert_encoder, encoder_config_from_state_dict,
                                       encoder_to_state_dict, psp_config_from_opts)
 from sage_jax.checkpoints.stylegan2 import (convert_discriminator, convert_generator,
@@ -212,19 +212,36 @@ def _load_psp(src: Any, *, with_encoder: bool = True, dtype: Any = jnp.float32) 
 
 
 def save_psp(path: str | os.PathLike, model: PSPModel, *, overwrite: bool = False) -> str:
-    """Write a :class:`PSPModel` as a directory: ``psp.json``, ``latent_avg.npy``,
-    ``ax.npz``, and ``encoder/`` and ``decoder/`` model directories."""
-    with atomic_directory(path, overwrite) as tmp:
-        save_model(os.path.join(tmp, "decoder"), model.decoder)
+    """Write a :class:`PSPModel` as a directory: ``psp.json``, which names the
+    ``parts.N/`` holding ``decoder/`` and ``encoder/`` model directories,
+    ``latent_avg.npy`` and ``ax.npz``. Every process of a multi-process run calls it;
+    replacing a saved model is atomic (see :func:`commit_versioned`)."""
+    from sage_jax import parallel
+
+    def fill(target):
+        save_model(os.path.join(target, "decoder"), model.decoder)
         if model.encoder is not None:
-            save_model(os.path.join(tmp, "encoder"), model.encoder)
-        if model.latent_avg is not None:
-            np.save(os.path.join(tmp, "latent_avg.npy"), np.asarray(model.latent_avg))
-        if model.ax:
-            np.savez(os.path.join(tmp, "ax.npz"), **{k: np.asarray(v) for k, v in model.ax.items()})
-        with open(os.path.join(tmp, "psp.json"), "w") as f:
-            json.dump({"format": "sage-jax-psp", "version": 1, "config": model.config}, f, indent=1)
-    return os.path.abspath(os.fspath(path))
+            save_model(os.path.join(target, "encoder"), model.encoder)
+        if parallel.is_main():
+            if model.latent_avg is not None:
+                np.save(os.path.join(target, "latent_avg.npy"), np.asarray(model.latent_avg))
+            if model.ax:
+                np.savez(os.path.join(target, "ax.npz"), **{k: np.asarray(v) for k, v in model.ax.items()})
+
+    return commit_versioned(path, "psp.json", "parts", {"format": "sage-jax-psp", "version": 2, "config": model.config},
+                            fill, overwrite)
+
+
+def psp_part(path: str | os.PathLike, part: str = "decoder") -> str:
+    """The model directory of ``part`` ("decoder" or "encoder") inside a pSp directory
+    written by :func:`save_psp` (any format version)."""
+    meta_file = os.path.join(path, "psp.json")
+    try:
+        with open(meta_file) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable sage-jax pSp directory ({e})") from None
+    return os.path.join(contents_dir(os.fspath(path), meta, "parts"), part)
 
 
 def _load_psp_dir(path, with_encoder, dtype) -> PSPModel:
@@ -233,6 +250,9 @@ def _load_psp_dir(path, with_encoder, dtype) -> PSPModel:
         raise CheckpointError(f"{path}: not a sage-jax pSp directory (no psp.json)")
     with open(meta_file) as f:
         meta = json.load(f)
+    if meta.get("version", 1) > 2:
+        raise CheckpointError(f"{meta_file}: written by a newer sage-jax (format version {meta['version']})")
+    path = contents_dir(path, meta, "parts")
     decoder = load_generator(os.path.join(path, "decoder"), dtype=dtype)
     encoder = None
     if with_encoder:

@@ -12,8 +12,17 @@ cosine decay, random shift-crop and optional horizontal-flip augmentation).
 The networks (``nn/classifiers.py``) have no BatchNorm, so a classifier is its
 ``params`` only.
 
-``fit_small_classifier`` is the simpler single-device loop of the synthetic data's
-oracles (``metrics/oracles.py``) and of Softlabel-GAN's labeller.
+``fit_small_classifier`` is the simpler loop (Adam, no augmentation) of the synthetic
+data's oracles (``metrics/oracles.py``) and of Softlabel-GAN's labeller.
+
+Across processes (``parallel.initialize``) both loops work the same way: the batch
+size is the *global* batch, refused unless it splits over every device; every process
+draws the same indices for every step from the same key, gathers only its own rows of
+them (``parallel.process_rows``) and ``parallel.shard_batch`` builds the global batch
+from the processes' rows. The batches, their order and (on a given mesh) the trained
+parameters are therefore those of one process; the parameters and losses come back to
+every process as host arrays (``parallel.to_host``), so evaluating a classifier is a
+local computation on each process. Only process 0 writes (:func:`save_classifier`).
 """
 
 from __future__ import annotations
@@ -39,13 +48,23 @@ def predict_jit(module, params, x):
     return module.apply({"params": params}, x)
 
 
-def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, desc=""):
+def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, desc="",
+                         mesh=None, name="batch"):
     """The parameters of ``module`` after ``steps`` Adam steps (cosine-decayed ``lr``) on
     ``loss_fn(outputs, targets)`` over random batches of the in-memory ``x``: the
-    recipe of the ground-truth oracles and of Softlabel-GAN's labeller."""
+    recipe of the ground-truth oracles and of Softlabel-GAN's labeller.
+
+    ``batch`` is the global batch (``name`` is what the refusal of one that does not
+    split over the devices of ``mesh``, default every device, calls it). Each step's
+    indices are ``choice(fold_in(key, step), len(x), batch)`` on every process; a
+    process feeds its rows of them. Returns host (numpy) parameters."""
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    parallel.check_batch_size(batch, mesh, name)
+    rows = parallel.process_rows(batch)
     params = module.init(key, x[:1])["params"]
     tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
     opt = tx.init(params)
+    params, opt = parallel.replicate((params, opt), mesh)
 
     @jax.jit
     def step(params, opt, xb, tb):
@@ -54,11 +73,12 @@ def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3
         return optax.apply_updates(params, upd), opt, loss
 
     n = len(x)
-    for i in tqdm(range(steps), desc=desc, disable=quiet, unit="step"):
+    for i in tqdm(range(steps), desc=desc, disable=quiet or not parallel.is_main(), unit="step"):
         # with replacement only when the set is smaller than a batch (a tiny or long-tailed dataset)
-        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=batch > n))
-        params, opt, _ = step(params, opt, jnp.asarray(x[idx]), jnp.asarray(targets[idx]))
-    return params
+        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=batch > n))[rows]
+        xb, tb = parallel.shard_batch((x[idx], targets[idx]), mesh)
+        params, opt, _ = step(params, opt, xb, tb)
+    return parallel.to_host(params)
 
 
 # --------------------------------------------------------------------------- result
@@ -144,7 +164,8 @@ def make_classifier(model_cfg, num_classes: int) -> nn.Module:
 
 def save_classifier(clf: TrainedClassifier, path: str) -> None:
     """``path`` (a directory): ``model.json`` (network kind and fields) and
-    ``params.msgpack`` (Flax serialisation)."""
+    ``params.msgpack`` (Flax serialisation). Call it on every process: process 0 writes,
+    the others wait until it has (then any of them may load it)."""
     import json
     import os
 
@@ -158,11 +179,14 @@ def save_classifier(clf: TrainedClassifier, path: str) -> None:
     fields = {f.name: getattr(clf.model, f.name) for f in dataclasses.fields(clf.model)
               if f.name not in ("parent", "name")}
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "model.json"), "w") as f:
-        json.dump({"kind": kind, **fields}, f, indent=1)
-    with open(os.path.join(path, "params.msgpack"), "wb") as f:
-        f.write(serialization.msgpack_serialize(jax.device_get(clf.params)))
+    params = parallel.to_host(clf.params)
+    if parallel.is_main():
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "model.json"), "w") as f:
+            json.dump({"kind": kind, **fields}, f, indent=1)
+        with open(os.path.join(path, "params.msgpack"), "wb") as f:
+            f.write(serialization.msgpack_serialize(params))
+    parallel.barrier("save_classifier")
 
 
 def load_classifier(path: str) -> TrainedClassifier:
@@ -362,25 +386,28 @@ def _fit(model, params, sampler, *, key, steps, batch_size, lr, weight_decay, wa
     _, sched = make_optimizer(steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                               optimizer=optimizer)
     tx, step = _train_step(model, float(weight_decay), optimizer, bool(flip), pad, frozen)
+    rows = parallel.process_rows(batch_size)
     k_data, k_aug = jax.random.split(key)
-    plan = sampler.plan(k_data, steps, batch_size)
+    plan = sampler.plan(k_data, steps, batch_size)   # the global batches, the same on every process
     if steps > 0:
         lrs = np.asarray(jax.vmap(sched)(jnp.arange(steps)), np.float32)
-        aug_keys = jax.vmap(lambda s: jax.random.fold_in(k_aug, s))(jnp.arange(steps))
+        # host keys (like the rates): every process passes the same replicated values
+        aug_keys = np.asarray(jax.vmap(lambda s: jax.random.fold_in(k_aug, s))(jnp.arange(steps)))
 
     params = parallel.replicate(params, mesh)
     opt = parallel.replicate(tx.init(params), mesh)
     losses = []
-    for s in tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False):
-        idx = plan[s]
+    for s in tqdm(range(steps), desc=desc, unit="step", disable=not progress or not parallel.is_main(),
+                  leave=False):
+        idx = plan[s][rows]   # this process's rows of the global batch
         x, y = sampler.images[idx], sampler.labels[idx]
         if on_batch is not None:
             on_batch(s, x, y, sampler.is_generated[idx])
         xb, yb = parallel.shard_batch((x, y), mesh)
         params, opt, loss = step(params, opt, xb, yb, aug_keys[s], lrs[s])
         losses.append(loss)
-    losses = np.asarray(jnp.stack(losses)) if losses else np.zeros((0,), np.float32)
-    return jax.device_get(params), losses
+    losses = parallel.to_host(jnp.stack(losses)) if losses else np.zeros((0,), np.float32)
+    return parallel.to_host(params), losses
 
 
 def pretrain(model: nn.Module, images, labels, *, key, steps: int = 2000, batch_size: int = 64,
@@ -391,8 +418,9 @@ def pretrain(model: nn.Module, images, labels, *, key, steps: int = 2000, batch_
     scratch with cross-entropy on ``images`` (N, S, S, 3) in [-1, 1] and integer
     ``labels`` -- the seen classes. ``crop_pad=None`` shifts by up to S // 8 pixels;
     ``flip`` is off by default because on the synthetic data a horizontal flip turns
-    an oriented class into another (arrow-r0 into arrow-r180). ``on_batch(step,
-    images, labels, is_generated)`` sees every host batch. ``key`` initialises the
+    an oriented class into another (arrow-r0 into arrow-r180). ``batch_size`` is the
+    global batch. ``on_batch(step, images, labels, is_generated)`` sees every host
+    batch: this process's rows of the step's global batch (all of it with one process). ``key`` initialises the
     params (``fold_in(key, 0)``) and draws batches and augmentation (``fold_in(key, 1)``)."""
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels, np.int32)

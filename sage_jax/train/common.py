@@ -51,10 +51,17 @@ def scheduled_rate(lr: float, schedule: str, steps: int, name: str = "lr_schedul
 class MetricsLog:
     """``WORKDIR/metrics.jsonl`` (one JSON object per logged step, with ``step``) and
     TensorBoard scalars in ``WORKDIR/tensorboard``. Opening it at a resumed step drops
-    lines logged after that step by the interrupted run."""
+    lines logged after that step by the interrupted run. In a multi-process run only
+    process 0 writes (the others check the values and write nothing)."""
 
     def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True):
+        from sage_jax import parallel
+
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.writer = parallel.is_main()
+        self._f = self.tb = None
+        if not self.writer:
+            return
         if os.path.exists(self.path):
             with open(self.path) as f:
                 keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
@@ -68,10 +75,14 @@ class MetricsLog:
             self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> dict:
-        m = {k: float(v) for k, v in metrics.items()}
+        from sage_jax import parallel
+
+        m = {k: float(v) for k, v in parallel.to_host(dict(metrics)).items()}
         bad = [k for k, v in m.items() if not np.isfinite(v)]
         if bad:
             raise FloatingPointError(f"{', '.join(bad)} became non-finite at step {step}")
+        if not self.writer:
+            return m
         self._f.write(json.dumps({"step": int(step), **m}) + "\n")
         self._f.flush()
         if self.tb:
@@ -81,31 +92,44 @@ class MetricsLog:
         return m
 
     def close(self):
-        self._f.close()
+        if self._f:
+            self._f.close()
         if self.tb:
             self.tb.close()
 
 
 # ------------------------------------------------------------------ checkpoints
-def _abstract(tree):
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), tree)
+def _abstract(tree, sharding=None):
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype,
+                                       sharding=sharding), tree)
 
 
 class Checkpoints:
     """Orbax checkpoints in ``WORKDIR/checkpoints``: keep ``keep``, save every
-    ``every`` steps, at the end, and when SIGTERM arrives (the loop asks
-    :attr:`stop_requested` and then saves and returns)."""
+    ``every`` steps, at the end, and when SIGTERM arrives (the loop calls
+    :meth:`check_stop` once per step, then saves and returns).
+
+    Several processes save and restore together (orbax's multi-process checkpointing:
+    every process calls it, orbax commits the directory once). A SIGTERM to any one of
+    them is seen by all at the same step through JAX's preemption sync point (the
+    distributed runtime catches the signal); a single process catches it itself."""
 
     def __init__(self, workdir: str, keep: int = 3, every: int = 1000):
         import orbax.checkpoint as ocp
 
+        from sage_jax import parallel
+
         self._ocp = ocp
         self.every = every
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self._multi = jax.process_count() > 1
         # A run killed while saving leaves '<step>.orbax-checkpoint-tmp*': never a
         # checkpoint (orbax only lists renamed ones); removed here to free the space.
-        for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
-            shutil.rmtree(tmp, ignore_errors=True)
+        if parallel.is_main():
+            for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+        parallel.barrier("checkpoints-clean")
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
@@ -118,6 +142,9 @@ class Checkpoints:
         def handler(signum, frame):
             self.stop_requested = True
 
+        if self._multi:   # jax.distributed's preemption notifier owns SIGTERM
+            self._previous = None
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, handler)
         except ValueError:  # not the main thread
@@ -164,19 +191,38 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore(self, like) -> tuple[dict, int]:
-        """(state, step) of the latest checkpoint, or (``like``, 0) when there is none."""
+    def restore(self, like, sharding=None) -> tuple[dict, int]:
+        """(state, step) of the latest checkpoint, or (``like``, 0) when there is none;
+        restored with ``sharding`` (e.g. replicated over the mesh) when given, whatever
+        the number of processes and devices that saved it."""
         step = self.manager.latest_step()
         if step is None:
             return like, 0
-        state = self.manager.restore(step, args=self._ocp.args.StandardRestore(_abstract(like)))
+        state = self.manager.restore(step, args=self._ocp.args.StandardRestore(_abstract(like, sharding)))
         return state, int(step)
+
+    def check_stop(self, step: int) -> bool:
+        """Whether to stop after ``step`` (SIGTERM arrived); with several processes
+        every one of them answers the same at the same step (call it at every step)."""
+        if self._multi:
+            from jax.experimental import multihost_utils
+
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.stop_requested = True
+        return self.stop_requested
 
     def should_save(self, step: int, force: bool = False) -> bool:
         return force or self.stop_requested or step % self.every == 0
 
-    def maybe_save(self, step: int, state, force: bool = False) -> bool:
+    def maybe_save(self, step: int, state, force: bool = False, mesh=None) -> bool:
+        """Save ``state`` when :meth:`should_save`; with ``mesh``, leaves held by this
+        process alone (a step counter made on the host) are first replicated over it,
+        as a multi-process save needs global arrays."""
         if self.should_save(step, force):
+            if mesh is not None and self._multi:
+                from sage_jax import parallel
+
+                state = parallel.globalize(state, mesh)
             self._guard(self.manager.save, step, args=self._ocp.args.StandardSave(state), force=True)
             self._pending = step
             return True
@@ -223,7 +269,14 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
     with the batch sharded over ``mesh``, log every ``log_every`` steps, call
     ``after_step(state, done)`` (a dict it returns is logged at that step), and checkpoint every ``ckpt_every`` steps, at the end
     and on SIGTERM (then return early). ``stop_after`` ends the run after that many
-    steps of this call, as an interruption would. Returns ``(state, last step)``."""
+    steps of this call, as an interruption would. Returns ``(state, last step)``.
+
+    ``batch_size`` is the global batch. With several processes every process computes
+    the same indices, reads only its rows of them (:func:`sage_jax.parallel.process_rows`)
+    and the global array is built from the processes' rows, so the examples of a step
+    and their order are the same for any number of processes; only process 0 writes the
+    log, and ``after_step`` runs on process 0 only (what it computes must not need the
+    other processes)."""
     import concurrent.futures
 
     from tqdm import tqdm
@@ -231,14 +284,18 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
     from sage_jax import parallel
 
     parallel.check_batch_size(batch_size, mesh)
-    os.makedirs(workdir, exist_ok=True)
+    rows = parallel.process_rows(batch_size)
+    main = parallel.is_main()
+    if main:
+        os.makedirs(workdir, exist_ok=True)
+    parallel.barrier("workdir")
 
     def stop_if_not_finite(ckpt, done, saving):
-        b = int(bad)
+        b = int(parallel.to_host(bad))
         finite_state = bool(state_finite(state)) if saving else True
         if b < 0 and finite_state:
             return
-        names = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+        names = [k for k, v in parallel.to_host(dict(metrics)).items() if not np.all(np.isfinite(v))]
         where = f"at step {b}" if b >= 0 else f"by step {done} (parameters)"
         ckpt._guard(ckpt.manager.wait_until_finished)  # the last good save, if in flight, completes
         latest = ckpt._latest_on_disk()
@@ -249,20 +306,23 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
             + "; lower the learning rate or check the data, then run again.")
 
     with Checkpoints(workdir, keep, ckpt_every) as ckpt:
-        state, start = ckpt.restore(state)
+        state, start = ckpt.restore(state, parallel.replicated(mesh))
         state = parallel.replicate(state, mesh)
         log = MetricsLog(workdir, start)
+        if main and not quiet and start < steps:
+            print(f"{desc}: {parallel.topology(batch_size)}", flush=True)
         end = steps if stop_after is None else min(steps, start + stop_after)
         done = start
         metrics: dict = {}
         bad = jnp.asarray(-1, jnp.int32)
         try:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                def fetch(step):
-                    return pool.submit(dataset.load_batch, batch_indices(data_key, step, len(dataset), batch_size))
+                def fetch(step):  # this process's rows of the step's global batch
+                    return pool.submit(dataset.load_batch, batch_indices(data_key, step, len(dataset), batch_size)[rows])
 
                 nxt = fetch(start) if start < end else None
-                bar = tqdm(range(start, end), initial=start, total=steps, desc=desc, unit="step", disable=quiet)
+                bar = tqdm(range(start, end), initial=start, total=steps, desc=desc, unit="step",
+                           disable=quiet or not main)
                 interval_start, interval_first, waited = time.perf_counter(), start, 0.0
                 for step in bar:
                     t_wait = time.perf_counter()
@@ -288,11 +348,12 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
                         interval_start, interval_first, waited = time.perf_counter(), done, 0.0
                         if postfix:
                             bar.set_postfix(**postfix(logged))
-                    if after_step:
+                    if after_step and main:
                         extra = after_step(state, done)
                         if extra:  # e.g. sample-quality measures: logged at this step too
                             log.write(done, extra)
-                    saved = ckpt.maybe_save(done, state, force=done == end)
+                    ckpt.check_stop(done)
+                    saved = ckpt.maybe_save(done, state, force=done == end, mesh=mesh)
                     if ckpt.stop_requested and saved:
                         print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
                         break

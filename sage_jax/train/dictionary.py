@@ -132,7 +132,6 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
         raise ValueError("the dataset's classes are not those of the class statistics")
     mesh = mesh or parallel.make_mesh()
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
     plain = {k: cfg[k] for k in ("orth_form", "sparse_norm", "lambda_orth", "lambda_sparse")}
     dict_cfg = {"groups": [list(g) for g in cfg.groups], "style_dim": psp.encoder.style_dim,
                 "a_length": int(cfg.a_length)}
@@ -166,7 +165,9 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
                         tuple(sorted(plain.items())), float(cfg.lr))
 
     def step_fn(state, x, y, step):
-        w = None if codes is None else parallel.shard_batch(np.asarray(codes(np.asarray(x)), np.float32), mesh)
+        # refined codes of this process's rows (the cache is per image)
+        w = None if codes is None else parallel.shard_batch(
+            np.asarray(codes(parallel.local_rows(x)), np.float32), mesh)
         params, opt_state, metrics = update(state["params"], state["opt_state"], frozen, x, y, w)
         return {"params": params, "opt_state": opt_state, "step": jnp.asarray(step + 1, jnp.int32)}, metrics
 
@@ -175,7 +176,7 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
                         ckpt_every=cfg.ckpt_every, keep=cfg.keep, desc="dictionary", quiet=quiet,
                         postfix=lambda m: {"loss": f"{m['loss']:.4f}"})
     params = state["params"]
-    final = DictionaryModel(dict_cfg, {"params": jax.tree_util.tree_map(np.asarray, params)})
+    final = DictionaryModel(dict_cfg, {"params": parallel.to_host(params)})
     save_model(os.path.join(workdir, "dictionary"), final, overwrite=True,
                extra={"steps": int(cfg.steps), "seed": int(cfg.seed)})
     return final

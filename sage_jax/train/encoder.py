@@ -213,7 +213,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
                         data_key=data_key, mesh=mesh, steps=cfg.steps, log_every=cfg.log_every,
                         ckpt_every=cfg.ckpt_every, keep=cfg.keep, desc="train-encoder", quiet=quiet,
                         stop_after=stop_after, postfix=lambda m: {"loss": f"{m['loss']:.4f}"})
-    host = jax.tree_util.tree_map(np.asarray, state)
+    host = parallel.to_host(state)
     E_out = EncoderModel(E.config, {"params": host["params"], "batch_stats": host["batch_stats"]})
     psp = PSPModel(E_out, G, latent_avg, {"output_size": G.size, "encoder_type": E.config["kind"],
                                            "start_from_latent_avg": True, "A_length": None,

@@ -459,8 +459,7 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
             _save_samples(G, state, sample_z, os.path.join(workdir, "samples", f"{done:07d}.png"), sample_labels)
         if evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps):
-            model = GeneratorModel(G.config, {"params": jax.tree_util.tree_map(np.asarray, state["g_ema"]),
-                                              "noises": jax.tree_util.tree_map(np.asarray, state["noises"])})
+            model = GeneratorModel(G.config, parallel.to_host({"params": state["g_ema"], "noises": state["noises"]}))
             return evaluate(model, done)
         return None
 
@@ -469,7 +468,7 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
                         ckpt_every=cfg.ckpt_every, keep=cfg.keep, desc="train-gan", quiet=quiet,
                         stop_after=stop_after, after_step=after_step,
                         postfix=lambda m: {"d": f"{m['d_loss']:.3f}", "g": f"{m['g_loss']:.3f}"})
-    host = jax.tree_util.tree_map(np.asarray, state)
+    host = parallel.to_host(state)
     G_ema = GeneratorModel(G.config, {"params": host["g_ema"], "noises": host["noises"]})
     D_out = DiscriminatorModel(D.config, {"params": host["d"]})
     save_model(os.path.join(workdir, "g_ema"), G_ema, overwrite=True, extra={"step": int(host["step"]), **extra})
@@ -508,11 +507,16 @@ def _labelled_dataset(cfg, dataset, workdir, key, quiet):
         vectors = la.check_soft_labels(np.load(path), len(dataset), c, what=path)
         summary = dict(la.soft_label_summary(vectors, hard), kind=cfg.get("labels", "hard"))
     else:
+        # computed by every process alike (the labeller's training is data-parallel);
+        # written by process 0
         vectors, summary = la.real_label_vectors(cfg, dataset, key)
-        os.makedirs(workdir, exist_ok=True)
-        np.save(path, vectors)
-        with open(os.path.join(workdir, "real_labels.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+        if parallel.is_main():
+            os.makedirs(workdir, exist_ok=True)
+            np.save(path + ".tmp.npy", vectors)
+            os.replace(path + ".tmp.npy", path)
+            with open(os.path.join(workdir, "real_labels.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+        parallel.barrier("real-labels")
     if not quiet:
         print(f"real labels ({summary['kind']}): true-class probability {summary['true_class_prob']:.3f}, "
               f"max probability {summary['max_prob']:.3f}, entropy {summary['entropy']:.3f} nats")
@@ -527,5 +531,5 @@ def _labelled_dataset(cfg, dataset, workdir, key, quiet):
 
 
 def _save_samples(G, state, z, path, labels=None):
-    model = GeneratorModel(G.config, {"params": state["g_ema"], "noises": state["noises"]})
+    model = GeneratorModel(G.config, parallel.to_host({"params": state["g_ema"], "noises": state["noises"]}))
     save_png(path, make_grid(to_uint8(np.asarray(model(z, labels=labels)))))

@@ -107,15 +107,27 @@ def class_prior(hard_labels, num_classes: int, kind: str) -> np.ndarray:
 def train_smallcnn_logits(images, labels, num_classes: int, *, key, steps: int = 200,
                           batch: int = 64, widths=(16, 32, 64)) -> LogitsFn:
     """A SmallCNN trained on ``images`` (the oracles' recipe at half their widths: the
-    labeller is deliberately smaller than the evaluation's oracle), as a ``logits_fn``."""
+    labeller is deliberately smaller than the evaluation's oracle), as a ``logits_fn``.
+
+    ``batch`` is the global batch over every device of every process
+    (:func:`sage_jax.train.classifier.fit_small_classifier`), capped at the number of
+    images; a batch that does not split over the devices is rounded up to the next size
+    that does (the sampler draws with replacement when it exceeds the images). So the
+    labeller's batches depend on the device count only for a set smaller than
+    ``batch`` that the device count does not divide. Every process gets the same
+    parameters and scores the images itself."""
+    from sage_jax import parallel
     from sage_jax.train.classifier import fit_small_classifier as _train
     from sage_jax.train.classifier import predict_jit as _predict
     from sage_jax.nn.classifier import SmallCNN
 
     module = SmallCNN(num_classes, widths=tuple(widths))
+    mesh = parallel.make_mesh()
+    d = mesh.devices.size
+    b = -(-min(batch, len(images)) // d) * d
     params = _train(module, np.asarray(images, np.float32), np.asarray(labels, np.int32),
                     lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
-                    steps, min(batch, len(images)), key)
+                    steps, b, key, mesh=mesh, name="the labeller's batch")
 
     def logits_fn(x, chunk=256):
         return np.concatenate([np.asarray(_predict(module, params, jnp.asarray(x[i:i + chunk])))

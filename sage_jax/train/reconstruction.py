@@ -208,7 +208,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
         synthesis network at codes of the class sampler of the current encoder's codes."""
         if evaluate is None or not eval_every or done % eval_every or done >= cfg.steps:
             return None
-        p = jax.tree_util.tree_map(np.asarray, state["params"])
+        p = parallel.to_host(state["params"])
         mus, bases = _sampler_of(encode, p["e"], dataset, n_classes, int(cfg.sampler_rank))
         return evaluate(SamplerGenerator(GeneratorModel(G.config, {"params": p["g"], "noises": noises}), mus, bases),
                         done)
@@ -226,14 +226,15 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
 
         raise RunStopped(f"train-generator (reconstruction) stopped at step {done} of {cfg.steps}; the checkpoint "
                          f"in {workdir} is kept: run the same command again to resume.")
-    p = jax.tree_util.tree_map(np.asarray, state["params"])
+    p = parallel.to_host(state["params"])
+    # every process fits the same mapping from the same codes (no collective); process 0 writes
     mus, bases = _sampler_of(encode, p["e"], dataset, n_classes, int(cfg.sampler_rank))
     G_trained = GeneratorModel(G.config, {"params": p["g"], "noises": noises})
     mp, err = fit_mapping(G_trained, mus, bases, int(cfg.mapping_steps), float(cfg.mapping_lr),
                           jax.random.fold_in(key, 4), quiet=quiet)
     G_out = GeneratorModel(G.config, {"params": {**p["g"], **mp}, "noises": noises})
     row = {"mapping_relative_error": err}
-    if evaluate is not None:
+    if evaluate is not None and parallel.is_main():
         row.update(evaluate(G_out, int(cfg.steps)) or {})
     log = MetricsLog(workdir, int(cfg.steps))
     log.write(int(cfg.steps), row)
@@ -241,8 +242,9 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     extra = {"step": int(cfg.steps), "recipe": "reconstruction", "mapping_relative_error": err,
              "class_names": list(getattr(dataset, "class_names", [str(i) for i in range(n_classes)]))}
     save_model(os.path.join(workdir, "g_ema"), G_out, overwrite=True, extra=extra)
-    np.savez(os.path.join(workdir, "class_sampler.npz"), mean=mus, basis=bases)
-    if cfg.get("n_sample", 0):   # a picture of the result: sample i of class i mod C
+    if parallel.is_main():
+        np.savez(os.path.join(workdir, "class_sampler.npz"), mean=mus, basis=bases)
+    if cfg.get("n_sample", 0) and parallel.is_main():   # a picture of the result: sample i of class i mod C
         from sage_jax.images import make_grid, save_png, to_uint8
 
         n = int(cfg.n_sample)
