@@ -195,7 +195,10 @@ def train_cosine_classifier(images, labels, *, key, model=None, num_classes: int
     ``train_kw`` go to :func:`sage_jax.train.classifier.pretrain` (the thesis trains
     90 epochs of SGD, momentum 0.9, weight decay 5e-4, lr 0.05 divided by 10 every
     30 epochs, with warm-up; pass ``optimizer="sgd"`` to get close). Use
-    ``result.features`` as ``feature_fn``."""
+    ``result.features`` as ``feature_fn``. ``batch_size`` is the global batch: with
+    several processes each feeds its rows of it and every process gets the same
+    extractor, so :func:`fewshot_classification` (local computations from one key) gives
+    the same result on every process."""
     from sage_jax.nn.classifiers import ResNet
 
     n = num_classes if num_classes is not None else int(np.max(labels)) + 1

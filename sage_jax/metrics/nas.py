@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from sage_jax import parallel
 from sage_jax.train import classifier as tc
 
 VARIANTS = ("standard", "augmented", "sgia_balanced", "sgia_bridging")
@@ -131,6 +132,13 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
     generated images of each class are used (an error if fewer are given), and
     ``config.n_test`` test images (-1: all).
 
+    ``config.finetune.batch_size`` is the global batch over ``mesh`` (default every
+    device of every process), refused unless it splits over the devices. With several
+    processes each fine-tuning feeds each process's rows of the same global batches
+    (:mod:`sage_jax.train.classifier`) and every process gets the same classifier; the
+    test predictions are repeated on every process (local, cheap) and the result is
+    the same on all of them.
+
     Returns ``{variant: {"mean", "std", "per_seed", "correct"}}`` for each of
     ``config.variants`` (accuracies in [0, 1]; ``correct``: (seeds, test images) bool,
     whether each seed's classifier got each test image right, for intervals and paired
@@ -155,6 +163,8 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
     n = len(classes)
 
     f = cfg.finetune
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    parallel.check_batch_size(f.batch_size, mesh, "the NAS finetune.batch_size")
     kw = dict(batch_size=f.batch_size, lr=f.lr, weight_decay=f.weight_decay, warmup_steps=f.warmup_steps,
               optimizer=f.optimizer, train_backbone=f.train_backbone, flip=f.flip, crop_pad=f.crop_pad, mesh=mesh)
     s1 = cfg.sgia.stage1_steps if cfg.sgia.stage1_steps >= 0 else f.steps - f.steps // 2
@@ -164,7 +174,8 @@ def naive_augmentation_score(pretrained: tc.TrainedClassifier, shots, generated,
 
     scores = {v: [] for v in variants}
     correct = {v: [] for v in variants}
-    bar = tqdm(total=len(seeds) * len(variants), desc="NAS fine-tunings", unit="run", disable=not progress)
+    bar = tqdm(total=len(seeds) * len(variants), desc="NAS fine-tunings", unit="run",
+               disable=not progress or not parallel.is_main())
     for seed in seeds:
         key = jax.random.PRNGKey(int(seed))
         for v in variants:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sage_jax import parallel
 from sage_jax.assets import ASSET_DIR
 from sage_jax.nn.classifier import SmallCNN
 from sage_jax.train.classifier import fit_small_classifier as _train
@@ -69,15 +70,19 @@ class Oracles:
         return spread(self.predict_factors(images), mask)
 
     def save(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        """``path/oracles.npz`` and ``path/oracles.json``. Call it on every process:
+        process 0 writes, the others wait until it has (then any of them may load it)."""
         flat = {}
         for name, params in (("clf", self.clf_params), ("reg", self.reg_params)):
-            for k, v in jax.tree_util.tree_flatten_with_path(params)[0]:
+            for k, v in jax.tree_util.tree_flatten_with_path(parallel.to_host(params))[0]:
                 flat[name + "/" + "/".join(str(getattr(p, "key", p)) for p in k)] = np.asarray(v)
-        np.savez(os.path.join(path, "oracles.npz"), **flat)
-        with open(os.path.join(path, "oracles.json"), "w") as f:
-            json.dump({"class_names": self.class_names, "factor_names": self.factor_names,
-                       "scores": self.scores}, f, indent=1)
+        if parallel.is_main():
+            os.makedirs(path, exist_ok=True)
+            np.savez(os.path.join(path, "oracles.npz"), **flat)
+            with open(os.path.join(path, "oracles.json"), "w") as f:
+                json.dump({"class_names": self.class_names, "factor_names": self.factor_names,
+                           "scores": self.scores}, f, indent=1)
+        parallel.barrier("oracles-saved")
 
     @classmethod
     def load(cls, path: str) -> "Oracles":
@@ -181,8 +186,16 @@ def _features(module, params, x):
 
 
 def train_oracles(images, labels, factors, factor_mask, class_names, factor_names, *, key,
-                  steps: int = 1500, batch: int = 64, holdout: float = 0.2, quiet: bool = True) -> Oracles:
-    """Train both oracles on real images (a random ``holdout`` share kept for scoring)."""
+                  steps: int = 1500, batch: int = 64, holdout: float = 0.2, quiet: bool = True,
+                  mesh=None) -> Oracles:
+    """Train both oracles on real images (a random ``holdout`` share kept for scoring).
+
+    ``batch`` is the global batch, sharded over ``mesh`` (default: every device of every
+    process; a ``batch`` that does not split over them is refused). Every process holds
+    the images, trains on its rows of the same global batches and gets the same
+    parameters; the held-out scoring is repeated on each (a small local computation)."""
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    parallel.check_batch_size(batch, mesh, "oracles.batch_size")
     n = len(images)
     perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), n))
     n_test = int(n * holdout)
@@ -191,11 +204,13 @@ def train_oracles(images, labels, factors, factor_mask, class_names, factor_name
     n_classes, n_f = len(class_names), factors.shape[1]
     clf = _train(SmallCNN(n_classes), images[train], labels[train].astype(np.int32),
                  lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
-                 steps, batch, k_clf, quiet=quiet, desc="oracle: classifier")
+                 steps, batch, k_clf, quiet=quiet, desc="oracle: classifier", mesh=mesh,
+                 name="oracles.batch_size")
     both = np.concatenate([factors, factor_mask.astype(np.float32)], axis=1)
     reg = _train(SmallCNN(n_f), images[train], both[train],
                  lambda out, t: jnp.sum(jnp.square(out - t[:, :n_f]) * t[:, n_f:]) / jnp.maximum(t[:, n_f:].sum(), 1),
-                 steps, batch, k_reg, quiet=quiet, desc="oracle: regressor")
+                 steps, batch, k_reg, quiet=quiet, desc="oracle: regressor", mesh=mesh,
+                 name="oracles.batch_size")
     o = Oracles(n_classes, n_f, clf, reg, class_names, factor_names, {})
     pred = o.predict_class(images[test])
     fac = o.predict_factors(images[test])
