@@ -78,8 +78,9 @@ def oracles():   # fit_small_classifier
     d = syn.generate(spec, "all")
     o = train_oracles(d["images"], d["labels"], d["factors"], d["factor_mask"], d["class_names"],
                       list(syn.FACTOR_NAMES), key=jax.random.PRNGKey(3), steps=6, batch=8)
-    o.save(os.path.join(out, "oracles"))               # process 0 writes, every process waits
-    back = Oracles.load(os.path.join(out, "oracles"))  # ... then reads what process 0 trained
+    o.save(os.path.join(out, "oracles"))               # process 0 writes
+    parallel.barrier("oracles-saved")
+    back = Oracles.load(os.path.join(out, "oracles"))  # every process reads what process 0 trained
     same(back.clf_params, o.clf_params)
     same(back.reg_params, o.reg_params)
     assert back.scores == o.scores
@@ -101,6 +102,7 @@ def classifiers():   # _fit: pre-training, SGIA's bridging fine-tuning (balanced
     final, bridge = tc.bridging_finetune(pre, (xu[::2], yu[::2]), (xu[1::2], yu[1::2]), key=jax.random.PRNGKey(1),
                                          alpha=0.5, stage1_steps=3, stage2_steps=3, **kw)
     tc.save_classifier(final, os.path.join(out, "clf"))
+    parallel.barrier("classifier-saved")
     same(tc.load_classifier(os.path.join(out, "clf")).params, final.params)
     flat("pretrain", pre.params)
     flat("final", final.params)

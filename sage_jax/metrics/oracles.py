@@ -70,8 +70,10 @@ class Oracles:
         return spread(self.predict_factors(images), mask)
 
     def save(self, path: str) -> None:
-        """``path/oracles.npz`` and ``path/oracles.json``. Call it on every process:
-        process 0 writes, the others wait until it has (then any of them may load it)."""
+        """``path/oracles.npz`` and ``path/oracles.json``, written by process 0 only (on
+        any other this does nothing). No collective inside, so a caller may call it on
+        process 0 alone; before another process reads the files, every process passes a
+        ``parallel.barrier``."""
         flat = {}
         for name, params in (("clf", self.clf_params), ("reg", self.reg_params)):
             for k, v in jax.tree_util.tree_flatten_with_path(parallel.to_host(params))[0]:
@@ -82,7 +84,6 @@ class Oracles:
             with open(os.path.join(path, "oracles.json"), "w") as f:
                 json.dump({"class_names": self.class_names, "factor_names": self.factor_names,
                            "scores": self.scores}, f, indent=1)
-        parallel.barrier("oracles-saved")
 
     @classmethod
     def load(cls, path: str) -> "Oracles":

@@ -22,7 +22,8 @@ them (``parallel.process_rows``) and ``parallel.shard_batch`` builds the global 
 from the processes' rows. The batches, their order and (on a given mesh) the trained
 parameters are therefore those of one process; the parameters and losses come back to
 every process as host arrays (``parallel.to_host``), so evaluating a classifier is a
-local computation on each process. Only process 0 writes (:func:`save_classifier`).
+local computation on each process. Only process 0 writes (:func:`save_classifier`; the
+caller puts a ``parallel.barrier`` between the writing and another process's reading).
 """
 
 from __future__ import annotations
@@ -164,8 +165,9 @@ def make_classifier(model_cfg, num_classes: int) -> nn.Module:
 
 def save_classifier(clf: TrainedClassifier, path: str) -> None:
     """``path`` (a directory): ``model.json`` (network kind and fields) and
-    ``params.msgpack`` (Flax serialisation). Call it on every process: process 0 writes,
-    the others wait until it has (then any of them may load it)."""
+    ``params.msgpack`` (Flax serialisation), written by process 0 only (on any other
+    this does nothing). No collective inside, so a caller may call it on process 0
+    alone; before another process loads it, every process passes a ``parallel.barrier``."""
     import json
     import os
 
@@ -186,7 +188,6 @@ def save_classifier(clf: TrainedClassifier, path: str) -> None:
             json.dump({"kind": kind, **fields}, f, indent=1)
         with open(os.path.join(path, "params.msgpack"), "wb") as f:
             f.write(serialization.msgpack_serialize(params))
-    parallel.barrier("save_classifier")
 
 
 def load_classifier(path: str) -> TrainedClassifier:
