@@ -362,8 +362,19 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
                    seen_root: str | None = None, shots_root: str | None = None) -> dict:
     """Evaluate every ``--generated`` set against ``real_root``; writes
     ``out/metrics.json`` (after every metric, with ``"complete": false`` until the
-    last) and ``out/tables.md``, and returns the results."""
+    last) and ``out/tables.md``, and returns the results.
+
+    Several processes (``sage-jax launch``): every process calls it with the same
+    arguments and computes the same results (the same keys; the classifiers of NAS and
+    few-shot train on every device of every process, :mod:`sage_jax.train.classifier`),
+    and every process returns them; only process 0 writes ``out`` (metrics.json,
+    tables.md, samples.png). It starts once every process is here (a barrier: the
+    generated folders are complete, ``sage-jax generate`` returns on every process only
+    once all its images and its summary are written) and returns once process 0 has
+    written the last file."""
     import jax
+
+    from sage_jax import parallel
 
     o = dataclasses.replace(options or EvalOptions())
     o.metrics = tuple(dict.fromkeys(o.metrics))
@@ -412,6 +423,7 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
                                   f"{o.fewshot_queries} queries) need {o.fewshot_ways} classes with {need} real "
                                   f"images each; {len(classes)} classes, too few images in {short[:5]}")
 
+    parallel.barrier("evaluate: start")   # every process past the checks (the first collective connects them)
     key = jax.random.PRNGKey(o.seed)
     results = {"dataset": o.dataset or os.path.basename(os.path.abspath(real_root)), "metrics": list(o.metrics),
                "classes": classes, "image_size": size, "real": os.path.abspath(real_root),
@@ -423,10 +435,14 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
                            for label in sets},
                "standard": {}, "complete": False}
     methods = results["methods"]
-    os.makedirs(out, exist_ok=True)
+    writes = parallel.is_main()   # process 0 writes the summary; the others compute the same and keep quiet
+    if writes:
+        os.makedirs(out, exist_ok=True)
 
     def save():  # after every stage: a failure later loses nothing computed so far
         results["seconds"] = time.perf_counter() - t0
+        if not writes:
+            return
         tmp = os.path.join(out, ".metrics.json.tmp")
         with open(tmp, "w") as f:
             json.dump(results, f, indent=1)
@@ -478,10 +494,11 @@ def run_evaluation(real_root: str, generated_specs, out: str, options: EvalOptio
 
     results["complete"] = True
     save()
-    text = tables(results)
-    with open(os.path.join(out, "tables.md"), "w") as f:
-        f.write(text + "\n")
-    _overview(real, sets, classes, os.path.join(out, "samples.png"))
+    if writes:
+        with open(os.path.join(out, "tables.md"), "w") as f:
+            f.write(tables(results) + "\n")
+        _overview(real, sets, classes, os.path.join(out, "samples.png"))
+    parallel.barrier("evaluate: written")
     return results
 
 

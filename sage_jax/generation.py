@@ -7,6 +7,13 @@ fixed-size chunks (:meth:`SageGenerator.decode`), so memory stays bounded howeve
 many images are asked for. Sample ``j`` of query ``q`` draws from
 ``fold_in(fold_in(key, q), j)``: the same key gives the same images, whatever the
 chunking.
+
+Work at scale (``sage-jax generate`` over many classes, several processes): every
+item's randomness is a function of its own index (``sage-jax generate`` gives class
+``c`` of the sorted class list the key ``fold_in(key, c)``, used as a single query),
+so any process can make any class's images; :meth:`SageGenerator.decode_local` decodes
+on every device of this process with a fixed number of images per device, so an image
+comes out the same bit for bit whichever process and device made it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sage_jax import parallel
 from sage_jax.inversion import InversionSetting, Inverter, check_setting
 from sage_jax.models import default_chunk
 from sage_jax.sage import editing as ed
@@ -275,6 +283,61 @@ class SageGenerator:
             else:
                 out = G(self.psp.absolute_codes(part), input_is_latent=True, noise=noise)
             yield np.asarray(out)[:n]
+
+    def decode_local(self, blocks, chunk: int | None = None) -> Iterator[tuple[object, np.ndarray]]:
+        """Images of a stream of raw codes, decoded on every device of this process at
+        once (:func:`sage_jax.parallel.local_mesh`), with the stored noise.
+
+        ``blocks``: ``(tag, codes (m, >= n_latent, D))`` pairs (e.g. a class name and
+        some of its codes); yields ``(tag, images (m', H, W, 3))`` pieces in the order of
+        the rows, the rows of one block in one or several pieces. Each call decodes
+        ``K x chunk`` rows, ``chunk`` on each of the ``K`` local devices, consecutive
+        blocks sharing a call (only the very last call is padded, by repeating its last
+        row). Every device always decodes ``chunk`` rows, whatever ``K``, and a row's
+        image does not depend on the rows beside it: an image is the same bit for bit
+        on one device or spread over several processes. Memory holds one call's codes
+        and images."""
+        G = self.psp.decoder
+        chunk = int(chunk or default_chunk(G))
+        mesh = parallel.local_mesh()
+        step = chunk * mesh.devices.size
+        avg = self.psp.absolute_codes(jnp.zeros((1, G.n_latent, G.style_dim)))
+        rows: list[np.ndarray] = []
+        tags: list[tuple[object, int]] = []   # (tag, rows) runs of ``rows``
+        held = 0
+
+        def call(final: bool):
+            nonlocal rows, tags, held
+            while held >= step or (final and held):
+                flat = np.concatenate(rows) if len(rows) > 1 else rows[0]
+                part, rest = flat[:step], flat[step:]
+                n = len(part)
+                if n < step:
+                    part = np.concatenate([part, np.repeat(part[-1:], step - n, axis=0)])
+                out = np.asarray(_decode_chunk(G.module, G.variables, parallel.put_local(part, mesh), avg,
+                                               n_latent=G.n_latent))[:n]
+                rows, held = ([rest] if len(rest) else []), len(rest)
+                start = 0
+                while start < n:
+                    tag, m = tags[0]
+                    take = min(m, n - start)
+                    yield tag, out[start:start + take]
+                    start += take
+                    tags[0] = (tag, m - take)
+                    if tags[0][1] == 0:
+                        tags.pop(0)
+
+        for tag, codes in blocks:
+            codes = np.asarray(codes, np.float32)
+            if codes.ndim != 3 or codes.shape[1] < G.n_latent:
+                raise ValueError(f"raw codes must be (M, >={G.n_latent}, D), got {codes.shape}")
+            if not len(codes):
+                continue
+            rows.append(codes)
+            tags.append((tag, len(codes)))
+            held += len(codes)
+            yield from call(False)
+        yield from call(True)
 
     def images_from_codes(self, key, shot_codes, n_samples: int, opts: SampleOptions = SampleOptions(),
                           chunk: int | None = None) -> np.ndarray:

@@ -111,6 +111,20 @@ class ImageReport:
         with self._lock:
             self.converted[what] = self.converted.get(what, 0) + 1
 
+    def state(self) -> tuple[dict, dict]:
+        """(skipped, converted) as plain dicts: what another process needs to :meth:`merge`."""
+        with self._lock:
+            return dict(self.skipped), dict(self.converted)
+
+    def merge(self, skipped: dict, converted: dict) -> None:
+        """Add another report's skips (a path skipped in both counts once) and
+        conversions (e.g. another process's, from its :meth:`state`)."""
+        with self._lock:
+            for path, why in skipped.items():
+                self.skipped.setdefault(path, tuple(why))
+            for what, n in converted.items():
+                self.converted[what] = self.converted.get(what, 0) + int(n)
+
     @property
     def num_skipped(self) -> int:
         return len(self.skipped)

@@ -252,12 +252,15 @@ class CachedInverter:
     variables = property(lambda self: self.inverter.variables)
 
     def __call__(self, images) -> jax.Array:
+        given = images
         images = np.asarray(images, np.float32)
         keys = [hashlib.sha1(im.tobytes()).digest() for im in images]
         missing = [i for i, k in enumerate(keys) if k not in self._codes]
         if missing:
             # the whole batch when anything is new: one compiled shape, as the Inverter alone
-            codes = np.asarray(self.inverter(images))
+            # (and on the devices the batch was given on: a batch split over the local
+            # devices, sage_jax.parallel.put_local, stays split)
+            codes = np.asarray(self.inverter(given if isinstance(given, jax.Array) else images))
             for i in missing:
                 self._codes[keys[i]] = codes[i]
         self.hits += len(images) - len(missing)

@@ -2,7 +2,15 @@
 the back-projected codes n_hat (Eq. 18), computed in one streaming pass each and stored
 in one ``.npz`` file with the class names, counts, fingerprints of the encoder and
 dictionary that made them, and how images became codes (the inversion setting: the
-encoder's codes, or refined ones, see :mod:`sage_jax.inversion`)."""
+encoder's codes, or refined ones, see :mod:`sage_jax.inversion`).
+
+Several processes (``sage-jax launch``, :mod:`sage_jax.parallel`) share the encoding,
+the costly part: :func:`encoded_batches` gives each device of each process whole
+batches of the dataset to encode, and every process then adds up every batch's codes
+in the dataset's batch order, so every process ends with the same statistics, the
+same numbers as one process computes (the codes of a batch do not depend on where it
+was encoded: each device encodes one whole batch, the shape one device encodes).
+Only process 0 writes the file (:meth:`ClassStatistics.save`)."""
 
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from sage_jax import parallel
 from sage_jax.inversion import InversionSetting, check_setting
 from sage_jax.sage import editing as ed
 
@@ -49,6 +58,15 @@ class ClassStatistics:
         return len(self.class_names)
 
     def save(self, path: str) -> str:
+        """Write the statistics to ``path`` (``.npz``). In a multi-process run every
+        process calls it: process 0 writes, and every process returns once the file is
+        written (a barrier), so any of them may read it next."""
+        if parallel.is_main():
+            self._write(path)
+        parallel.barrier(f"class statistics {os.path.basename(path)}")
+        return path
+
+    def _write(self, path: str) -> None:
         arrays = {"counts": self.counts, "embeddings": self.embeddings,
                   "class_names": np.asarray(self.class_names, dtype=object).astype(str)}
         if self.moments is not None:
@@ -60,7 +78,6 @@ class ClassStatistics:
         tmp = path + ".tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-        return path
 
     @classmethod
     def load(cls, path: str) -> "ClassStatistics":
@@ -85,21 +102,112 @@ def _accumulate(sums, counts, codes, labels):
     return ed.accumulate_class_sums(sums, counts, codes, labels)
 
 
+def _load_batch(dataset, b: int, batch_size: int):
+    """Batch ``b`` of ``dataset.batches(batch_size)``: images ``[b B, (b+1) B)``, the last
+    batch padded with its last image under label -1; unreadable images have label -1."""
+    n = len(dataset)
+    idx = list(range(b * batch_size, min((b + 1) * batch_size, n)))
+    k = len(idx)
+    imgs, labels = dataset.load_batch(idx + [idx[-1]] * (batch_size - k))
+    labels = np.array(labels, np.int32)
+    labels[k:] = -1
+    return np.asarray(imgs, np.float32), labels
+
+
+def encoded_batches(encoder, dataset, batch_size: int, desc: str = "encoding", quiet: bool = False):
+    """``(codes (B, L, D), labels (B,))`` of every batch of ``dataset`` in order (the
+    batches of ``dataset.batches(B)``: fixed size, the last padded with label -1), on
+    every process.
+
+    The encoding is split over every device of every process: in round ``r``, local
+    device ``k`` of process ``p`` (``K`` devices each, ``T`` in all) encodes batch
+    ``r T + p K + k`` (a whole batch, B images per device whatever the device count;
+    a slot past the last batch encodes a padding batch that is dropped). Then every
+    process gathers the round's codes, so each can fold them in batch order; memory
+    holds one round. With one process on one device this is ``dataset.batches``
+    encoded one batch at a time. Each process reads only the images of its own
+    batches (their skips and conversions land in its own ``dataset.report``;
+    :func:`_share_report` merges them)."""
+    n_batches = -(-len(dataset) // batch_size)
+    procs, p, K = jax.process_count(), jax.process_index(), jax.local_device_count()
+    if not hasattr(dataset, "load_batch"):
+        if procs > 1 or K > 1:
+            raise ValueError(f"{type(dataset).__name__} has no load_batch: several devices need to read "
+                             f"batches by their index")
+        for imgs, labels in tqdm(dataset.batches(batch_size), total=n_batches, desc=desc, unit="batch",
+                                 disable=quiet):
+            yield np.asarray(encoder(imgs)), np.asarray(labels)
+        return
+    T = procs * K
+    mesh = parallel.local_mesh()
+    size = getattr(dataset, "size", None) or encoder.input_size
+    blank = (np.zeros((batch_size, size, size, 3), np.float32), np.full((batch_size,), -1, np.int32))
+
+    def read(pool, r):   # futures of this process's K batches of round r
+        return [pool.submit(_load_batch, dataset, b, batch_size) if b < n_batches else None
+                for b in (r * T + p * K + k for k in range(K))]
+
+    rounds = -(-n_batches // T)
+    import concurrent.futures
+
+    workers = 2 if hasattr(dataset, "paths") else 1   # image files decode in parallel; other sources one at a time
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=n_batches, desc=desc, unit="batch", disable=quiet or not parallel.is_main()) as bar:
+        ahead = read(pool, 0) if rounds else None
+        for r in range(rounds):
+            mine = [f.result() if f is not None else blank for f in ahead]
+            ahead = read(pool, r + 1) if r + 1 < rounds else None   # the next round's images, meanwhile
+            imgs = np.concatenate([x for x, _ in mine])
+            labels = np.stack([y for _, y in mine])                          # (K, B)
+            codes = np.asarray(encoder(parallel.put_local(imgs, mesh)))
+            codes = codes.reshape((K, batch_size) + codes.shape[1:])
+            if procs > 1:                                                    # every process's, in slot order
+                codes = parallel.gather_rows(codes)
+                labels = parallel.gather_rows(labels)
+            for g in range(T):
+                if r * T + g < n_batches:
+                    yield codes[g], labels[g]
+                    bar.update(1)
+
+
+def _share_report(dataset, converted_before: dict) -> None:
+    """Every process's skips and conversions of this pass, in every process's
+    ``dataset.report`` (each read only its own batches)."""
+    report = getattr(dataset, "report", None)
+    if jax.process_count() == 1 or report is None or not hasattr(report, "merge"):
+        return
+    mine = {k: v - converted_before.get(k, 0) for k, v in report.converted.items()}
+    everyone = parallel.allgather_objects((dict(report.skipped), mine))
+    for q, (skipped, converted) in enumerate(everyone):
+        if q != jax.process_index():
+            report.merge(skipped, converted)
+
+
+def _converted(dataset) -> dict:
+    report = getattr(dataset, "report", None)
+    return dict(getattr(report, "converted", {}) or {})
+
+
 def compute_class_statistics(encoder, dataset, batch_size: int = 16, dictionary=None,
                              quiet: bool = False) -> ClassStatistics:
     """Class embeddings over ``dataset`` (a FolderDataset at the encoder's input size),
     and, with a ``dictionary``, the per-class moments of n_hat = pinv(A)(w - e_c).
     ``encoder`` is an EncoderModel or an :class:`~sage_jax.inversion.Inverter` (refined
     codes; its setting is recorded). Streams over the data (one pass each), so any
-    dataset size works."""
+    dataset size works.
+
+    Several processes: every process calls it with the same arguments; the batches are
+    encoded where :func:`encoded_batches` says and summed in batch order on every
+    process, so all return the same statistics, equal to one process's (bit for bit
+    with the encoder's codes; refined codes' optimisation runs per device batch too)."""
     S = dataset.num_classes
     L, D = encoder.n_styles, encoder.style_dim
     sums = jnp.zeros((S, L, D), jnp.float32)
     counts = jnp.zeros((S,), jnp.float32)
-    n_batches = -(-len(dataset) // batch_size)
-    for imgs, labels in tqdm(dataset.batches(batch_size), total=n_batches, desc="class embeddings",
-                             unit="batch", disable=quiet):
-        sums, counts = _accumulate(sums, counts, encoder(imgs), jnp.asarray(labels))
+    before = _converted(dataset)
+    for codes, labels in encoded_batches(encoder, dataset, batch_size, "class embeddings", quiet):
+        sums, counts = _accumulate(sums, counts, jnp.asarray(codes), jnp.asarray(labels))
+    _share_report(dataset, before)
     if np.any(np.asarray(counts) == 0):
         empty = [dataset.class_names[i] for i in np.flatnonzero(np.asarray(counts) == 0)]
         raise ValueError(f"classes without a single readable image: {empty[:5]}")
@@ -115,7 +223,9 @@ def add_code_moments(stats: ClassStatistics, encoder, dataset, dictionary, batch
                      quiet: bool = False) -> ClassStatistics:
     """The per-class moments of the back-projected codes n_hat (Eq. 18) of every image.
     ``encoder`` must make codes as the class embeddings' were (an
-    :class:`~sage_jax.inversion.Inverter` with the statistics' setting)."""
+    :class:`~sage_jax.inversion.Inverter` with the statistics' setting). Several
+    processes share the encoding and merge the moments in batch order, as
+    :func:`compute_class_statistics`."""
     check_setting(stats.inversion, _setting_of(encoder))
     layers = jnp.asarray(dictionary.edited_layers)
     A_pinv = ed.pseudo_inverse(dictionary.A)
@@ -129,11 +239,11 @@ def add_code_moments(stats: ClassStatistics, encoder, dataset, dictionary, batch
         return ed.moments_from_codes(n, labels, S)
 
     total = None
-    n_batches = -(-len(dataset) // batch_size)
-    for imgs, labels in tqdm(dataset.batches(batch_size), total=n_batches, desc="back-projection",
-                             unit="batch", disable=quiet):
-        m = batch_moments(encoder(imgs), jnp.asarray(labels))
+    before = _converted(dataset)
+    for codes, labels in encoded_batches(encoder, dataset, batch_size, "back-projection", quiet):
+        m = batch_moments(jnp.asarray(codes), jnp.asarray(labels))
         total = m if total is None else ed.merge_moments(total, m)
+    _share_report(dataset, before)
     total = jax.tree_util.tree_map(np.asarray, total)
     return ClassStatistics(stats.class_names, stats.counts, stats.embeddings, stats.encoder_fingerprint,
                            total, fingerprint(dictionary.variables), stats.inversion)

@@ -30,6 +30,11 @@ def _cmd_evaluate_classwise(args, metrics) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """Several processes: all of them evaluate together (the classifiers train on every
+    device of every process) and compute the same results; process 0 alone writes
+    OUT/metrics.json, tables.md and samples.png, and shows progress
+    (:func:`sage_jax.evaluation.run_evaluation`)."""
+    from sage_jax import parallel
     from sage_jax.evaluation import EvalOptions, EvaluationError, run_evaluation, tables
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
@@ -51,7 +56,7 @@ def cmd_evaluate(args) -> int:
         pretrain_steps=args.pretrain_steps,
         fewshot_ways=args.ways, fewshot_shots=tuple(args.fewshot_shots), fewshot_queries=args.queries,
         fewshot_episodes=args.episodes, bootstrap=args.bootstrap, fid_bootstrap=args.fid_bootstrap,
-        seed=args.seed, progress=not args.quiet)
+        seed=args.seed, progress=not args.quiet and parallel.is_main())
     try:
         results = run_evaluation(args.real, args.generated, args.out, o, seen_root=args.seen, shots_root=args.shots)
     except EvaluationError as e:

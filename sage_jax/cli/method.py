@@ -144,7 +144,7 @@ def cmd_sample(args) -> int:
         if _model_dir(src):                                   # sage-jax train's model directory
             src = os.path.join(src, "psp")
         if os.path.isfile(os.path.join(src, "psp.json")):     # a pSp directory: its decoder
-            src = os.path.join(src, "decoder")
+            src = checkpoints.psp_part(src, "decoder")
         if not os.path.isfile(os.path.join(src, "model.json")):
             raise UsageError(f"{args.checkpoint} is neither a generator directory (model.json, from "
                              f"'sage-jax convert' or train-gan), a pSp directory (psp.json) nor {MODEL_DIR_HINT}")
@@ -258,10 +258,22 @@ def _sample_labels(args, G, n, input_is_latent):
 
 # ----------------------------------------------------------------------------- invert
 def cmd_invert(args) -> int:
+    """Codes of every image of ``--images``, in the sorted order of their paths.
+
+    Several processes: process ``p`` inverts its contiguous share of the sorted files
+    (:func:`sage_jax.parallel.process_share`), ``--batch-size`` images on each of its
+    devices per call, and writes the reconstructions of its own images
+    (``recon/NNNNNN_<stem>.png``, ``NNNNNN`` the image's row in codes.npy, renamed into
+    place once the earlier processes' counts are known). Process 0 writes the summary:
+    codes.npy, offsets.npy, files.txt (in the sorted order), skipped.txt,
+    inversion.json and recon_grid.png. An image's code does not depend on how the work
+    was split (every device inverts ``--batch-size`` rows), and ``--noise random``
+    draws image ``i``'s noise (``i`` its place among the sorted files) from
+    ``fold_in(PRNGKey(seed), i)``."""
     import jax
     from tqdm import tqdm
 
-    from sage_jax import checkpoints
+    from sage_jax import checkpoints, parallel
     from sage_jax.images import ImageReport, list_images, make_grid, save_png, to_uint8, try_load_image
 
     if args.batch_size < 1:
@@ -277,59 +289,96 @@ def cmd_invert(args) -> int:
     E, G = psp.encoder, psp.decoder
     os.makedirs(args.out, exist_ok=True)
     recon_dir = os.path.join(args.out, "recon")
+    p = jax.process_index()
+    # process 0's rows start at 0; another's reconstructions wait under a private name
+    # until the rows before its own are counted
+    stage_dir = recon_dir if p == 0 else os.path.join(recon_dir, f".process{p}")
     if not args.no_recon:
-        os.makedirs(recon_dir, exist_ok=True)
+        os.makedirs(stage_dir, exist_ok=True)
+
+    mine = parallel.process_share(len(files))
+    mesh = parallel.local_mesh()
+    step = args.batch_size * mesh.devices.size    # --batch-size images on each local device
+    key = jax.random.PRNGKey(args.seed)
+
+    @jax.jit
+    def noise_of(indices):   # per image: its own noise maps, from its index
+        per = jax.vmap(lambda i: G.random_noise(jax.random.fold_in(key, i), 1))(indices)
+        return [m[:, 0] for m in per]
 
     report = ImageReport()
-    kept, raws, codes, previews = [], [], [], []
-    bs = args.batch_size
-    key = jax.random.PRNGKey(args.seed)
-    with tqdm(total=len(files), desc="inverting", unit="img", disable=args.quiet) as bar:
-        for start in range(0, len(files), bs):
-            batch, names = [], []
-            for path in files[start:start + bs]:
-                img = try_load_image(path, E.input_size, report)
+    kept, raws, codes, previews, staged = [], [], [], [], []
+    parallel.barrier("invert: start")   # the first collective connects the processes: all at once
+    with tqdm(total=len(mine), desc="inverting", unit="img", disable=args.quiet or not parallel.is_main()) as bar:
+        for start in range(mine.start, mine.stop, step):
+            batch, idx = [], []
+            for i in range(start, min(start + step, mine.stop)):
+                img = try_load_image(files[i], E.input_size, report)
                 if img is not None:
                     batch.append(img)
-                    names.append(path)
-            bar.update(len(files[start:start + bs]))
+                    idx.append(i)
+            bar.update(min(start + step, mine.stop) - start)
             if not batch:
                 continue
             n = len(batch)
-            x = np.stack(batch + [batch[-1]] * (bs - n))  # one compiled shape
-            raw = inverter(x)
+            x = np.stack(batch + [batch[-1]] * (step - n))  # one compiled shape
+            raw = inverter(parallel.put_local(x, mesh))
             absolute = psp.absolute_codes(raw)
             raws.append(np.asarray(raw)[:n])
             codes.append(np.asarray(absolute)[:n])
-            kept += names
             if not args.no_recon:
-                key, sub = jax.random.split(key)
-                rec = to_uint8(np.asarray(G(absolute, input_is_latent=True, noise=args.noise, key=sub))[:n])
-                for path, img, r in zip(names, x[:n], rec):
+                noise = args.noise
+                if noise == "random":
+                    noise = [parallel.put_local(np.asarray(m), mesh)
+                             for m in noise_of(np.asarray(idx + [idx[-1]] * (step - n), np.int32))]
+                rec = to_uint8(np.asarray(G(absolute, input_is_latent=True, noise=noise))[:n])
+                for i, img, r in zip(idx, x[:n], rec):
                     inp = to_uint8(img)
                     if inp.shape[0] != G.size:
                         from PIL import Image
 
                         inp = np.asarray(Image.fromarray(inp).resize((G.size, G.size), Image.BILINEAR))
                     pair = np.concatenate([inp, r], axis=1)
-                    stem = os.path.splitext(os.path.basename(path))[0]
-                    save_png(os.path.join(recon_dir, f"{len(previews):06d}_{stem}.png"), pair)
-                    previews.append(pair)
-    if not kept:
+                    stem = os.path.splitext(os.path.basename(files[i]))[0]
+                    save_png(os.path.join(stage_dir, f"{len(staged):06d}_{stem}.png"), pair)
+                    staged.append(stem)
+                    if len(previews) < 32:
+                        previews.append(pair)
+            kept += idx
+    # every process's rows, previews, skips and conversions, in file order
+    everyone = parallel.allgather_objects((kept, report.state(), previews))
+    before = sum(len(k) for k, _, _ in everyone[:p])
+    if stage_dir != recon_dir and not args.no_recon:
+        for j, stem in enumerate(staged):
+            os.replace(os.path.join(stage_dir, f"{j:06d}_{stem}.png"),
+                       os.path.join(recon_dir, f"{before + j:06d}_{stem}.png"))
+        os.rmdir(stage_dir)
+    shape = (G.n_latent, G.style_dim)
+    all_codes = parallel.gather_rows(np.concatenate(codes) if codes else np.zeros((0,) + shape, np.float32))
+    all_raws = parallel.gather_rows(np.concatenate(raws) if raws else
+                                    np.zeros((0, E.n_styles, E.style_dim), np.float32))
+    all_kept = [files[i] for k, _, _ in everyone for i in k]
+    for q, (_, state, _) in enumerate(everyone):
+        if q != p:
+            report.merge(*state)
+    if not all_kept:
         raise UsageError(f"none of the {len(files)} images could be read ({report.summary()})")
-    np.save(os.path.join(args.out, "codes.npy"), np.concatenate(codes))
-    np.save(os.path.join(args.out, "offsets.npy"), np.concatenate(raws))
-    with open(os.path.join(args.out, "files.txt"), "w") as f:
-        f.write("\n".join(os.path.abspath(p) for p in kept) + "\n")
-    if report.num_skipped:
-        report.write_skipped(os.path.join(args.out, "skipped.txt"))
-    with open(os.path.join(args.out, "inversion.json"), "w") as f:
-        json.dump(inverter.setting.as_dict(), f, indent=1)
-    if previews:
-        save_png(os.path.join(args.out, "recon_grid.png"), make_grid(np.stack(previews[:32]), ncols=4))
-    print(f"inverted {len(kept)} images ({report.summary()}) to {args.out}: codes.npy "
-          f"{np.concatenate(codes).shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/")
-          + f"; codes: {inverter.setting.describe()}")
+    if parallel.is_main():
+        np.save(os.path.join(args.out, "codes.npy"), all_codes)
+        np.save(os.path.join(args.out, "offsets.npy"), all_raws)
+        with open(os.path.join(args.out, "files.txt"), "w") as f:
+            f.write("\n".join(os.path.abspath(path) for path in all_kept) + "\n")
+        if report.num_skipped:
+            report.write_skipped(os.path.join(args.out, "skipped.txt"))
+        with open(os.path.join(args.out, "inversion.json"), "w") as f:
+            json.dump(inverter.setting.as_dict(), f, indent=1)
+        grid = [pair for _, _, pv in everyone for pair in pv][:32]
+        if grid:
+            save_png(os.path.join(args.out, "recon_grid.png"), make_grid(np.stack(grid), ncols=4))
+        print(f"inverted {len(all_kept)} images ({report.summary()}) to {args.out}: codes.npy "
+              f"{all_codes.shape}, offsets.npy, files.txt" + ("" if args.no_recon else ", recon/")
+              + f"; codes: {inverter.setting.describe()}")
+    parallel.barrier("invert: written")
     return 0
 
 
@@ -364,6 +413,10 @@ def _load_dictionary(psp_path, dictionary_path, required=True):
 
 
 def cmd_embed(args) -> int:
+    """The class statistics of the seen classes. Several processes: each encodes its
+    share of the batches on its own devices, every process sums every batch in order
+    (:func:`sage_jax.statistics.compute_class_statistics`, the same statistics as one
+    process) and process 0 writes ``--out``."""
     from sage_jax.data import FolderDataset
     from sage_jax.statistics import compute_class_statistics
 
@@ -466,16 +519,21 @@ def _shot_files(folder) -> dict[str, list[str]]:
     return {os.path.basename(os.path.normpath(folder)): files}
 
 
-def _read_shots(folder, size, k, report=None):
+def _read_shots(folder, size, k, report=None, classes=None, listing=None):
     """{class: (k, S, S, 3)} and {class: files used}: the first K readable images
-    (skips and conversions counted in ``report``)."""
+    (skips and conversions counted in ``report``); of the ``classes`` named (in that
+    order; default: every class of ``folder``). ``listing``: ``_shot_files(folder)``
+    when the caller has it."""
     from sage_jax.images import ImageReport, try_load_image
 
     report = report if report is not None else ImageReport()
+    listing = listing if listing is not None else _shot_files(folder)
+    if not listing:
+        raise UsageError(f"no classes found in {folder}")
     shots, sources = {}, {}
-    for name, files in _shot_files(folder).items():
+    for name in (listing if classes is None else classes):
         imgs, used = [], []
-        for f in files:
+        for f in listing[name]:
             if len(imgs) == k:
                 break
             img = try_load_image(f, size, report)
@@ -487,8 +545,6 @@ def _read_shots(folder, size, k, report=None):
         if len(imgs) < k:
             raise UsageError(f"class {name!r} has {len(imgs)} readable image(s), fewer than --k {k}")
         shots[name], sources[name] = np.stack(imgs), used
-    if not shots:
-        raise UsageError(f"no classes found in {folder}")
     return shots, sources
 
 
@@ -527,6 +583,21 @@ def _fill_from_model_dir(args) -> None:
 
 
 def cmd_generate(args) -> int:
+    """Few-shot generation for every class of ``--shots``: OUT/<class>/ holds the
+    class's ``<mode>_NNNN.png`` images (and fused variants), ``shots.png`` and
+    ``grid_<mode>.png``; OUT/generation.json the setting and, with ``--save-codes``,
+    OUT/codes.npy (classes in sorted order, n, L, D).
+
+    Class ``c`` of the sorted class list draws from ``fold_in(PRNGKey(seed), c)`` (its
+    samples ``j`` from that key as :func:`sage_jax.generation.sample_codes`' query 0),
+    whatever the other classes and whichever process makes it. Several processes:
+    process ``p`` takes its contiguous share of the sorted classes
+    (:func:`sage_jax.parallel.process_share`), decodes them on its own devices
+    (``--batch-size`` images per device and call) and writes only its classes'
+    folders; process 0 writes generation.json and codes.npy (the other processes
+    hand over their codes one class at a time). The images are byte for byte those of
+    one process with the same seed; every process returns once everything is
+    written."""
     import jax
     from tqdm import tqdm
 
@@ -579,68 +650,127 @@ def cmd_generate(args) -> int:
         check_options(opts, gen.state, args.k)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from sage_jax import parallel
     from sage_jax.images import ImageReport
+    from sage_jax.models import default_chunk
 
+    # the classes are split over the processes by their index in the sorted list; each
+    # process reads the shots of its own classes, and a class that cannot be read stops
+    # every process (the first such class's message, as one process gives)
+    listing = _shot_files(args.shots)
+    names = sorted(listing)
+    if not names:
+        raise UsageError(f"no classes found in {args.shots}")
+    mine = [names[i] for i in parallel.process_share(len(names))]
     report = ImageReport()
-    shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k, report)
-    names = sorted(shots)
+    try:
+        shots, sources = _read_shots(args.shots, psp.encoder.input_size, args.k, report, mine, listing)
+        error = None
+    except UsageError as e:
+        shots, sources, error = {}, {}, str(e)
+    everyone = parallel.allgather_objects((error, sources, report.state()))
+    errors = [e for e, _, _ in everyone if e]
+    if errors:
+        raise UsageError(errors[0])
     os.makedirs(args.out, exist_ok=True)
     G = psp.decoder
     key = jax.random.PRNGKey(args.seed)
-    all_codes = []
-    for qi, name in enumerate(tqdm(names, desc="classes", unit="class", disable=args.quiet)):
-        x = shots[name]
-        raw = gen.encode(x)
-        qkey = jax.random.fold_in(key, qi)
-        blocks = [] if args.save_codes else None
-        cdir = os.path.join(args.out, name)
-        os.makedirs(cdir, exist_ok=True)
-        shots_u8 = to_uint8(x)
-        if shots_u8.shape[1] != G.size:
-            from PIL import Image
+    index = {name: i for i, name in enumerate(names)}
+    kept_codes: dict | None = {} if args.save_codes else None
+    open_classes: dict = {}   # name -> what its images still need (folder, shots, grid so far, images written)
 
-            shots_u8 = np.stack([np.asarray(Image.fromarray(s).resize((G.size, G.size), Image.BILINEAR))
-                                 for s in shots_u8])
-        save_png(os.path.join(cdir, "shots.png"), make_grid(shots_u8, ncols=len(shots_u8)))
-        inv = to_uint8(G(psp.absolute_codes(raw), input_is_latent=True)) if args.fusion != "none" else None
-        grid: list[np.ndarray] = []
+    def code_blocks():
+        """This process's classes' codes, a block at a time (memory stays bounded however
+        large --n is; the codes are those of a single call): class c of the sorted list
+        draws from fold_in(key, c), whichever process makes it."""
+        for name in tqdm(mine, desc="classes", unit="class", disable=args.quiet or not parallel.is_main()):
+            x = shots.pop(name)
+            raw = gen.encode(x)
+            cdir = os.path.join(args.out, name)
+            os.makedirs(cdir, exist_ok=True)
+            shots_u8 = to_uint8(x)
+            if shots_u8.shape[1] != G.size:
+                from PIL import Image
 
-        def after_chunk(first, u8, cdir=cdir, shots_u8=shots_u8, inv=inv, grid=grid):
-            """The grid's first 64 images, and the fused images of this chunk."""
-            grid.extend(u8[: max(0, 64 - len(grid))])
-            if inv is not None:
-                from sage_jax.sage.fusion import fuse
+                shots_u8 = np.stack([np.asarray(Image.fromarray(s).resize((G.size, G.size), Image.BILINEAR))
+                                     for s in shots_u8])
+            save_png(os.path.join(cdir, "shots.png"), make_grid(shots_u8, ncols=len(shots_u8)))
+            inv = to_uint8(G(psp.absolute_codes(raw), input_is_latent=True)) if args.fusion != "none" else None
+            open_classes[name] = {"dir": cdir, "shots": shots_u8, "inv": inv, "grid": [], "done": 0}
+            blocks = []
+            for block in gen.code_blocks(jax.random.fold_in(key, index[name]), raw[None], args.n, opts,
+                                         block=CODE_BLOCK):
+                block = np.asarray(block[0])
+                if kept_codes is not None:
+                    blocks.append(block)
+                yield name, block
+            if kept_codes is not None:
+                kept_codes[name] = np.concatenate(blocks)
 
-                idx = (first + np.arange(len(u8))) % len(shots_u8)
-                fused = np.asarray(fuse(shots_u8[idx], inv[idx], u8, args.fusion))
-                for j, im in enumerate(fused):
-                    save_png(os.path.join(cdir, f"{opts.mode}_fused_{args.fusion}_{first + j:04d}.png"), im)
+    def after_chunk(c, first, u8):
+        """The grid's first 64 images, and the fused images of this chunk."""
+        c["grid"].extend(u8[: max(0, 64 - len(c["grid"]))])
+        if c["inv"] is not None:
+            from sage_jax.sage.fusion import fuse
 
-        def image_chunks():
-            """Codes a block at a time, decoded a chunk at a time: memory stays bounded
-            however large --n is (the codes are those of a single call)."""
-            for block in gen.code_blocks(qkey, raw[None], args.n, opts, block=CODE_BLOCK):
-                block = block[0]
-                if blocks is not None:
-                    blocks.append(np.asarray(block))
-                yield from gen.decode(block, args.batch_size)
+            idx = (first + np.arange(len(u8))) % len(c["shots"])
+            fused = np.asarray(fuse(c["shots"][idx], c["inv"][idx], u8, args.fusion))
+            for j, im in enumerate(fused):
+                save_png(os.path.join(c["dir"], f"{opts.mode}_fused_{args.fusion}_{first + j:04d}.png"), im)
 
-        write_images(image_chunks(), cdir, opts.mode, on_chunk=after_chunk)
-        if blocks is not None:
-            all_codes.append(np.concatenate(blocks))
-        save_png(os.path.join(cdir, f"grid_{opts.mode}.png"), make_grid(np.stack(grid)))
+    # every local device decodes --batch-size images per call (at most --n): the same
+    # shapes on any number of devices and processes, hence the same images
+    chunk = min(int(args.batch_size or default_chunk(G)), args.n)
+    for name, images in gen.decode_local(code_blocks(), chunk):
+        c = open_classes[name]
+        c["done"] += write_images([images], c["dir"], opts.mode, start=c["done"],
+                                  on_chunk=lambda first, u8, c=c: after_chunk(c, first, u8))
+        if c["done"] == args.n:
+            save_png(os.path.join(c["dir"], f"grid_{opts.mode}.png"), make_grid(np.stack(c["grid"])))
+            del open_classes[name]
     if args.save_codes:
-        np.save(os.path.join(args.out, "codes.npy"), np.stack(all_codes))
-    with open(os.path.join(args.out, "generation.json"), "w") as f:
-        json.dump({"checkpoint": os.path.abspath(args.checkpoint), "stats": os.path.abspath(args.stats),
-                   "k": args.k, "n": args.n, "seed": args.seed, "fusion": args.fusion,
-                   "inversion": inverter.setting.as_dict(),
-                   "options": {"mode": opts.mode, "t_B": list(opts.t_B), "retrieval_t_B": opts.retrieval_t_B,
-                               "t_C": opts.t_C, "t_A": opts.t_A, "alpha": opts.alpha},
-                   "classes": {n: sources[n] for n in names}, "images": report.as_dict()}, f, indent=1)
-    print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}; "
-          f"shots: {report.summary()}")
+        _write_codes(os.path.join(args.out, "codes.npy"), names, kept_codes, args.n)
+    if parallel.is_main():
+        all_sources = {n: src for _, part, _ in everyone for n, src in part.items()}
+        shot_report = ImageReport()
+        for _, _, state in everyone:
+            shot_report.merge(*state)
+        with open(os.path.join(args.out, "generation.json"), "w") as f:
+            json.dump({"checkpoint": os.path.abspath(args.checkpoint), "stats": os.path.abspath(args.stats),
+                       "k": args.k, "n": args.n, "seed": args.seed, "fusion": args.fusion,
+                       "inversion": inverter.setting.as_dict(),
+                       "options": {"mode": opts.mode, "t_B": list(opts.t_B), "retrieval_t_B": opts.retrieval_t_B,
+                                   "t_C": opts.t_C, "t_A": opts.t_A, "alpha": opts.alpha},
+                       "classes": {n: all_sources[n] for n in names}, "images": shot_report.as_dict()}, f, indent=1)
+        print(f"wrote {args.n} {opts.mode} images for each of {len(names)} classes to {args.out}; "
+              f"shots: {shot_report.summary()}")
+    parallel.barrier("generate: written")
     return 0
+
+
+def _write_codes(path, names, kept, n) -> None:
+    """codes.npy (classes, n, L, D) in the sorted class order, written by process 0: in
+    round r every process hands over the codes of its r-th class (each holds only its
+    own classes' codes; process 0 one round's more)."""
+    from sage_jax import parallel
+
+    shares = parallel.process_shares(len(names))
+    mine = [names[i] for i in parallel.process_share(len(names))]
+    some = next(iter(kept.values()), None)
+    shape = parallel.allgather_objects(None if some is None else some.shape[1:])
+    L, D = next(s for s in shape if s is not None)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(names), n, L, D)) \
+        if parallel.is_main() else None
+    for r in range(max(len(sh) for sh in shares)):
+        part = kept.pop(mine[r]) if r < len(mine) else np.zeros((n, L, D), np.float32)
+        everyone = parallel.gather_rows(part[None].astype(np.float32))
+        if out is not None:
+            for q, sh in enumerate(shares):
+                if r < len(sh):
+                    out[sh[r]] = everyone[q]
+    if out is not None:
+        out.flush()
+        del out
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -684,7 +814,8 @@ def register(sub) -> None:
                         "directory from 'sage-jax train' (its psp/)")
     s.add_argument("--images", required=True, nargs="+", help="image files and/or folders (searched recursively)")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--batch-size", type=int, default=8, help="images per jitted call (default 8)")
+    s.add_argument("--batch-size", type=int, default=8,
+                   help="images per device and jitted call (default 8)")
     s.add_argument("--noise", default="stored", choices=["stored", "random"],
                    help="noise of the reconstructions (default: the checkpoint's stored noise)")
     s.add_argument("--seed", type=int, default=0, help="key for --noise random")
@@ -700,7 +831,8 @@ def register(sub) -> None:
     s.add_argument("--dictionary", default=None,
                    help="dictionary for the back-projected codes (default: the checkpoint's ax.*, if complete)")
     s.add_argument("--out", required=True, help="statistics file to write (.npz)")
-    s.add_argument("--batch-size", type=int, default=16, help="images per encoder call (default 16)")
+    s.add_argument("--batch-size", type=int, default=16,
+                   help="images per encoder call, on each device (default 16)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_refine_args(s, "default; recorded in the statistics, and generate's shots must be made the same way")
     s.set_defaults(func=cmd_embed)
@@ -759,7 +891,8 @@ def register(sub) -> None:
     s.add_argument("--fusion", default="none", choices=["none", "p", "f", "pf"],
                    help="also write SAGE_p / SAGE_f / both fused images")
     s.add_argument("--seed", type=int, default=0, help="random seed")
-    s.add_argument("--batch-size", type=int, default=None, help="images per generator call (default: by memory)")
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="images per generator call on each device (default: by memory; at most --n)")
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="the generator's compute dtype (bfloat16: on average under one 8-bit level from float32; "
                         "faster on GPUs/TPUs, not on CPUs)")
