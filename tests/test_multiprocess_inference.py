@@ -160,3 +160,32 @@ def test_class_statistics_over_two_processes_equal_one(tmp_path):
         assert a["counts"].tolist() == [5] * 6
     # process 0 reports the file process 1 skipped
     assert "1 image(s) skipped" in (tmp_path / "2x2" / "p0.log").read_text()
+
+
+def test_classwise_evaluation_splits_the_classes(tmp_path):
+    """``evaluate --metrics classwise`` (the per-class generation of conditional
+    generators) as 2 x 2: each process generates and measures its classes, process 0
+    alone writes the results, which equal one process's."""
+    import json
+
+    import jax
+
+    from sage_jax import checkpoints
+    from sage_jax.data import synthetic as S
+    from sage_jax.models import init_generator
+
+    spec = S.SyntheticSpec(samples_per_class=2)   # the tiny classes the shipped oracles know
+    S.write_folder(spec, str(tmp_path / "real"), "seen")
+    names = [c.name for c in S.split_classes(S.make_classes(spec), "seen")][:5]
+    G = init_generator(dict(size=32, style_dim=8, n_mlp=1, channels=((4, 8), (8, 8), (16, 8), (32, 8)), c_dim=5),
+                       jax.random.PRNGKey(0))
+    checkpoints.save_model(tmp_path / "g", G, extra={"class_names": names, "class_counts": [9, 5, 3, 2, 1]})
+    args = ["evaluate", "--real", str(tmp_path / "real"), "--conditional", f"a={tmp_path / 'g'}",
+            "--metrics", "classwise", "--per-class", "3", "--oracles", os.path.join(ASSET_DIR, "oracles"), "--quiet"]
+    out, produced = _run(tmp_path, "2x2", args, 2, 2)
+    one, _ = _run(tmp_path, "1x1", args, 1, 1)
+    assert {"classwise.json", "classwise.md"} <= produced[0] and not produced[1] & {"classwise.json", "classwise.md"}
+    a, b = (json.load(open(d / "classwise.json")) for d in (out, one))
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert [r["class"] for r in a["models"]["a"]["per_class"]] == names

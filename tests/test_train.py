@@ -169,7 +169,7 @@ def test_sigterm_saves_and_the_run_resumes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-    assert "stopped by SIGTERM" in out
+    assert "stopped by SIGTERM" in err
     steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
     saved = sorted(int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
     assert saved and saved[-1] == steps[-1] < 100000

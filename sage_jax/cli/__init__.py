@@ -87,7 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parallel.enable_compilation_cache()
     try:
         if args.command != "launch":
-            parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+            if parallel.initialize(args.coordinator, args.num_processes, args.process_id):
+                # connect the processes now, while they start together: gloo gives up on a
+                # first collective whose processes arrive more than 30 s apart
+                parallel.barrier("start")
             if not parallel.is_main():
                 sys.stdout = open(os.devnull, "w")  # process 0 speaks for all
         return args.func(args)

@@ -40,9 +40,14 @@ def _images_note(ds) -> str:
 
 
 def _write_config(cfg, workdir):
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=1))
+    """``WORKDIR/config.json`` (process 0 of a multi-process run)."""
+    from sage_jax import parallel
+
+    if parallel.is_main():
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=1))
+    parallel.barrier("config-written")
 
 
 def cmd_train_gan(args) -> int:

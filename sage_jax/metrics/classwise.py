@@ -77,6 +77,8 @@ def classwise_quality(generate: Callable[[int], np.ndarray], real: Sequence[np.n
                       feature_fn: Callable, predict_fn: Callable, oracle_index: Sequence[int], *,
                       fraction: float = 1.0 / 3.0, class_names: Sequence[str] | None = None) -> dict:
     """Group FID, mean per-class FID and category retention of a conditional generator.
+    With several processes each generates and measures its share of the classes
+    (class ``k``'s images depend on ``k`` only) and every process returns the whole.
 
     ``generate(k)`` -> generated images of class k; ``real[k]`` real reference images of
     class k; ``counts[k]`` its training images; ``feature_fn`` / ``predict_fn`` the
@@ -84,20 +86,24 @@ def classwise_quality(generate: Callable[[int], np.ndarray], real: Sequence[np.n
     index of class k. Returns ``{"groups": {head, middle, tail: {...}}, "all": {...},
     "per_class": [...]}``.
     """
+    from sage_jax import parallel
+
     c = len(counts)
     if len(real) != c or len(oracle_index) != c:
         raise ValueError("one real image set, count and oracle index per class")
     names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
-    per_class, gen_feats, real_feats = [], [], []
-    for k in range(c):
+    mine = []   # several processes: each generates and measures its share of the classes
+    for k in parallel.process_share(c):
         g = np.asarray(generate(k), np.float32)
         r = np.asarray(real[k], np.float32)
         gf, rf = np.asarray(feature_fn(g), np.float64), np.asarray(feature_fn(r), np.float64)
-        gen_feats.append(gf)
-        real_feats.append(rf)
-        per_class.append({"class": names[k], "train_images": int(counts[k]), "fid": _fid(rf, gf),
-                          "retention": float(np.mean(np.asarray(predict_fn(g)) == oracle_index[k])),
-                          "real_retention": float(np.mean(np.asarray(predict_fn(r)) == oracle_index[k]))})
+        mine.append((gf, rf, {"class": names[k], "train_images": int(counts[k]), "fid": _fid(rf, gf),
+                              "retention": float(np.mean(np.asarray(predict_fn(g)) == oracle_index[k])),
+                              "real_retention": float(np.mean(np.asarray(predict_fn(r)) == oracle_index[k]))}))
+    everything = [row for share in parallel.allgather_objects(mine) for row in share]   # in class order
+    gen_feats = [gf for gf, _, _ in everything]
+    real_feats = [rf for _, rf, _ in everything]
+    per_class = [m for _, _, m in everything]
     groups = class_groups(counts, fraction)
 
     def summary(idx):
@@ -202,11 +208,15 @@ def run_classwise(real_root: str, conditional_specs, out: str, options: Classwis
                    fake_labels=extra.get("fake_labels"))
         results["models"][label] = res
     results["seconds"] = time.perf_counter() - t0
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "classwise.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(out, "classwise.md"), "w") as f:
-        f.write(classwise_table(results) + "\n")
+    from sage_jax import parallel
+
+    if parallel.is_main():   # several processes: each measured its share of the classes; process 0 writes
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "classwise.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(out, "classwise.md"), "w") as f:
+            f.write(classwise_table(results) + "\n")
+    parallel.barrier("classwise-written")
     return results
 
 

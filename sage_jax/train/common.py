@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 
 import jax
@@ -355,7 +356,8 @@ def run_loop(*, workdir: str, state, step_fn, dataset, batch_size: int, data_key
                     ckpt.check_stop(done)
                     saved = ckpt.maybe_save(done, state, force=done == end, mesh=mesh)
                     if ckpt.stop_requested and saved:
-                        print(f"stopped by SIGTERM at step {done}; checkpoint saved", flush=True)
+                        who = f"process {jax.process_index()}: " if jax.process_count() > 1 else ""
+                        print(f"{who}stopped by SIGTERM at step {done}; checkpoint saved", file=sys.stderr, flush=True)
                         break
         except OSError as e:
             if e.errno == errno.ENOSPC:
