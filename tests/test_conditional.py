@@ -17,8 +17,8 @@ from fixture_utils import fixture
 from sage_jax import checkpoints
 from sage_jax.data import synthetic as S
 from sage_jax.metrics import classwise as CW
-from sage_jax.models import GeneratorModel, init_discriminator, init_generator
-from sage_jax.nn.stylegan2 import Discriminator, Generator
+from sage_jax.models import init_discriminator, init_generator
+from sage_jax.nn.stylegan2 import Generator
 from sage_jax.train import label_augmentation as LA
 
 SMALL_G = dict(size=8, style_dim=8, n_mlp=2, channels=((4, 8), (8, 8)))

@@ -60,13 +60,13 @@ def test_per_class_subset_takes_the_first_images_of_each_class(tmp_path):
 def test_folder_uses_the_seen_classes_of_the_split(tmp_path):
     make_class_folders(tmp_path / "d", n_classes=5, per_class=2)
     (tmp_path / "d" / "class01" / "broken.png").write_bytes(b"nope")
-    cfg = apply_overrides(load_config(TINY), [f"data.name=folder", f"data.root={tmp_path / 'd'}",
+    cfg = apply_overrides(load_config(TINY), ["data.name=folder", f"data.root={tmp_path / 'd'}",
                                               "data.num_seen=3", "data.num_unseen=2"])
     ds = seen_dataset(cfg.data)
     assert ds.class_names == ["class00", "class01", "class02"] and len(ds) == 7
     x, y = ds.load_batch(range(len(ds)))
     assert (y == -1).sum() == 1 and len(ds.skipped) == 1  # the broken file: skipped, counted
-    bad = apply_overrides(load_config(TINY), [f"data.name=folder", f"data.root={tmp_path / 'd'}",
+    bad = apply_overrides(load_config(TINY), ["data.name=folder", f"data.root={tmp_path / 'd'}",
                                               "data.num_seen=3", "data.num_unseen=3"])
     with pytest.raises(ValueError):
         seen_dataset(bad.data)

@@ -10,7 +10,6 @@ was not made) is caught even though the output would look the same.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -37,6 +37,11 @@ __all__ = ["GROUPS", "UsageError", "build_parser", "main", "parse_seeds"]
 
 # in the order 'sage-jax --help' lists them
 GROUPS = (checkpoints, method, data, evaluation, demo, training, launch)
+# with several processes: run by process 0 alone, the others waiting for its exit status
+# (data preparation, a checkpoint's description, a few samples: nothing worth sharing)
+ON_PROCESS_0 = ("build-dataset", "make-synthetic", "inspect", "sample")
+# with several processes: refused (a look at the shipped model on one machine)
+ONE_PROCESS_ONLY = ("demo",)
 # the commands that take --config.SECTION.KEY=VALUE overrides
 TAKES_OVERRIDES = ("train", "train-gan", "train-encoder", "make-synthetic")
 
@@ -53,6 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "launch":
             _distributed_flags(command)
     return p
+
+
+def _on_process_0(args) -> int:
+    """Run the command on process 0; every process returns its exit status (or raises
+    its error)."""
+    import numpy as np
+
+    from sage_jax import parallel
+
+    status, error = 0, None
+    if parallel.is_main():
+        try:
+            status = args.func(args)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the others are told
+            status, error = 2, e
+    status = int(parallel.broadcast(np.int32(status)))
+    if error is not None:
+        raise error
+    if status and not parallel.is_main():
+        print(f"sage-jax {args.command}: process 0 failed (exit status {status})", file=sys.stderr)
+    return status
 
 
 def _distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -93,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parallel.barrier("start")
             if not parallel.is_main():
                 sys.stdout = open(os.devnull, "w")  # process 0 speaks for all
+            import jax
+
+            if jax.process_count() > 1:
+                if args.command in ONE_PROCESS_ONLY:
+                    raise UsageError(f"'{args.command}' runs as one process: start it without 'sage-jax launch', "
+                                     "srun or --num-processes")
+                if args.command in ON_PROCESS_0:
+                    return _on_process_0(args)
         return args.func(args)
     except (UsageError, CheckpointError, RunStopped, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"sage-jax {args.command}: error: {e}", file=sys.stderr)

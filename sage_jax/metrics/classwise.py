@@ -182,7 +182,7 @@ def run_classwise(real_root: str, conditional_specs, out: str, options: Classwis
         raise ValueError("--per-class must be at least 2 (a covariance needs 2 images)")
     gt = synthetic_ground_truth(real_root, o.oracles)
     if gt is None:
-        raise ValueError(f"classwise needs the synthetic dataset's ground truth: --real written by 'sage-jax "
+        raise ValueError("classwise needs the synthetic dataset's ground truth: --real written by 'sage-jax "
                          "make-synthetic --split seen' (with factors.npz) and oracles that know its classes")
     oracles = gt[0]
     models = [(label, *load_conditional(d)) for label, d in specs]
