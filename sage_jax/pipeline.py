@@ -111,7 +111,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
             print(f"   {stage}: " + _describe(measures), flush=True)
 
     g_dir = os.path.join(workdir, "gan", "g_ema")
-    if not os.path.isdir(g_dir) or _needs_more(os.path.join(workdir, "gan"), cfg.gan.steps):
+    if not _saved(g_dir, "model.json") or _needs_more(os.path.join(workdir, "gan"), cfg.gan.steps):
         _stage("2/6 StyleGAN2", quiet)
         changed = True
         quality.clear()
@@ -127,7 +127,7 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
     psp_dir = os.path.join(workdir, "psp", "psp")
     if changed:
         invalidate(os.path.join(workdir, "psp"))
-    if not os.path.isdir(psp_dir) or _needs_more(os.path.join(workdir, "psp"), cfg.psp.steps):
+    if not _saved(psp_dir, "psp.json") or _needs_more(os.path.join(workdir, "psp"), cfg.psp.steps):
         _stage("3/6 pSp encoder", quiet)
         changed = True
         quality.pop("inversion", None)
@@ -204,6 +204,12 @@ def _dictionary_measure(dictionary, stats, encode, data) -> dict:
         ys.append(np.asarray(labels)[keep])
     return dictionary_quality(dictionary.A, dictionary.edited_layers, np.concatenate(ws), np.concatenate(ys),
                               stats.embeddings)
+
+
+def _saved(path: str, descriptor: str) -> bool:
+    """Whether a saved model is at ``path``: its descriptor file (a save interrupted
+    before its first commit leaves the directory without one)."""
+    return os.path.isfile(os.path.join(path, descriptor))
 
 
 def _needs_more(stage_dir: str, steps: int) -> bool:

@@ -69,6 +69,7 @@ def commit_versioned(path, descriptor: str, prefix: str, meta: dict, fill, overw
     if os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(f"{path} exists and is not a directory")
     main = parallel.is_main()
+    parallel.barrier(f"save-checked:{path}")   # every process looked before any creates it
     if main:
         os.makedirs(path, exist_ok=True)
     parallel.barrier(f"save-begin:{path}")
