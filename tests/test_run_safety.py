@@ -271,3 +271,60 @@ def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tiny_se
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))   # bit for bit
     assert [json.loads(line)["step"] for line in open(metrics)] == list(range(1, steps + 1))
     assert not _tmp_dirs(killed)
+
+
+# ------------------------------------------------- a model save killed at any point
+_KILLED_SAVE = r"""
+import os, signal, sys
+import jax
+from sage_jax import checkpoints
+from sage_jax.models import init_dictionary
+
+path, point = sys.argv[1], sys.argv[2]
+cfg = {"groups": [[0, 1], [2]], "style_dim": 8, "a_length": 4}
+if point == "first":
+    checkpoints.save_model(path, init_dictionary(cfg, jax.random.PRNGKey(0)))
+    sys.exit(0)
+import orbax.checkpoint as ocp
+real_save, real_replace = ocp.StandardCheckpointer.save, os.replace
+
+def save(self, target, *a, **k):
+    if point == "orbax":   # killed while orbax writes the new variables
+        os.makedirs(str(target) + ".orbax-checkpoint-tmp-1", exist_ok=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(self, target, *a, **k)
+
+def replace(src, dst):
+    if point == "commit" and str(dst).endswith("model.json"):   # new variables written, not yet named
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst)
+
+ocp.StandardCheckpointer.save = save
+os.replace = replace
+checkpoints.save_model(path, init_dictionary(cfg, jax.random.PRNGKey(1)), overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("point", ["orbax", "commit"])
+def test_a_model_save_killed_midway_leaves_the_previous_model(tmp_path, point):
+    """A model directory replaced by a save that is killed (while orbax writes, or with
+    the new variables written but not yet named by model.json) still loads the
+    previous model; the next save removes the leftovers."""
+    from sage_jax import checkpoints
+    from sage_jax.models import init_dictionary
+
+    path = str(tmp_path / "dict")
+    script = tmp_path / "save.py"
+    script.write_text(_KILLED_SAVE)
+    for p in ("first", point):
+        res = subprocess.run([sys.executable, str(script), path, p], capture_output=True, text=True)
+        assert res.returncode == (0 if p == "first" else -signal.SIGKILL), res.stderr[-2000:]
+    cfg = {"groups": [[0, 1], [2]], "style_dim": 8, "a_length": 4}
+    before = init_dictionary(cfg, jax.random.PRNGKey(0)).variables["params"]["A"]
+    after = init_dictionary(cfg, jax.random.PRNGKey(1)).variables["params"]["A"]
+    assert not np.array_equal(before, after)
+    assert len(os.listdir(path)) > 2, "the killed save left something behind (it was killed after writing)"
+    np.testing.assert_array_equal(checkpoints.load_dictionary(path).variables["params"]["A"], before)
+    checkpoints.save_model(path, init_dictionary(cfg, jax.random.PRNGKey(1)), overwrite=True)
+    np.testing.assert_array_equal(checkpoints.load_dictionary(path).variables["params"]["A"], after)
+    assert sorted(os.listdir(path)) == ["model.json", "variables.3"]
