@@ -26,10 +26,22 @@ Sections (``--only`` picks some; all run by default):
             model's figure plus that growth bounds the 10,000-image run.
   compile   first-call latency of generation (256 px) in fresh processes, with JAX's
             persistent compilation cache empty and then filled by the first process.
-  training  GAN training steps/s and images/s (tiny and 256 px configs) and the share of
-            step time the loop waited for data (from ``metrics.jsonl``), and the time the
-            first steps took to compile, cold and from the persistent cache (two fresh
-            processes); ``--train-devices 8`` repeats it on 8 simulated CPU devices.
+  training  training throughput of the tiny config (``--config.data.samples_per_class=8
+            --config.data.num_seen=8``) as ``sage-jax launch --processes P
+            --devices-per-process 1 -- train-gan|train-encoder ...`` runs, P = 1 and 2: the GAN
+            stage (adversarial recipe, and the config's own reconstruction recipe) and the
+            encoder stage (for the shipped tiny generator). Images/s = global batch x steps /
+            seconds over the logging intervals of process 0's ``metrics.jsonl`` after the
+            first (which compiles), the share of that time spent waiting for data, and the
+            P-process / 1-process ratio (on a CPU the processes share the cores: the ratio
+            is the multi-process path's overhead, not a speed-up). ``--train-steps``,
+            ``--train-repeats`` (median of interleaved runs), ``--train-processes``,
+            ``--train-stages``. ``--train tiny 256`` instead (or as well) times GAN steps
+            in fresh processes on this process's devices, with the time the first steps
+            took to compile, cold and from the persistent cache (two fresh processes);
+            ``--train-devices 8`` repeats it on 8 simulated CPU devices. A run that does
+            not finish shows its reason (the exception line) in the table. ``--quick``
+            runs only ``--train tiny`` (no launch runs unless ``--train-stages`` is given).
   refine    W+ refinement by optimisation (``sage_jax.inversion.refine_codes``) with the
             shipped tiny model's decoder: milliseconds per image and Adam step for 64
             images and 20 steps, against the same steps run as one ``lax.fori_loop`` (the
@@ -40,7 +52,12 @@ Sections (``--only`` picks some; all run by default):
     python scripts/benchmark.py --quick                  # all sections, < 10 min on 2 CPU cores
     python scripts/benchmark.py                          # full sizes (long on a CPU)
     python scripts/benchmark.py --only generator sage --json bench.json
+    python scripts/benchmark.py --only training                 # 1 and 2 processes, a few minutes
     python scripts/benchmark.py --only training --train tiny 256 --train-devices 8
+
+A section that does not finish is recorded (its reason in the table, the traceback or
+the subprocess's stderr tail in the JSON), the others still run, and the script exits
+with status 1 after printing the table.
 
 Models: ``256`` uses the fixture-size networks of ``../shared/fixtures`` (config-f
 StyleGAN2 at 256 px, pSp IR-SE50 encoder, the 40-class editing fixture's dictionary
@@ -54,6 +71,8 @@ import functools
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -388,7 +407,7 @@ def bench_memory(n_images: int, size: str = "256", files: dict | None = None) ->
                            env=dict(os.environ, SAGE_JAX_COMPILATION_CACHE="off"))
         dt = time.perf_counter() - t
         if r.returncode:
-            sys.exit(f"the memory benchmark's generate run failed:\n{r.stderr[-4000:]}")
+            raise SubprocessFailed("the memory benchmark's generate run", r.returncode, r.stderr)
         written = len([f for f in os.listdir(os.path.join(out, "cls")) if f.startswith("sage_")])
     return {"size": size, "images": n_images, "written": written,
             "peak_rss_mb": int(r.stdout.split()[-1]) / 1024, "seconds": dt}
@@ -422,16 +441,103 @@ def compile_probe(files: dict, cache_dir: str | None) -> dict:
     return {"first_call_s": first, "second_call_s": time.perf_counter() - t, "setup_s": setup}
 
 
+# ----------------------------------------------------------------------------- failures
+_TRACEBACK = "Traceback (most recent call last):"
+_PROCESS_PREFIX = re.compile(r"^\[p(\d+)\] ?")              # sage-jax launch's "[p1] ..."
+_LAUNCH_EXIT = re.compile(r"^\[launch\] process (\d+) exited with status (-?\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# the line that says what went wrong: an exception's, argparse's (and UsageError's)
+# "prog: error: ...", absl's fatal "F0123 ...", the kernel's "Killed"
+_REASON_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Stopped|Failed|Failure)(?::|$)"
+                          r"|[\w.-]+(?: [\w.-]+)*: error: |F\d{4} |Killed$|Check failed)")
+# lines that never say it: progress bars, gloo's connection chatter, absl's info and
+# warning lines, Python warnings
+_NOISE_LINE = re.compile(r"^\s*$|\d+%\||\[Gloo\]|^[IW]\d{4} |: \w*Warning: |^\s*warnings\.warn\(|^\[launch\] ")
+
+
+def _exit_description(returncode: int) -> str:
+    if returncode < 0:
+        sig = -returncode
+        what = {9: "SIGKILL: most likely the kernel's out-of-memory killer", 15: "SIGTERM", 6: "SIGABRT",
+                11: "SIGSEGV"}.get(sig, "")
+        return f"killed by signal {sig}" + (f" ({what})" if what else "")
+    return f"exit status {returncode}"
+
+
+def _reason_in(lines: list[str], max_lines: int = 3) -> str | None:
+    """What a process's own output says went wrong: the message of its last traceback
+    (up to ``max_lines`` lines), else its last line that reads as an error."""
+    starts = [i for i, line in enumerate(lines) if line.strip() == _TRACEBACK]
+    if starts:
+        tail = lines[starts[-1] + 1:]
+        i = 0
+        while i < len(tail) and (not tail[i].strip() or tail[i][:1].isspace()):   # the frames
+            i += 1
+        message = []
+        for line in tail[i:]:
+            if not line.strip() or len(message) == max_lines:
+                break
+            if not _NOISE_LINE.search(line):
+                message.append(line.strip())
+        if message:
+            return " / ".join(message)
+    for line in reversed(lines):
+        if _REASON_LINE.match(line.strip()) and not _NOISE_LINE.search(line):
+            return line.strip()
+    return None
+
+
+def failure_reason(output: str) -> str:
+    """The reason a subprocess failed, from its output (stderr, or ``sage-jax launch``'s
+    merged output with its ``[pI]`` prefixes): the exception (or error) line of the
+    process that failed first, prefixed with the process when there are several; else
+    the last meaningful line; else how the launcher saw the process end."""
+    lines = [_ANSI.sub("", line.split("\r")[-1]).rstrip() for line in output.splitlines()]
+    failed = status = None
+    streams: dict = {}
+    for line in lines:
+        m = _LAUNCH_EXIT.match(line)
+        if m and failed is None:
+            failed, status = m.group(1), int(m.group(2))
+        p = _PROCESS_PREFIX.match(line)
+        streams.setdefault(p.group(1) if p else None, []).append(line[p.end():] if p else line)
+    ranks = [k for k in streams if k is not None]
+    for k in ([failed] if failed in streams else []) + [k for k in streams if k != failed]:
+        why = _reason_in(streams[k])
+        if why:
+            return (f"process {k}: " if k is not None and len(ranks) > 1 else "") + why
+    ended = f"process {failed}: {_exit_description(status)}" if failed is not None else ""
+    rest = [line for line in lines if not _NOISE_LINE.search(line)]
+    if rest:
+        return rest[-1].strip() + (f" ({ended})" if ended else "")
+    return ended
+
+
+def _short(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 class SubprocessFailed(RuntimeError):
-    pass
+    """A benchmark subprocess that did not finish: ``reason`` (the line saying why,
+    :func:`failure_reason`), ``returncode`` and ``output_tail`` (the last 4000
+    characters of its stderr, or of the launcher's merged output)."""
+
+    def __init__(self, what: str, returncode: int, output: str, reason: str | None = None):
+        self.returncode = returncode
+        self.output_tail = output[-4000:]
+        self.reason = reason or failure_reason(output) or "no output"
+        super().__init__(f"{what} failed ({_exit_description(returncode)}): {self.reason}")
+
+    def record(self) -> dict:
+        """What a results row keeps: the reason first (the table shows it), the tail in full."""
+        return {"error": f"{self.reason} ({_exit_description(self.returncode)})", "returncode": self.returncode,
+                "stderr_tail": self.output_tail}
 
 
 def _subprocess_json(code: str, env: dict | None = None) -> dict:
     out = subprocess.run([sys.executable, "-c", code], env=env or dict(os.environ), capture_output=True, text=True)
     if out.returncode:
-        why = (f"killed by signal {-out.returncode} (SIGKILL: most likely the kernel's out-of-memory killer)"
-               if out.returncode < 0 else f"exit status {out.returncode}")
-        raise SubprocessFailed(f"benchmark subprocess failed, {why}:\n{out.stderr[-4000:]}")
+        raise SubprocessFailed("benchmark subprocess", out.returncode, out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -452,14 +558,47 @@ def bench_compile(files: dict) -> list:
 
 
 TRAIN_STEPS = {"tiny": 40, "256": 4}   # timed steps per config (after the compiling first interval)
+TIMING_KEYS = ("interval_s", "interval_steps", "data_wait_share")
 
 
-def training_speed(config_name: str, steps: int | None = None, batch: int | None = None) -> dict:
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def interval_throughput(logs: list[dict], images_per_step: int, skip_first: bool = True) -> dict:
+    """Speed from the training loop's own timing in ``metrics.jsonl``: only the rows that
+    carry it (:data:`TIMING_KEYS`; the reconstruction recipe's final row, the learning
+    curve's and a pipeline's quality rows have none), without the first of them (it
+    holds the compilation) when ``skip_first``. Images/s = ``images_per_step`` x steps /
+    seconds summed over those intervals; the data-wait share weighted by their seconds;
+    also each interval's own images/s (the spread shows how noisy the machine was).
+    Raises ValueError when no interval is left."""
+    timed = [r for r in logs if all(k in r for k in TIMING_KEYS)]
+    first = timed[0] if timed else None
+    use = timed[1:] if skip_first else timed
+    if not use:
+        raise ValueError(f"metrics.jsonl has {len(timed)} row(s) with the loop's timing ({', '.join(TIMING_KEYS)}) "
+                         f"among {len(logs)}: no timed interval " + ("after the first (which compiles); "
+                                                                   "give more steps" if skip_first else ""))
+    sec = sum(r["interval_s"] for r in use)
+    n = sum(r["interval_steps"] for r in use)
+    return {"steps": int(n), "seconds": sec, "intervals": len(use), "steps_per_s": n / sec,
+            "images_per_s": n * images_per_step / sec,
+            "data_wait_share": sum(r["data_wait_share"] * r["interval_s"] for r in use) / sec,
+            "interval_images_per_s": [r["interval_steps"] * images_per_step / r["interval_s"] for r in use],
+            "first_interval_s": first["interval_s"], "first_interval_steps": int(first["interval_steps"])}
+
+
+def training_speed(config_name: str, steps: int | None = None, batch: int | None = None,
+                   recipe: str = "adversarial") -> dict:
     """GAN training speed on this process's devices from the loop's own timing
     (``metrics.jsonl``: seconds per step and the share spent waiting for data over the
     last logging interval; the first interval, which compiles, is reported apart).
     ``tiny``: the synthetic 32 px data; ``256``: the animal-faces config on random
-    images."""
+    images. ``recipe``: ``gan.recipe`` (default the adversarial StyleGAN2 GAN, whose four
+    jitted updates the compile figure counts; the tiny config's own default is the
+    reconstruction recipe)."""
     from sage_jax.config import apply_overrides, load_config
     from sage_jax.data.arrays import ArrayDataset
     from sage_jax.train.gan import train_gan
@@ -471,9 +610,10 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
     batch = max(n_dev, batch // n_dev * n_dev)
     # the first interval holds the compiling step and a full regularisation cycle
     warm = max(cfg.gan.d_reg_every, cfg.gan.g_reg_every) if config_name == "tiny" else 1
-    apply_overrides(cfg, [f"gan.batch_size={batch}", "gan.sample_every=0", "gan.ckpt_every=1000000",
-                          f"gan.log_every={warm}", f"gan.steps={warm + steps}", "data.samples_per_class=8",
-                          "gan.augment=false"])
+    apply_overrides(cfg, [f"gan.recipe={recipe}", f"gan.batch_size={batch}", "gan.sample_every=0",
+                          "gan.ckpt_every=1000000", f"gan.log_every={warm}", f"gan.steps={warm + steps}",
+                          "data.samples_per_class=8", "gan.augment=false"]
+                    + (["gan.mapping_steps=10"] if recipe == "reconstruction" else []))   # after the loop, untimed
     size = cfg.model.generator.size
     if config_name == "tiny":
         from sage_jax.data.loader import seen_dataset
@@ -484,15 +624,16 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
         data = ArrayDataset(rng.uniform(-1, 1, (4 * batch, size, size, 3)).astype(np.float32),
                             np.zeros(4 * batch, np.int32))
     # compile time as JAX reports it (tracing, lowering, and the XLA compile or the
-    # persistent-cache read) for the four jitted updates
+    # persistent-cache read) for the four jitted updates (the reconstruction recipe's one)
     compile_s = {"trace": 0.0, "lower": 0.0, "backend": 0.0}
     kinds = {"/jax/core/compile/jaxpr_trace_duration": "trace",
              "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
              "/jax/core/compile/backend_compile_duration": "backend"}
+    names = ("update",) if recipe == "reconstruction" else ("d_step", "d_reg_step", "g_step", "g_reg_step")
 
     def listener(event, duration, **kw):
         name = str(kw.get("fun_name", "")).removeprefix("jit(").removesuffix(")")   # "d_step" or "jit(d_step)"
-        if event in kinds and name in ("d_step", "d_reg_step", "g_step", "g_reg_step"):
+        if event in kinds and name in names:
             compile_s[kinds[event]] += duration
 
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -500,16 +641,12 @@ def training_speed(config_name: str, steps: int | None = None, batch: int | None
         t0 = time.perf_counter()
         train_gan(cfg.model.generator, cfg.model.discriminator, cfg.gan, data, work, quiet=True)
         total = time.perf_counter() - t0
-        with open(os.path.join(work, "metrics.jsonl")) as f:
-            logs = [json.loads(line) for line in f]
-    timed = [r for r in logs if r["step"] > warm]
-    sec = sum(r["interval_s"] for r in timed)
-    n = sum(r["interval_steps"] for r in timed)
-    wait = sum(r["data_wait_share"] * r["interval_s"] for r in timed) / sec
-    first = logs[0]
-    return {"config": config_name, "devices": n_dev, "batch": batch, "steps": n,
-            "steps_per_s": n / sec, "images_per_s": n * batch / sec, "data_wait_share": wait,
-            "first_interval_s": first["interval_s"], "first_interval_steps": first["interval_steps"],
+        logs = read_metrics(os.path.join(work, "metrics.jsonl"))
+    speed = interval_throughput(logs, batch)   # the first interval (log_every = warm steps) compiles
+    return {"config": config_name, "recipe": recipe, "devices": n_dev, "batch": batch, "steps": speed["steps"],
+            "steps_per_s": speed["steps_per_s"], "images_per_s": speed["images_per_s"],
+            "data_wait_share": speed["data_wait_share"], "interval_images_per_s": speed["interval_images_per_s"],
+            "first_interval_s": speed["first_interval_s"], "first_interval_steps": speed["first_interval_steps"],
             "steps_compile_s": sum(compile_s.values()), "steps_compile_parts_s": compile_s, "run_s": total,
             "peak_rss_mb": _vm_hwm_mb()}
 
@@ -546,8 +683,8 @@ def bench_training(configs, device_counts, steps: int | None = None, warm: bool 
                     cold = _subprocess_json(code, env)
                     row = _subprocess_json(code, env) if warm else dict(cold)
                 except SubprocessFailed as e:   # a run that does not fit (8 devices at 256 px) must not lose the rest
-                    rows.append({"config": c, "devices": n_dev, "error": str(e).splitlines()[0]})
-                    print(f"  {c:>4} on {n_dev} device(s): {rows[-1]['error']}", flush=True)
+                    rows.append({"config": c, "devices": n_dev, **e.record()})
+                    print(f"  {c:>4} on {n_dev} device(s): did not finish: {rows[-1]['error']}", flush=True)
                     continue
             # compile (or cache-read) time of the four updates, as JAX's monitoring
             # events report it (the first interval also runs the regularised steps,
@@ -560,6 +697,167 @@ def bench_training(configs, device_counts, steps: int | None = None, warm: bool 
             rows.append(row)
             _print_training(row)
     return rows
+
+
+# The training stages the process runs measure: (command, config section, overrides)
+STAGES = {
+    "gan-adversarial": ("train-gan", "gan", ["gan.recipe=adversarial"]),
+    "gan-reconstruction": ("train-gan", "gan", ["gan.recipe=reconstruction",
+                                                "gan.mapping_steps=10"]),   # fitted after the loop, untimed
+    "encoder": ("train-encoder", "psp", ["psp.latent_avg_samples=1000"]),
+}
+PROCESS_LOG_EVERY = 16      # one logging interval = one full lazy-regularisation cycle (d_reg_every 16, g_reg_every 4)
+PROCESS_STEPS = 64          # timed steps per run (4 intervals) after the compiling first one
+PROCESS_DATA = ["data.samples_per_class=8", "data.num_seen=8"]   # 64 synthetic images: built in a moment
+MULTI_PROCESS_NOTE = ("on a CPU machine ({cpus} cores) the processes share the same cores, so the N-process / "
+                      "1-process ratio shows the overhead of the multi-process path (a cross-process all-reduce "
+                      "every step, each process's own dispatch), not a speed-up")
+
+
+def _stage_command(stage: str, processes: int, workdir: str, steps: int, log_every: int,
+                   extra: list | tuple = ()) -> list[str]:
+    """``sage-jax launch --processes P --devices-per-process 1 -- COMMAND ...`` for a stage
+    of the tiny config: ``log_every + steps`` steps (no samples, no checkpoint before the
+    end), the small synthetic data of PROCESS_DATA, then ``extra`` overrides."""
+    from sage_jax.demo import ASSET_DIR
+
+    command, section, overrides = STAGES[stage]
+    sets = overrides + [f"{section}.steps={log_every + steps}", f"{section}.log_every={log_every}",
+                        f"{section}.ckpt_every=1000000"] + (["gan.sample_every=0"] if section == "gan" else [])
+    argv = [command, "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir, "--quiet"]
+    if command == "train-encoder":   # the shipped tiny model's generator: the pipeline's (class-conditional) one
+        argv += ["--generator", os.path.join(ASSET_DIR, "psp", "decoder")]
+    argv += [f"--config.{kv}" for kv in sets + PROCESS_DATA + list(extra)]
+    return [sys.executable, "-m", "sage_jax.cli", "launch", "--processes", str(processes),
+            "--devices-per-process", "1", "--", *argv]
+
+
+def _run_command(cmd: list[str], timeout: float, what: str) -> str:
+    """Run ``cmd`` (stdout and stderr together); its output, or SubprocessFailed with the
+    reason. On a timeout the launcher gets SIGTERM, which it passes on to its processes."""
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        try:
+            out, _ = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        raise SubprocessFailed(what, p.returncode, out or "", reason=f"timed out after {timeout:.0f} s") from None
+    if p.returncode:
+        raise SubprocessFailed(what, p.returncode, out)
+    return out
+
+
+def process_run(stage: str, processes: int, steps: int = PROCESS_STEPS, log_every: int = PROCESS_LOG_EVERY,
+                extra: list | tuple = (), timeout: float = 1800.0) -> dict:
+    """One run of a stage on ``processes`` processes x 1 device: images/s over the timed
+    intervals (process 0's ``metrics.jsonl``, the first interval left out), with the
+    global batch from the run's own ``config.json`` (the encoder's: ``psp.batch_size``,
+    real and generated images together, every one encoded each step)."""
+    steps = -(-steps // log_every) * log_every   # whole intervals
+    with tempfile.TemporaryDirectory() as root:
+        work = os.path.join(root, "work")
+        t0 = time.perf_counter()
+        out = _run_command(_stage_command(stage, processes, work, steps, log_every, extra), timeout,
+                           f"{stage} on {processes} process(es)")
+        run_s = time.perf_counter() - t0
+        with open(os.path.join(work, "config.json")) as f:
+            cfg = json.load(f)
+        section = STAGES[stage][1]
+        batch = int(cfg[section]["batch_size"])
+        logs = read_metrics(os.path.join(work, "metrics.jsonl"))
+        last = max((r["step"] for r in logs if "interval_s" in r), default=0)
+        if last < log_every + steps:   # a SIGTERM stops a run early with a checkpoint, and exit status 0
+            lines = [ln for ln in out.splitlines() if "stopped" in ln.lower()]
+            raise SubprocessFailed(f"{stage} on {processes} process(es)", 0, out, reason=(
+                f"the run stopped at step {last} of {log_every + steps}: "
+                + (lines[-1].strip() if lines else failure_reason(out) or "no reason in its output")))
+        speed = interval_throughput(logs, batch)
+    return {"config": "tiny", "stage": stage, "processes": processes, "devices_per_process": 1,
+            "global_batch": batch, **speed, "run_s": run_s}
+
+
+def bench_training_processes(stages, process_counts, steps: int | None = None, repeats: int = 1,
+                             extra: list | tuple = ()) -> list:
+    """Each stage on each process count (``sage-jax launch --devices-per-process 1``),
+    ``repeats`` times, the repeats interleaved (1, 2, 1, 2 processes, ...) so that a
+    change in the machine's load falls on both; a row per (stage, processes) with the
+    median of its runs' images/s and data-wait share, the runs kept in ``runs``, and
+    ``ratio_to_1`` (its images/s over the 1-process row's). A run that fails gives a row
+    with ``error`` (the reason) and ``stderr_tail``; the others go on."""
+    steps = steps or PROCESS_STEPS
+    runs: dict = {(s, p): [] for s in stages for p in process_counts}
+    errors: dict = {}
+    for rep in range(repeats):
+        for stage in stages:
+            for n in process_counts:
+                if (stage, n) in errors:
+                    continue
+                try:
+                    r = process_run(stage, n, steps, extra=extra)
+                except Exception as e:   # noqa: BLE001 (any failure of one run is recorded; the rest go on)
+                    errors[(stage, n)] = (e.record() if isinstance(e, SubprocessFailed)
+                                          else {"error": f"{type(e).__name__}: {e}"})
+                    print(f"  {stage:>18}, {n} process(es) x 1 device: did not finish: {errors[(stage, n)]['error']}",
+                          flush=True)
+                    continue
+                runs[(stage, n)].append(r)
+                print(f"  {stage:>18}, {n} process(es) x 1 device, batch {r['global_batch']}: "
+                      f"{r['images_per_s']:.1f} img/s ({r['steps']} timed steps in {r['seconds']:.1f} s; intervals "
+                      f"{min(r['interval_images_per_s']):.1f}-{max(r['interval_images_per_s']):.1f}), waiting for "
+                      f"data {100 * r['data_wait_share']:.2f}%; first interval {r['first_interval_s']:.0f} s, "
+                      f"run {r['run_s']:.0f} s" + (f" [repeat {rep + 1}]" if repeats > 1 else ""), flush=True)
+    rows = []
+    for stage in stages:
+        for n in process_counts:
+            base = {"config": "tiny", "stage": stage, "processes": n, "devices_per_process": 1}
+            done = runs[(stage, n)]
+            if (stage, n) in errors and not done:
+                rows.append({**base, **errors[(stage, n)]})
+                continue
+            row = {**base, "global_batch": done[0]["global_batch"], "repeats": len(done),
+                   "images_per_s": statistics.median(r["images_per_s"] for r in done),
+                   "data_wait_share": statistics.median(r["data_wait_share"] for r in done),
+                   "steps_per_run": done[0]["steps"], "runs": done}
+            if (stage, n) in errors:   # a later repeat failed
+                row.update(errors[(stage, n)])
+            rows.append(row)
+    for row in rows:
+        one = next((r for r in rows if r["stage"] == row["stage"] and r["processes"] == 1 and "images_per_s" in r),
+                   None)
+        if one is not None and "images_per_s" in row and row["processes"] != 1:
+            row["ratio_to_1"] = row["images_per_s"] / one["images_per_s"]
+    print_process_table(rows)
+    return rows
+
+
+def _process_table_rows(rows) -> list[tuple]:
+    out = []
+    for r in rows:
+        where = f"{r['processes']} x {r['devices_per_process']}"
+        if "images_per_s" not in r:
+            out.append((r["config"], r["stage"], where, "-", "-", "-", "did not finish: " + _short(r["error"])))
+            continue
+        ratio = f"x{r['ratio_to_1']:.2f}" if "ratio_to_1" in r else ("1" if r["processes"] == 1 else "-")
+        out.append((r["config"], r["stage"], where, str(r["global_batch"]), f"{r['images_per_s']:.1f}",
+                    f"{100 * r['data_wait_share']:.2f}%", ratio))
+    return out
+
+
+def print_process_table(rows):
+    head = ("config", "stage", "processes x devices", "global batch", "img/s", "waiting for data", "vs 1 process")
+    body = _process_table_rows(rows)
+    widths = [max(len(str(r[i])) for r in body + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    print("\n  " + line(head))
+    print("  " + line(tuple("-" * w for w in widths)))
+    for r in body:
+        print("  " + line(r))
+    print("  note: " + MULTI_PROCESS_NOTE.format(cpus=os.cpu_count()) + "\n", flush=True)
 
 
 def _print_training(r):
@@ -672,8 +970,8 @@ def _target_table(results) -> list[tuple[str, str, str, str]]:
                      f"({r['call_s']:.1f} s compiled)", "report", "-"))
     for r in results.get("training", []):
         if "error" in r:
-            rows.append((f"training {r['config']}, {r['devices']} device(s)", "did not finish: " + r["error"][:60],
-                         "report", "-"))
+            rows.append((f"training {r['config']}, {r['devices']} device(s)", "did not finish: " + _short(r["error"]),
+                         "finishes", "NO"))
             continue
         warm = f"; {r['compile_warm_s']:.1f} s from cache" if "compile_warm_s" in r else ""
         rows.append((f"first training step, {r['config']}, {r['devices']} device(s)",
@@ -681,10 +979,20 @@ def _target_table(results) -> list[tuple[str, str, str, str]]:
         rows.append((f"training {r['config']}, {r['devices']} device(s)",
                      f"{r['steps_per_s']:.3f} steps/s, {100 * r['data_wait_share']:.1f}% waiting for data",
                      "data not the bottleneck", "yes" if r["data_wait_share"] < 0.1 else "NO"))
+    for r in results.get("training_processes", []):
+        what = f"training {r['config']} {r['stage']}, {r['processes']} process(es) x {r['devices_per_process']} device"
+        if "images_per_s" not in r:
+            rows.append((what, "did not finish: " + _short(r["error"]), "finishes", "NO"))
+            continue
+        ratio = f"; x{r['ratio_to_1']:.2f} of 1 process" if "ratio_to_1" in r else ""
+        rows.append((f"{what}, batch {r['global_batch']}", f"{r['images_per_s']:.1f} img/s, "
+                     f"{100 * r['data_wait_share']:.2f}% waiting for data{ratio}", "report", "-"))
     b = results.get("bf16")
     if b:
         rows.append(("bfloat16 vs float32 images", f"{b['mean_abs_levels']:.2f} / 255",
                      "<= 1 / 255", "yes" if b["mean_abs_levels"] <= 1 else "NO"))
+    for name, f in results.get("failed", {}).items():
+        rows.append((f"section {name}", "did not finish: " + _short(f["error"]), "finishes", "NO"))
     return rows
 
 
@@ -700,13 +1008,24 @@ def print_targets(results):
         print(line(r))
 
 
-def main(argv=None):
+def _incomplete(results) -> list[str]:
+    """The sections that did not finish: those that raised, and the training section
+    when one of its runs did not finish."""
+    names = list(results.get("failed", {}))
+    runs = results.get("training", []) + results.get("training_processes", [])
+    if "training" not in names and any("error" in r for r in runs):
+        names.append("training")
+    return names
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
     p.add_argument("--quick", action="store_true",
                    help="smaller runs (under 10 min on 2 CPU cores): SAGE generation of 8 images at 256 px "
                         "(4 for the loop), one timed run of the generator at batch 16 and 64, 8 images for the "
-                        "256 px memory figure and no growth run, tiny training only (24 timed steps)")
+                        "256 px memory figure and no growth run, tiny training in this process's devices only "
+                        "(24 timed steps; no multi-process runs unless --train-stages is given)")
     p.add_argument("--sizes", nargs="+", default=["tiny", "256"], choices=["tiny", "256"],
                    help="SAGE generation sizes")
     p.add_argument("--n-images", type=int, default=128, help="images per class for SAGE generation (default 128)")
@@ -718,24 +1037,48 @@ def main(argv=None):
     p.add_argument("--memory-growth-images", type=int, default=None,
                    help="images for the memory growth figure with the narrow 256 px model, against 32 "
                         "(default 10000, about 15 min on 2 CPU cores; 0 = skip, the --quick default)")
+    p.add_argument("--train-stages", nargs="*", default=None, choices=list(STAGES),
+                   help="training stages timed as 'sage-jax launch' runs of the tiny config on each of "
+                        "--train-processes (default: all three, unless --quick or --train is given; "
+                        "none when the flag has no value)")
+    p.add_argument("--train-processes", type=int, nargs="+", default=[1, 2],
+                   help="process counts (x 1 CPU device each) of the --train-stages runs (default 1 2)")
+    p.add_argument("--train-repeats", type=int, default=1,
+                   help="runs of each stage and process count, interleaved; the median is reported (default 1)")
     p.add_argument("--train", nargs="*", default=None, choices=["tiny", "256"],
-                   help="training configs (default: tiny and 256; tiny with --quick)")
+                   help="GAN configs timed in fresh processes on this process's devices, with the compile time "
+                        "cold and from the persistent cache (default: tiny with --quick, none otherwise; 256 px "
+                        "takes an hour or more on a CPU)")
     p.add_argument("--train-devices", type=int, default=0,
-                   help="also run the training benchmark on this many simulated CPU devices (subprocess)")
+                   help="also run the --train configs on this many simulated CPU devices (subprocess)")
     p.add_argument("--train-device-counts", type=int, nargs="+", default=None,
-                   help="exactly these device counts (1 = this process's devices; more = simulated CPU devices); "
-                        "overrides --train-devices")
+                   help="exactly these device counts for the --train configs (1 = this process's devices; more = "
+                        "simulated CPU devices); overrides --train-devices")
     p.add_argument("--train-steps", type=int, default=None,
-                   help=f"timed training steps per config (default {TRAIN_STEPS})")
+                   help=f"timed training steps per run (default: {PROCESS_STEPS} for the --train-stages runs, in "
+                        f"whole logging intervals of {PROCESS_LOG_EVERY}; {TRAIN_STEPS} for the --train configs, "
+                        "24 with --quick)")
     p.add_argument("--train-no-warm", action="store_true",
-                   help="skip the second (warm-cache) training process: speeds from the first, no cache figure")
+                   help="skip the second (warm-cache) process of the --train configs: speeds from the first, "
+                        "no cache figure")
     p.add_argument("--skip-generation", action="store_true", help="only the training benchmark (= --only training)")
     p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Runs the sections; returns the exit status: 0 when every section finished, 1 when
+    one did not (the table of what did finish is printed all the same, and the reasons
+    are in it and in the JSON)."""
+    args = parse_args(argv)
     only = set(args.only or SECTIONS)
     if args.skip_generation:
         only = {"training"}
-    train_configs = args.train if args.train else (["tiny"] if args.quick else ["tiny", "256"])
+    train_configs = args.train if args.train else (["tiny"] if args.quick and args.train is None else [])
+    if args.train_stages is not None:
+        train_stages = args.train_stages
+    else:
+        train_stages = [] if args.quick or args.train is not None else list(STAGES)
 
     results = {"machine": {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
                            "cpus": os.cpu_count(), "jax": jax.__version__, "quick": args.quick}}
@@ -750,6 +1093,7 @@ def main(argv=None):
         return written
 
     section_s = results["section_seconds"] = {}
+    failed = results["failed"] = {}
     last = [time.perf_counter()]
 
     def mark(name):
@@ -757,18 +1101,34 @@ def main(argv=None):
         section_s[name] = now - last[0]
         last[0] = now
 
-    peak = None
-    if only & {"peak", "generator"}:
+    def section(name, fn):
+        """Run a section; one that raises is recorded (its reason in the table, the
+        traceback's tail in the JSON) and the next sections still run."""
+        try:
+            fn()
+        except Exception as e:   # noqa: BLE001
+            import traceback
+
+            record = e.record() if isinstance(e, SubprocessFailed) else {"error": f"{type(e).__name__}: {e}"}
+            record["traceback"] = traceback.format_exc()[-4000:]
+            failed[name] = record
+            print(f"{name}: did not finish: {record['error']}", flush=True)
+        mark(name)
+
+    state: dict = {"peak": None}
+
+    def run_peak():
         results["peak"] = bench_peak()
-        peak = results["peak"]["gflops"]
-        print(f"float32 matmul peak (jnp.dot {results['peak']['n']}^2): {peak:.1f} GFLOP/s", flush=True)
-        mark("peak")
-    if "generator" in only:
-        batches = (1, 4, 16, 64)
+        state["peak"] = results["peak"]["gflops"]
+        print(f"float32 matmul peak (jnp.dot {results['peak']['n']}^2): {state['peak']:.1f} GFLOP/s", flush=True)
+
+    def run_generator():
+        if state["peak"] is None:
+            raise RuntimeError("no matmul peak to compare with (the peak section did not finish)")
         print("StyleGAN2 forward, 256 px config-f, from W+:", flush=True)
-        results["generator"] = bench_generator(batches, peak, quick=args.quick)
-        mark("generator")
-    if "sage" in only:
+        results["generator"] = bench_generator((1, 4, 16, 64), state["peak"], quick=args.quick)
+
+    def run_sage():
         # --quick at 256 px: 8 images in chunks of 4 (the generator section's batch 4 is the
         # comparison), 4 images for the loop
         n_images = {"tiny": args.n_images, "256": 8 if args.quick else args.n_images}
@@ -776,14 +1136,13 @@ def main(argv=None):
         print("SAGE generation, 1-shot:", flush=True)
         rates = {r["batch"]: r["images_per_s"] for r in results.get("generator", {}).get("rows", [])}
         results["sage"] = bench_sage(args.sizes, n_images, chunks, {"256": 4} if args.quick else None, rates)
-        mark("sage")
-    if "editing" in only:
-        results["editing"] = bench_editing()
-        e = results["editing"]
+
+    def run_editing():
+        results["editing"] = e = bench_editing()
         print(f"editing math: {e['samples']} codes over {e['queries']} queries in {e['seconds']:.3f} s "
               f"(first call {e['first_call_s']:.1f} s)", flush=True)
-        mark("editing")
-    if "memory" in only:
+
+    def run_memory():
         n_mem = args.memory_images or (8 if args.quick else 32)
         n_growth = args.memory_growth_images if args.memory_growth_images is not None else (0 if args.quick else 10_000)
         results["memory"] = [bench_memory(n_mem, "256", inputs())]
@@ -793,39 +1152,57 @@ def main(argv=None):
         for m in results["memory"] + results.get("memory_growth", []):
             print(f"memory: sage-jax generate wrote {m['written']} images at 256 px ({m['size']}) in "
                   f"{m['seconds']:.0f} s; peak RSS {m['peak_rss_mb']:.0f} MB", flush=True)
-        mark("memory")
-    if "compile" in only:
+
+    def run_compile():
         print("compilation (fresh processes):", flush=True)
         results["compile"] = bench_compile(inputs())
-        mark("compile")
-    if "training" in only:
-        print("GAN training:", flush=True)
-        counts = args.train_device_counts or [1] + ([args.train_devices] if args.train_devices else [])
-        steps = args.train_steps or (24 if args.quick else None)
-        results["training"] = bench_training(train_configs, counts, steps, warm=not args.train_no_warm)
-        mark("training")
-    if "refine" in only:
+
+    def run_training():
+        if train_stages:
+            print(f"training throughput, tiny config, sage-jax launch with {' / '.join(map(str, args.train_processes))}"
+                  f" process(es) x 1 device:", flush=True)
+            results["training_processes"] = bench_training_processes(train_stages, args.train_processes,
+                                                                     args.train_steps, args.train_repeats)
+        if train_configs:
+            print("GAN training in this process's devices:", flush=True)
+            counts = args.train_device_counts or [1] + ([args.train_devices] if args.train_devices else [])
+            steps = args.train_steps or (24 if args.quick else None)
+            results["training"] = bench_training(train_configs, counts, steps, warm=not args.train_no_warm)
+
+    def run_refine():
         results["refine"] = r = bench_refine()
         print(f"refinement, tiny model, {r['images']} images x {r['steps']} steps: "
               f"{r['python_loop_ms_per_image_step']:.2f} ms per image and step (one jitted step per call), "
               f"{r['while_loop_ms_per_image_step']:.2f} ms as one lax.fori_loop ({r['speedup']:.1f}x)", flush=True)
-        mark("refine")
-    if "bf16" in only:
-        results["bf16"] = bench_bf16(reps=1 if args.quick else 2)
-        b = results["bf16"]
+
+    def run_bf16():
+        results["bf16"] = b = bench_bf16(reps=1 if args.quick else 2)
         print(f"bfloat16: mean |diff| {b['mean_abs_levels']:.2f} of 255 levels (max {b['max_abs_levels']}), "
               f"{b['bfloat16_images_per_s']:.2f} img/s vs float32 {b['float32_images_per_s']:.2f}", flush=True)
-        mark("bf16")
+
+    runs = {"peak": run_peak, "generator": run_generator, "sage": run_sage, "editing": run_editing,
+            "memory": run_memory, "compile": run_compile, "training": run_training, "refine": run_refine,
+            "bf16": run_bf16}
+    for name in SECTIONS:
+        if name in only or (name == "peak" and "generator" in only):
+            section(name, runs[name])
     work.cleanup()
     results["total_seconds"] = time.perf_counter() - t_start
     print_targets(results)
     print(f"\ntotal {results['total_seconds']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in section_s.items())
           + ")")
+    if results.get("training_processes"):
+        print("note: " + MULTI_PROCESS_NOTE.format(cpus=os.cpu_count()))
+    incomplete = _incomplete(results)
+    results["incomplete_sections"] = incomplete
+    results["exit_status"] = 1 if incomplete else 0
+    if incomplete:
+        print(f"did not finish: {', '.join(incomplete)} (reasons in the table above)", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    return results
+    return results["exit_status"]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
