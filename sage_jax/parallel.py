@@ -1,10 +1,17 @@
-"""One code path from one CPU to many accelerators: a 1-D ``data`` mesh over every
-device, batches sharded along it, parameters replicated.
+"""One code path from one CPU to many accelerators and many processes: a 1-D ``data``
+mesh over every device of every process, batches sharded along it, parameters
+replicated.
+
+Several processes (JAX's multi-controller runtime): :func:`initialize` joins them
+(every ``sage-jax`` command calls it); a batch size is the global batch, of which each
+process reads its rows (:func:`process_rows`) and :func:`shard_batch` builds the global
+array; independent work (classes, images) is split by index (:func:`process_share`);
+process 0 writes (:func:`is_main`), the others wait at a :func:`barrier` where they read
+what it wrote.
 
 Test the multi-device path on CPU with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8``. For several hosts call
-:func:`initialize` first (``jax.distributed.initialize()``); each process then feeds
-its share of the global batch.
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``, and several processes with
+``sage-jax launch --processes 2 --devices-per-process 2 -- COMMAND``.
 """
 
 from __future__ import annotations
@@ -126,15 +133,6 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def all_processes_say(flag: bool) -> bool:
-    """True when any process's ``flag`` is true, on every process (a collective)."""
-    if jax.process_count() == 1:
-        return bool(flag)
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
-
-
 def broadcast(value):
     """Process 0's ``value`` (an array or a tree of them), on every process."""
     if jax.process_count() == 1:
@@ -220,13 +218,6 @@ def shard_batch(batch, mesh: Mesh):
         return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * jax.process_count(),) + x.shape[1:])
 
     return jax.tree_util.tree_map(put, batch)
-
-
-def shard_global_batch(batch, mesh: Mesh):
-    """A global batch that every process holds whole (e.g. drawn from a shared key):
-    each process places its own rows."""
-    rows = process_rows(len(jax.tree_util.tree_leaves(batch)[0]))
-    return shard_batch(jax.tree_util.tree_map(lambda x: np.asarray(x)[rows], batch), mesh)
 
 
 def to_host(tree):
