@@ -235,18 +235,6 @@ def to_host(tree):
     return jax.tree_util.tree_map(get, tree)
 
 
-def globalize(tree, mesh: Mesh):
-    """``tree`` with every leaf that this process holds alone (a host value, a
-    single-device array) replicated over ``mesh``; arrays already spanning the mesh are
-    kept as they are. Every process must hold the same values."""
-    def put(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return x
-        return replicate(x, mesh)
-
-    return jax.tree_util.tree_map(put, tree)
-
-
 def local_rows(x) -> np.ndarray:
     """This process's rows of an array sharded along its first axis (what it passed to
     :func:`shard_batch`), in order."""

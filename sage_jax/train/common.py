@@ -223,7 +223,7 @@ class Checkpoints:
             if mesh is not None and self._multi:
                 from sage_jax import parallel
 
-                state = parallel.globalize(state, mesh)
+                state = parallel.replicate(state, mesh)
             self._guard(self.manager.save, step, args=self._ocp.args.StandardSave(state), force=True)
             self._pending = step
             return True
