@@ -1,6 +1,6 @@
 """How fast can a fresh discriminator tell real images from a frozen generator's samples?
 
-    python scripts/discriminator_probe.py [--generator DIR] [--steps 1500] [--lr 0.002] \\
+    python experiments/discriminator_probe.py [--generator DIR] [--steps 1500] [--lr 0.002] \\
         [--beta1 0] [--small-cnn] [--config.model.discriminator.blur_kernel='(1.0,)']
 
 A GAN's generator learns only as fast as its discriminator can see what is wrong. This
@@ -11,7 +11,7 @@ shipped model's decoder), Adam as the GAN uses it (beta1 0, beta2 0.99), and pri
 held-out accuracy (500 real, 500 generated images) every ``--every`` steps. On the
 shipped generator the tiny config's discriminator needs about 1,000 steps to pass 90%,
 the same network without the blur before its stride-2 convolutions about 250, and the
-plain CNN under 250 (README, "Where the shipped model stands").
+plain CNN under 250 (experiments/README.md).
 """
 
 import argparse

@@ -3,12 +3,12 @@ existing oracles: the quick loop for comparing encoder settings (issue 16) witho
 training the oracles and the generator again.
 
     # the tiny config's pSp encoder against the shipped run's generator
-    python scripts/encoder_experiment.py --workdir runs/enc_exp/psp --generator runs/tiny/gan/g_ema
+    python experiments/encoder_experiment.py --workdir runs/enc_exp/psp --generator runs/tiny/gan/g_ema
     # an iterative (ReStyle) encoder, 2 passes, 3,000 steps; judged as trained and refined 10 steps
-    python scripts/encoder_experiment.py --workdir runs/enc_exp/restyle2 --generator runs/tiny/gan/g_ema \\
+    python experiments/encoder_experiment.py --workdir runs/enc_exp/restyle2 --generator runs/tiny/gan/g_ema \\
         --config.psp.restyle_iterations=2 --config.psp.steps=3000 --refine 0,10
     # the reconstruction recipe's own plain encoder (one W code per image), from the GAN stage's checkpoint
-    python scripts/encoder_experiment.py --recipe-encoder runs/tiny/gan
+    python experiments/encoder_experiment.py --recipe-encoder runs/tiny/gan
 
 It trains (or resumes) ``sage_jax.train.encoder.train_encoder`` with the config's
 ``model.encoder`` and ``psp`` sections in ``--workdir``, then prints one JSON line per

@@ -2,7 +2,7 @@
 loop for finding a tiny-model GAN setting (issue 16), without the 11 minutes of oracle
 training that ``sage-jax train`` spends first.
 
-    python scripts/gan_experiment.py --workdir runs/gan_exp/r1 --config.gan.recipe=adversarial \\
+    python experiments/gan_experiment.py --workdir runs/gan_exp/r1 --config.gan.recipe=adversarial \\
         --config.gan.steps=4000 --config.gan.eval_every=500 --config.gan.r1=0.1 \\
         --config.gan.path_regularize=0 --config.gan.mixing=0 --config.gan.ema_rampup=0.05
 

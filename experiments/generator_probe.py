@@ -1,7 +1,7 @@
 """Can a generator architecture draw the synthetic data at all? An autoencoder test without
 GAN dynamics.
 
-    python scripts/generator_probe.py [--steps 3000] [--lr 1e-3] \\
+    python experiments/generator_probe.py [--steps 3000] [--lr 1e-3] \\
         [--config.model.generator.channels='((4,64),(8,64),(16,64),(32,64))'] [--out probe.png]
 
 A fresh generator of the config's ``model.generator`` is trained as the decoder of an
@@ -11,7 +11,7 @@ steps it prints the training MSE and, on 10 held-out images per seen and unseen 
 the oracles' retention and the MSE of the reconstructions. A generator that cannot
 reconstruct here, with direct supervision, will not learn the data in a GAN of the same
 length either. The tiny config's reaches retention 0.28 / 0.30 (seen / unseen) at 3,000
-steps (README, "Where the shipped model stands"). ``--out`` writes held-out unseen
+steps (experiments/README.md). ``--out`` writes held-out unseen
 images above their reconstructions.
 
 ``--free-codes``: no encoder; instead one learned W code per training image (generative
@@ -23,7 +23,7 @@ replaces the generator by a plain convolutional decoder (linear layer to a 4x4xW
 nearest upsampling, two 3x3 convolutions per resolution; no modulation) as a yardstick:
 with ``--lr 2e-3 --b1 0.9 --code-lr 0.1`` for 2,000 steps, W=64 (242k parameters)
 reaches training retention 0.85 where the tiny generator (58k synthesis parameters)
-reaches 0.34, and W=16 (28k parameters) 0.54 (README, "Where the shipped model stands").
+reaches 0.34, and W=16 (28k parameters) 0.54 (experiments/README.md).
 ``--per-class`` sets how many training images per seen class get a code (10).
 
 Random samples need more than a decoder: ``--fit-mapping STEPS`` then fits a fresh mapping

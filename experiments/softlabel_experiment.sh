@@ -2,8 +2,8 @@
 # Softlabel-GAN on the imbalanced synthetic data: a hard-label and a soft-label
 # class-conditional StyleGAN2, same seed, same steps, evaluated per class group.
 #
-#   bash scripts/softlabel_experiment.sh [OUT] [STEPS]      # default runs/softlabel 3000 (the README run)
-#   PYTHON=/path/to/venv/bin/python bash scripts/softlabel_experiment.sh   # another interpreter
+#   bash experiments/softlabel_experiment.sh [OUT] [STEPS]      # default runs/softlabel 3000 (the README run)
+#   PYTHON=/path/to/venv/bin/python bash experiments/softlabel_experiment.sh   # another interpreter
 #
 # Both GANs train at once (two processes), same seed, so they see the same batches and z.
 # The README's run (3000 steps): both trainings together took 102 min wall-clock on 2 CPU

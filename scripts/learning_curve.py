@@ -1,6 +1,6 @@
 """The generator's learning curve from a GAN stage's ``metrics.jsonl``: the oracle
 measures of random samples (``quality/*``, logged every ``gan.eval_every`` steps by
-``sage-jax train`` on the synthetic data, or by ``scripts/gan_experiment.py``) against
+``sage-jax train`` on the synthetic data, or by ``experiments/gan_experiment.py``) against
 the step and the training minutes spent to reach it.
 
     python scripts/learning_curve.py runs/tiny/gan --out docs/learning_curve.png

@@ -1,9 +1,13 @@
-"""The stage probes for finding a tiny-model setting (issue 16): scripts/gan_experiment.py
-(the GAN stage judged by existing oracles), scripts/discriminator_probe.py (how fast a
-fresh discriminator separates real from generated images) and
-scripts/generator_probe.py (a generator as an autoencoder's decoder). Each is run for a
-few steps at a small size: what it writes must be well formed and in range, and bad
-arguments are refused before any work."""
+"""The stage probes for finding a tiny-model setting (issue 16): experiments/gan_experiment.py
+(the GAN stage judged by existing oracles), experiments/discriminator_probe.py (how fast a
+fresh discriminator separates real from generated images), experiments/generator_probe.py
+(a generator as an autoencoder's decoder) and experiments/encoder_experiment.py (the
+encoder stage against a finished generator). Each is run for a few steps at a small
+size: what it writes must be well formed and in range, and bad arguments are refused
+before any work.
+
+Not part of the product's suite (``pyproject.toml``'s ``testpaths`` is ``tests``): run
+``python -m pytest -q experiments/tests``."""
 
 import importlib.util
 import json
@@ -13,11 +17,14 @@ import re
 import numpy as np
 import pytest
 
-from fixture_utils import ROOT
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPERIMENTS = os.path.join(ROOT, "experiments")
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -117,26 +124,6 @@ def test_generator_probe_reports_reconstruction_quality(tmp_path, capsys):
         _script("generator_probe").main(["--plain-width", "16"])
     with pytest.raises(SystemExit):
         _script("generator_probe").main(["--free-codes", "--b1", "1"])
-
-
-def test_learning_curve_reads_the_quality_rows_with_their_minutes_and_draws_them(tmp_path, capsys):
-    rows = [{"step": 50, "recon_mse": 0.1, "interval_s": 30.0},
-            {"step": 100, "recon_mse": 0.05, "interval_s": 30.0},
-            {"step": 100, "quality/confident_share": 0.4, "quality/seen_classes_hit": 20.0, "quality/oracle_fid": 30.0},
-            {"step": 150, "recon_mse": 0.04, "interval_s": 60.0},
-            {"step": 150, "quality/confident_share": 0.7, "quality/seen_classes_hit": 37.0, "quality/oracle_fid": 9.0}]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    mod = _script("learning_curve")
-    curve = mod.read_curve(str(tmp_path))
-    assert [(r["step"], r["minutes"], r["confident_share"]) for r in curve] == [(100, 1.0, 0.4), (150, 2.0, 0.7)]
-    assert mod.main([str(tmp_path), "--out", str(tmp_path / "c.png")]) == 0
-    assert "| 150 | 2.0 | 0.700 | 37 | 9.0 |" in capsys.readouterr().out
-    assert (tmp_path / "c.png").stat().st_size > 0
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
-    for bad in (tmp_path / "nothing", tmp_path / "empty"):
-        with pytest.raises(SystemExit):
-            mod.main([str(bad)])
 
 
 def test_encoder_experiment_judges_a_restyle_encoder_and_the_recipe_encoder(tmp_path, capsys):
