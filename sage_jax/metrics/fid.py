@@ -1,4 +1,4 @@
-"""FID and KID on Inception features (paper section 4; DESIGN.md, "Evaluation").
+"""FID and KID on Inception features (paper section 4).
 
 Protocol
 --------
@@ -31,7 +31,8 @@ Protocol
 
 All functions here take and return arrays; the feature network is passed in as a
 function. :func:`cached_statistics` is the one that touches the disk (its cache).
-``fid`` and ``kid`` are the built-in metrics of :mod:`sage_jax.metrics.registry`.
+:func:`fid` and :func:`kid` wrap the two scores as dicts for ``sage-jax evaluate`` and the
+class-wise evaluation; :func:`fid` takes cached statistics in place of features.
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def cached_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str, Any]
     return stats
 
 
-# --------------------------------------------------------------------------- registered metrics
+# --------------------------------------------------------------------------- the scores as dicts
 
 def _as_statistics(x) -> Statistics:
     if isinstance(x, Statistics):
