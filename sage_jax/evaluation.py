@@ -36,8 +36,8 @@ import time
 
 import numpy as np
 
-from sage_jax.data.folders import ClassImages, read_class_folder  # noqa: F401  (also from here)
-from sage_jax.errors import EvaluationError  # noqa: F401  (also from here)
+from sage_jax.data.folders import ClassImages, read_class_folder
+from sage_jax.errors import EvaluationError
 from sage_jax.metrics.oracles import synthetic_ground_truth
 
 ALL_METRICS = ("fid", "kid", "lpips", "nas", "fewshot", "gt")

@@ -35,7 +35,8 @@ def cmd_evaluate(args) -> int:
     OUT/metrics.json, tables.md and samples.png, and shows progress
     (:func:`sage_jax.evaluation.run_evaluation`)."""
     from sage_jax import parallel
-    from sage_jax.evaluation import EvalOptions, EvaluationError, run_evaluation, tables
+    from sage_jax.errors import EvaluationError
+    from sage_jax.evaluation import EvalOptions, run_evaluation, tables
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     if args.conditional:
