@@ -211,8 +211,8 @@ print(repr(clf.losses.tolist()))
 
 @pytest.mark.heavy
 def test_same_losses_on_one_and_eight_devices(tmp_path):
-    """DESIGN.md, "Scale": the batch sharded over 8 (CPU) devices, params replicated,
-    gives the 1-device losses."""
+    """Data parallelism changes where the work runs, not what is computed: the batch
+    sharded over 8 (CPU) devices, params replicated, gives the 1-device losses."""
     import ast
     import os
     import subprocess

@@ -1,6 +1,6 @@
 """The embedded default dataset: synthetic images whose generating factors are known.
 
-Why it exists (DESIGN.md, "Data"): with the factors known, category retention and
+Why it exists: with the factors known, category retention and
 diversity of generated images can be measured exactly, which no public benchmark
 allows, and every stage trains on 2 CPU cores at 32 px.
 

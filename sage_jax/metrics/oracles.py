@@ -1,4 +1,6 @@
-"""Ground-truth measures on the synthetic dataset (DESIGN.md, "Data").
+"""Ground-truth measures on the synthetic dataset (:mod:`sage_jax.data.synthetic`: its
+generating factors are known, so what generated images keep of a class and how much they
+vary can be measured instead of estimated).
 
 Two small oracles trained on real images only: a classifier of all categories (seen
 and unseen) and a regressor of the category-irrelevant factors. On generated images of

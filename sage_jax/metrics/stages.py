@@ -1,5 +1,6 @@
-"""Stage-by-stage quality on the synthetic dataset (DESIGN.md, "Data": the benchmark only
-measures the method when every stage under it has learnt).
+"""Stage-by-stage quality on the synthetic dataset: the benchmark measures the method only
+when every stage under it has learnt (retention of edited images means little when the
+generator cannot draw the classes or the inversion of the shot already lost its class).
 
 The ground-truth oracles (trained on real images only) score each stage on its own:
 
