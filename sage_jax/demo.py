@@ -381,7 +381,7 @@ SWEEP_ALPHAS = (0.5, 1.0, 1.5, 2.0, 3.0)
 def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes=SWEEP_MODES, shots=SHOTS,
                     n: int = 16, n_real: int = 32, seed: int = 0, quiet: bool = False) -> dict:
     """Retention and diversity of every mode over an ``alphas`` sweep (the edit strength
-    trades one for the other, so methods compare on the whole curve, DESIGN.md), for each
+    trades one for the other, so methods compare on the whole curve), for each
     shot count, on every unseen synthetic class: ``sweep.json``, ``sweep.md`` (a table) and
     ``sweep.png`` (retention vs diversity, a line per mode, a panel per shot count).
 
