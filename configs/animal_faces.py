@@ -2,19 +2,17 @@
 
 Unpack the dataset in the originals' layout (`data/animal_faces/train/<class>_<i>.jpg`), then:
 
-    sage-jax train-gan --config configs/animal_faces.py --workdir runs/animal_faces/gan
-    sage-jax train-encoder --config configs/animal_faces.py --workdir runs/animal_faces/psp --generator runs/animal_faces/gan/g_ema
+    sage-jax train-gan --config animal_faces --workdir runs/animal_faces/gan
+    sage-jax train-encoder --config animal_faces --workdir runs/animal_faces/psp --generator runs/animal_faces/gan/g_ema
     # elsewhere: --config.data.root=/path/to/animal_faces
 
 Costs: StyleGAN2 at 256 px is GPU work (rosinality's 800k steps take days on 8 GPUs);
 nothing here trains it on a CPU.
 """
 
-import os
-import sys
+from sage_jax.config import load_sibling
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _full_size import full_size_config  # noqa: E402
+full_size_config = load_sibling(__file__, "_full_size").full_size_config   # beside this file, wherever it is
 
 
 def get_config(arg=None):

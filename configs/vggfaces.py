@@ -2,19 +2,17 @@
 
 Unpack the dataset in the originals' layout (`data/vggfaces/train/<class>_<i>.jpg`), then:
 
-    sage-jax train-gan --config configs/vggfaces.py --workdir runs/vggfaces/gan
-    sage-jax train-encoder --config configs/vggfaces.py --workdir runs/vggfaces/psp --generator runs/vggfaces/gan/g_ema
+    sage-jax train-gan --config vggfaces --workdir runs/vggfaces/gan
+    sage-jax train-encoder --config vggfaces --workdir runs/vggfaces/psp --generator runs/vggfaces/gan/g_ema
     # elsewhere: --config.data.root=/path/to/vggfaces
 
 Costs: StyleGAN2 at 256 px is GPU work (rosinality's 800k steps take days on 8 GPUs);
 nothing here trains it on a CPU.
 """
 
-import os
-import sys
+from sage_jax.config import load_sibling
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _full_size import full_size_config  # noqa: E402
+full_size_config = load_sibling(__file__, "_full_size").full_size_config   # beside this file, wherever it is
 
 
 def get_config(arg=None):

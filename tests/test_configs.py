@@ -51,3 +51,123 @@ def test_tiny_dictionary_section_fits_the_trainer():
     base.update(cfg.dictionary)  # what `train-dictionary --config configs/tiny.py` does
     assert base.a_length == 8 and tuple(map(tuple, base.groups)) == ((0, 1, 2), (3, 4, 5), (6, 7))
     assert base.init == "pca"
+
+
+# ----------------------------------------------------------------- every option, one place per default
+SHIPPED = ("tiny", "flowers", "animal_faces", "nabirds", "vggfaces")
+
+
+def _keys(section, prefix=""):
+    """Every nested key of a ConfigDict, as dotted paths."""
+    import ml_collections
+
+    out = []
+    for key in section.keys():
+        if isinstance(section[key], ml_collections.ConfigDict):
+            out += _keys(section[key], f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+def _has(config, path):
+    node = config
+    for part in path.split("."):
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_every_shipped_config_has_every_key_of_the_module_defaults():
+    """As its file builds it (no completion by load_config): every key of every section
+    default, so every option can be set on the command line of every config."""
+    from sage_jax.config import default_config, import_config, shipped_configs
+    from sage_jax.train import dictionary, encoder, gan
+
+    assert set(SHIPPED) <= set(shipped_configs())
+    sections = {"gan": gan.default_config(), "psp": encoder.default_config(),
+                "dictionary": dictionary.default_config()}
+    wanted = list(dict.fromkeys(_keys(default_config())
+                                + [f"{name}.{k}" for name, s in sections.items() for k in _keys(s)]))
+    for name in shipped_configs():
+        config = import_config(name)
+        missing = [k for k in wanted if not _has(config, k)]
+        assert not missing, f"configs/{name}.py lacks {missing}"
+
+
+def test_options_missing_before_apply_to_the_256px_configs():
+    from sage_jax.config import apply_overrides, import_config, load_config
+
+    for load in (import_config, load_config):
+        cfg = apply_overrides(load("flowers"), ["gan.ema_rampup=10", "gan.d_lr=0.001", "psp.restyle_iterations=2",
+                                                "gan.recipe=reconstruction", "dictionary.init=pca"])
+        assert (cfg.gan.ema_rampup, cfg.gan.d_lr, cfg.psp.restyle_iterations) == (10.0, 0.001, 2)
+        assert (cfg.gan.recipe, cfg.dictionary.init) == ("reconstruction", "pca")
+
+
+def test_tiny_config_is_the_one_the_shipped_model_was_trained_with():
+    import json
+
+    config = json.loads(load_config("tiny").to_json_best_effort())
+    with open(os.path.join(ROOT, "sage_jax", "assets", "tiny_model", "config.json")) as f:
+        trained = json.load(f)
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    have, want = flat(config), flat(trained)
+    assert set(want) <= set(have)
+    assert {k: have[k] for k in want if have[k] != want[k]} == {}
+
+
+def test_step_options_take_their_defaults_from_the_gan_section():
+    from sage_jax.train import gan
+
+    assert gan.StepOptions() == gan.StepOptions.from_config(gan.default_config())
+    tiny = load_config("tiny")
+    assert gan.StepOptions.from_config(tiny.gan).lr == tiny.gan.lr
+
+
+def test_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    import pytest
+
+    from sage_jax.config import ConfigNotFound, UsageError, load_config as load
+
+    monkeypatch.chdir(tmp_path)
+    assert load("tiny").data.size == 32 and load("flowers").data.size == 256
+    assert load(os.path.join(ROOT, "configs", "tiny.py")).to_dict() == load("tiny").to_dict()
+    for bad in ("tinyy", "configs/tiny.py", "tiny.py"):   # not here: no such file, and not a name
+        with pytest.raises(ConfigNotFound, match="animal_faces, flowers, nabirds, tiny, vggfaces") as e:
+            load(bad)
+        assert isinstance(e.value, UsageError) and isinstance(e.value, FileNotFoundError)
+    # a user's copy of a dataset config loads its shared part from beside it
+    for name in ("flowers.py", "_full_size.py"):
+        (tmp_path / name).write_text(open(os.path.join(ROOT, "configs", name)).read().replace("85", "7"))
+    assert load(str(tmp_path / "flowers.py")).data.num_seen == 7
+
+
+def test_an_unknown_config_name_is_a_usage_error(tmp_path, capsys):
+    from sage_jax.cli import main
+
+    assert main(["make-synthetic", "--config", "flower", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no shipped config named 'flower'" in err and "flowers" in err and "Traceback" not in err
+
+
+def test_the_wheel_lists_every_package_and_ships_the_configs():
+    """pyproject.toml names the packages (so that sage_jax._configs can be the top-level
+    configs/ folder): a new sub-package of sage_jax must be added there."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".")
+             for d, _, files in os.walk(os.path.join(ROOT, "sage_jax"))
+             if "__pycache__" not in d and any(f.endswith(".py") for f in files)}
+    assert set(tool["packages"]) == found | {"sage_jax._configs"}
+    assert tool["package-dir"] == {"sage_jax._configs": "configs"}
+    assert os.path.isfile(os.path.join(ROOT, "configs", "__init__.py"))   # the editable install maps a package

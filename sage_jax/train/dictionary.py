@@ -32,7 +32,10 @@ from sage_jax.train.common import run_loop
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Paper / official defaults (SAGE Sec. 4.1; AGE's training options)."""
+    """The ``dictionary`` section's defaults, the one place of each (``configs/*.py``
+    start from it through :func:`sage_jax.config.default_config`; ``sage-jax
+    train-dictionary`` without ``--config`` trains with it): the paper's and the
+    official code's options (SAGE Sec. 4.1; AGE's training options)."""
     c = ml_collections.ConfigDict()
     c.groups = ((0, 1, 2), (3, 4, 5))  # the official code's two groups; the paper: (0-2, 3-6, 7-17)
     c.a_length = 100                   # A_length of the official checkpoints
@@ -139,7 +142,7 @@ def train_dictionary(psp, stats, dataset, cfg: ml_collections.ConfigDict, workdi
     model = init_dictionary(dict_cfg, jax.random.fold_in(key, 0))
     if max(model.edited_layers) >= psp.encoder.n_styles:
         raise ValueError(f"groups {cfg.groups} reach past the encoder's {psp.encoder.n_styles} styles")
-    init = str(cfg.get("init", "random"))
+    init = str(cfg.init)
     if init not in INITS:
         raise ValueError(f"dictionary.init must be one of {INITS}, got {init!r}")
     params = model.variables["params"]

@@ -37,23 +37,25 @@ from sage_jax.train.common import run_loop, scheduled_rate
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """pSp defaults (l2 1.0, lpips 0.8, w-norm 0, lr 1e-4, batch 8)."""
+    """The ``psp`` section's defaults, the one place of each (``configs/*.py`` start from
+    it through :func:`sage_jax.config.default_config`): pSp's training options (l2 1.0,
+    lpips 0.8, w-norm 0, lr 1e-4, batch 8), and the options pSp does not have off."""
     c = ml_collections.ConfigDict()
-    c.steps = 500000
+    c.steps = 500000           # pSp's max_steps
     c.batch_size = 8
-    c.lr = 1e-4
+    c.lr = 1e-4                # Adam (pSp: Ranger)
     c.lr_schedule = "constant"  # "cosine": the rate decays to 0 over ``steps`` (not in pSp)
     c.l2_lambda = 1.0
-    c.lpips_lambda = 0.8     # used only when an LPIPS network is given
+    c.lpips_lambda = 0.8       # used only when LPIPS weights are given
     c.w_norm_lambda = 0.0
-    c.latent_lambda = 0.0    # latent regression on generated images (tiny: 1.0)
-    c.generated_fraction = 0.5  # share of each batch that is generated (when latent_lambda > 0)
-    c.restyle_iterations = 0    # > 0: an iterative (ReStyle) encoder with this many passes (not in pSp)
-    c.latent_avg_samples = 10000
+    c.latent_lambda = 0.0      # > 0: latent regression on generated images (not in pSp)
+    c.generated_fraction = 0.0  # share of each batch that is generated (used when latent_lambda > 0)
+    c.restyle_iterations = 0   # > 0: an iterative (ReStyle) encoder with this many passes (not in pSp)
+    c.latent_avg_samples = 100000   # pSp: decoder.mean_latent(int(1e5))
     c.seed = 0
-    c.log_every = 50
-    c.ckpt_every = 1000
-    c.keep = 3
+    c.log_every = 100
+    c.ckpt_every = 5000
+    c.keep = 3                 # checkpoints kept
     return c
 
 
@@ -173,7 +175,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
 
     mesh = mesh or parallel.make_mesh()
     key = jax.random.PRNGKey(cfg.seed)
-    iterations = cfg.get("restyle_iterations", 0)
+    iterations = cfg.restyle_iterations
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ValueError(f"psp.restyle_iterations must be a whole number >= 0, got {iterations!r}")
     iterations = int(iterations)
@@ -183,7 +185,7 @@ def train_encoder(enc_cfg, G, cfg, dataset, workdir: str, quiet: bool = False, m
     if E.style_dim != G.style_dim:
         raise ValueError(f"encoder style_dim {E.style_dim} != generator {G.style_dim}")
     latent_avg = np.asarray(G.mean_latent(cfg.latent_avg_samples, jax.random.fold_in(key, 1)))  # (1, D)
-    opt_args = (float(cfg.lr), str(cfg.get("lr_schedule", "constant")), int(cfg.steps))
+    opt_args = (float(cfg.lr), str(cfg.lr_schedule), int(cfg.steps))
     tx = _optimizer(*opt_args)
     batch_stats = E.variables["batch_stats"]
     if iterations:   # one set of BatchNorm statistics per pass (models.pass_variables)

@@ -56,45 +56,56 @@ EMA_ACCUM = 0.5 ** (32 / (10 * 1000))
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """rosinality ``train.py`` defaults."""
+    """The ``gan`` section's defaults, the one place of each (``configs/*.py`` start from
+    it through :func:`sage_jax.config.default_config`; :class:`StepOptions`, this module,
+    :mod:`~sage_jax.train.reconstruction` and :mod:`~sage_jax.train.label_augmentation`
+    read the keys without fallbacks). The adversarial options are rosinality's
+    ``train.py`` defaults."""
     c = ml_collections.ConfigDict()
-    c.steps = 800000
+    c.steps = 800000           # rosinality's iterations (256 px, days on 8 GPUs)
     c.batch_size = 16
     c.lr = 0.002
-    c.d_lr = 0.0               # > 0: the discriminator's own learning rate (0: lr, as rosinality)
-    c.r1 = 10.0
-    c.d_reg_every = 16
+    c.d_lr = 0.0               # > 0: the discriminator's own rate (two time-scale updates); 0: lr, as rosinality
+    c.r1 = 10.0                # R1 weight
+    c.d_reg_every = 16         # lazy R1 interval (StyleGAN2)
     c.path_regularize = 2.0
     c.path_batch_shrink = 2
-    c.g_reg_every = 4
-    c.mixing = 0.9
-    c.ema = EMA_ACCUM
-    c.ema_rampup = 0.0         # > 0: EMA half-life ramps up as min(half-life, ema_rampup * step) (StyleGAN2-ADA: 0.05)
-    c.augment = False          # differentiable augmentation (colour, translation, cutout)
-    c.conditional = False      # class-conditional G (mapping embeds labels) and projection D
-    c.labels = "hard"          # real-image labels: "hard" (one-hot) | "soft" (Softlabel-GAN)
-    c.soft_temperature = 1.0   # softmax(logits / T); the paper: plain softmax (T = 1)
-    c.soft_mix = 0.0           # mix * onehot + (1 - mix) * soft; the paper: 0
-    c.soft_labels_file = ""    # a user's (N, C) .npy of probabilities, in the dataset's order
-    c.soft_classifier_steps = 200  # SmallCNN steps per fold when no file is given
-    c.soft_folds = 2           # cross-fitting folds (each image scored by a classifier that did not see it)
-    c.fake_labels = "uniform"  # class prior of the generated images' one-hot labels: "uniform" (BigGAN-PyTorch,
-                               # the paper's code base) | "data" (training frequencies, as StyleGAN2-ADA)
-    c.balance = False          # class-balanced weights N / (C n_c) on the D's real loss
+    c.g_reg_every = 4          # lazy path-length interval (StyleGAN2)
+    c.mixing = 0.9             # style-mixing probability
+    c.ema = EMA_ACCUM          # rosinality's accum
+    c.ema_rampup = 0.0         # > 0: EMA half-life min(that of ema, ema_rampup * step) (StyleGAN2-ADA: 0.05)
+    c.augment = False          # differentiable augmentation (colour, translation, cutout), for few images
+    # Class-conditional training and Softlabel-GAN (Katsumata et al., WACV 2024), see
+    # sage_jax/train/label_augmentation.py. The paper's setting: labels="soft" with the
+    # classifier's plain softmax (soft_temperature=1, soft_mix=0), DiffAugment
+    # color,translation,cutout (augment=True), no class-balanced reweighting.
+    c.conditional = False      # class-conditional G (label embedding in the mapping) + projection D
+    c.labels = "hard"          # real images' labels: "hard" (one-hot) | "soft" (classifier probabilities)
+    c.soft_temperature = 1.0   # softmax(logits / T); the paper: 1
+    c.soft_mix = 0.0           # mix * onehot + (1 - mix) * soft; the paper: 0 (pure soft labels)
+    c.soft_labels_file = ""    # optional (N, C) .npy of probabilities in the dataset's order
+    c.soft_classifier_steps = 200  # SmallCNN steps per fold (no file given)
+    c.soft_folds = 2           # cross-fitting: each image is scored by a classifier that never saw it
+    c.fake_labels = "uniform"  # generated images' one-hot classes: "uniform" (BigGAN-PyTorch, the paper's
+                               # code base) | "data" (training frequencies, as StyleGAN2-ADA)
+    c.balance = False          # class-balanced weights N / (C n_c) on the D's real loss (not in the paper)
     c.seed = 0
-    c.log_every = 50
-    c.ckpt_every = 1000
-    c.keep = 3
-    c.sample_every = 1000
+    c.log_every = 100
+    c.ckpt_every = 5000
+    c.keep = 3                 # checkpoints kept
+    c.sample_every = 5000      # a grid of EMA samples (0: never)
     c.n_sample = 16
-    c.recipe = "adversarial"   # "reconstruction": no GAN (sage_jax/train/reconstruction.py)
-    c.recon_lr = 0.01          # reconstruction recipe: the generator's Adam rate
+    # The reconstruction recipe (sage_jax/train/reconstruction.py; not in the reference): no
+    # discriminator; the synthesis network learns by reconstruction beside a plain encoder,
+    # then a class-conditional mapping is fitted to a per-class sampler of the codes.
+    c.recipe = "adversarial"   # "adversarial" (StyleGAN2, as rosinality) | "reconstruction"
+    c.recon_lr = 0.01          # the generator's Adam rate
     c.recon_b1 = 0.9           #   and beta1
-    c.recon_schedule = "constant"  #   "cosine": both phase-1 rates decay to 0 over the steps
-    c.encoder_width = 32       #   its plain encoder's base width
+    c.recon_schedule = "constant"  # "constant" | "cosine": both phase-1 rates decay to 0 over gan.steps
+    c.encoder_width = 32       # its plain encoder's base width
     c.encoder_lr = 1e-3        #   and Adam rate
-    c.sampler_rank = 4         #   principal directions per class of the class sampler
-    c.mapping_steps = 20000    #   regression steps of the conditional mapping
+    c.sampler_rank = 4         # principal directions per class of the class sampler
+    c.mapping_steps = 20000    # regression steps of the conditional mapping
     c.mapping_lr = 1e-2        #   and its (cosine-decayed) Adam rate
     c.eval_every = 0           # > 0: call train_gan's ``evaluate`` (the learning curve) every this many steps
     return c
@@ -209,26 +220,33 @@ def flip_images(images, flip):
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
 
 
+_DEFAULTS = default_config()
+
+
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
     """The training options the compiled updates depend on (hashable, so the jitted
-    functions are built once per model and options, also across resumed runs)."""
+    functions are built once per model and options, also across resumed runs). Made
+    from a ``gan`` section by :meth:`from_config`; the field defaults are those of
+    :func:`default_config`, read from it, not repeated."""
 
-    lr: float
-    r1: float
-    d_reg_every: int
-    path_regularize: float
-    path_batch_shrink: int
-    g_reg_every: int
-    mixing: float
-    ema: float
-    augment: bool
-    ema_rampup: float = 0.0
-    d_lr: float = 0.0
+    lr: float = _DEFAULTS.lr
+    r1: float = _DEFAULTS.r1
+    d_reg_every: int = _DEFAULTS.d_reg_every
+    path_regularize: float = _DEFAULTS.path_regularize
+    path_batch_shrink: int = _DEFAULTS.path_batch_shrink
+    g_reg_every: int = _DEFAULTS.g_reg_every
+    mixing: float = _DEFAULTS.mixing
+    ema: float = _DEFAULTS.ema
+    augment: bool = _DEFAULTS.augment
+    ema_rampup: float = _DEFAULTS.ema_rampup
+    d_lr: float = _DEFAULTS.d_lr
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(**{f.name: cfg.get(f.name, f.default) for f in dataclasses.fields(cls)})
+        """The options of a ``gan`` section (which has every key: configs start from
+        :func:`default_config`, and :func:`sage_jax.config.load_config` completes them)."""
+        return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
 
     def ema_beta(self, step):
         """The EMA decay at (0-based) ``step``. With ``ema_rampup`` r > 0 the half-life
@@ -427,7 +445,7 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
     from sage_jax.checkpoints import save_model
     from sage_jax.train import reconstruction
 
-    recipe = cfg.get("recipe", "adversarial")
+    recipe = cfg.recipe
     if recipe not in reconstruction.RECIPES:
         raise ValueError(f"gan.recipe must be one of {reconstruction.RECIPES}, got {recipe!r}")
     if recipe == "reconstruction":
@@ -453,7 +471,7 @@ def train_gan(g_cfg, d_cfg, cfg, dataset, workdir: str, quiet: bool = False, mes
         draws = steps.draw(jax.random.fold_in(step_key, step), cfg.batch_size, prior)
         return run_iteration(steps, opts, state, real, draws, step, labels if c_dim else None, hflip)
 
-    eval_every = int(cfg.get("eval_every", 0) or 0)
+    eval_every = int(cfg.eval_every or 0)
 
     def after_step(state, done):
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
@@ -483,7 +501,7 @@ def _conditional_configs(g_cfg, d_cfg, cfg, dataset):
     from sage_jax.models import _config_dict
 
     c_dim = int(g_cfg.get("c_dim", 0) or 0)
-    if not (cfg.get("conditional", False) or c_dim):
+    if not (cfg.conditional or c_dim):
         return g_cfg, d_cfg, 0
     n_classes = dataset.num_classes
     c_dim = c_dim or n_classes
@@ -505,7 +523,7 @@ def _labelled_dataset(cfg, dataset, workdir, key, quiet):
     path = os.path.join(workdir, "real_labels.npy")
     if os.path.exists(path):
         vectors = la.check_soft_labels(np.load(path), len(dataset), c, what=path)
-        summary = dict(la.soft_label_summary(vectors, hard), kind=cfg.get("labels", "hard"))
+        summary = dict(la.soft_label_summary(vectors, hard), kind=cfg.labels)
     else:
         # computed by every process alike (the labeller's training is data-parallel);
         # written by process 0
@@ -520,13 +538,13 @@ def _labelled_dataset(cfg, dataset, workdir, key, quiet):
     if not quiet:
         print(f"real labels ({summary['kind']}): true-class probability {summary['true_class_prob']:.3f}, "
               f"max probability {summary['max_prob']:.3f}, entropy {summary['entropy']:.3f} nats")
-    weights = la.class_balanced_weights(hard, c)[hard] if cfg.get("balance", False) else None
-    prior = la.class_prior(hard, c, cfg.get("fake_labels", "uniform"))
+    weights = la.class_balanced_weights(hard, c)[hard] if cfg.balance else None
+    prior = la.class_prior(hard, c, cfg.fake_labels)
     counts = np.bincount(hard, minlength=c)
     extra = {"class_names": list(getattr(dataset, "class_names", [str(i) for i in range(c)])),
              "class_counts": [int(n) for n in counts], "labels": summary["kind"],
-             "label_summary": summary, "balance": bool(cfg.get("balance", False)),
-             "fake_labels": cfg.get("fake_labels", "uniform")}
+             "label_summary": summary, "balance": bool(cfg.balance),
+             "fake_labels": cfg.fake_labels}
     return la.LabelledDataset(dataset, vectors, weights), prior, extra
 
 

@@ -172,18 +172,17 @@ def real_label_vectors(cfg, dataset, key) -> tuple[np.ndarray, dict]:
     the options of a ``gan`` config section, and a summary for the logs."""
     hard = np.asarray(dataset_labels(dataset))
     c = dataset.num_classes
-    kind = cfg.get("labels", "hard")
+    kind = cfg.labels
     if kind == "hard":
         vectors = np.eye(c, dtype=np.float32)[hard]
     elif kind == "soft":
-        if cfg.get("soft_labels_file"):
+        if cfg.soft_labels_file:
             vectors = load_soft_labels(cfg.soft_labels_file, len(dataset), c)
         else:
             images = dataset_images(dataset)
-            logits = classifier_logits(images, hard, c, key=key, steps=int(cfg.get("soft_classifier_steps", 200)),
-                                       folds=int(cfg.get("soft_folds", 2)))
-            vectors = soft_labels(logits, hard, float(cfg.get("soft_temperature", 1.0)),
-                                  float(cfg.get("soft_mix", 0.0)))
+            logits = classifier_logits(images, hard, c, key=key, steps=int(cfg.soft_classifier_steps),
+                                       folds=int(cfg.soft_folds))
+            vectors = soft_labels(logits, hard, float(cfg.soft_temperature), float(cfg.soft_mix))
     else:
         raise ValueError(f"gan.labels must be 'hard' or 'soft', got {kind!r}")
     return vectors, dict(soft_label_summary(vectors, hard), kind=kind)

@@ -50,14 +50,14 @@ MAPPING_BATCH = 256
 
 def check_config(cfg) -> None:
     """Refuse impossible reconstruction settings before any work."""
-    bad = [f"{k}={cfg.get(k)!r}" for k in ("recon_lr", "encoder_lr", "mapping_lr") if not cfg.get(k, 0) > 0]
-    if not 0 <= cfg.get("recon_b1", 0.9) < 1:
-        bad.append(f"recon_b1={cfg.get('recon_b1')!r}")
+    bad = [f"{k}={cfg[k]!r}" for k in ("recon_lr", "encoder_lr", "mapping_lr") if not cfg[k] > 0]
+    if not 0 <= cfg.recon_b1 < 1:
+        bad.append(f"recon_b1={cfg.recon_b1!r}")
     for k in ("encoder_width", "sampler_rank", "mapping_steps"):
-        if int(cfg.get(k, 0)) < 1:
-            bad.append(f"{k}={cfg.get(k)!r}")
-    if cfg.get("recon_schedule", "constant") not in SCHEDULES:
-        bad.append(f"recon_schedule={cfg.get('recon_schedule')!r} (one of {SCHEDULES})")
+        if int(cfg[k]) < 1:
+            bad.append(f"{k}={cfg[k]!r}")
+    if cfg.recon_schedule not in SCHEDULES:
+        bad.append(f"recon_schedule={cfg.recon_schedule!r} (one of {SCHEDULES})")
     if bad:
         raise ValueError("gan.recipe='reconstruction' needs positive rates and sizes and 0 <= recon_b1 < 1; got "
                          + ", ".join(bad))
@@ -179,7 +179,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     enc = PlainEncoder(int(cfg.encoder_width), dim)
     e_params = enc.init(jax.random.fold_in(key, 1), jnp.zeros((1, G.size, G.size, 3)))["params"]
     encode = jax.jit(lambda e, x: enc.apply({"params": e}, x))
-    schedule = cfg.get("recon_schedule", "constant")
+    schedule = cfg.recon_schedule
     g_rate, e_rate = (scheduled_rate(float(r), schedule, int(cfg.steps), "gan.recon_schedule")
                       for r in (cfg.recon_lr, cfg.encoder_lr))
     tx = optax.multi_transform({"g": optax.adam(g_rate, b1=cfg.recon_b1, b2=0.99),
@@ -201,7 +201,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
         state, m = update(state, real)
         return dict(state, step=jnp.asarray(step + 1, jnp.int32)), m
 
-    eval_every = int(cfg.get("eval_every", 0) or 0)
+    eval_every = int(cfg.eval_every or 0)
 
     def after_step(state, done):
         """The learning curve of phase 1 (the final point comes after phase 2): the
@@ -244,7 +244,7 @@ def train_reconstruction(g_cfg, cfg, dataset, workdir: str, quiet: bool = False,
     save_model(os.path.join(workdir, "g_ema"), G_out, overwrite=True, extra=extra)
     if parallel.is_main():
         np.savez(os.path.join(workdir, "class_sampler.npz"), mean=mus, basis=bases)
-    if cfg.get("n_sample", 0) and parallel.is_main():   # a picture of the result: sample i of class i mod C
+    if cfg.n_sample and parallel.is_main():   # a picture of the result: sample i of class i mod C
         from sage_jax.images import make_grid, save_png, to_uint8
 
         n = int(cfg.n_sample)
