@@ -183,12 +183,12 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
 
     model_dir = os.path.join(workdir, "model")
     if main:
-        _bundle(cfg, workdir, model_dir, times, setting, quality)
+        _bundle(cfg, workdir, model_dir, times, setting, quality, class_names=list(enc_data.class_names))
     parallel.barrier("pipeline-bundle")
-    if not quiet:
-        total = sum(times.values())
-        print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
-              + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + f"; total {total / 60:.1f} min")
+    # said even when quiet: where the model went
+    total = sum(times.values())
+    print(f"model in {model_dir} ({_du(model_dir) / 2**20:.1f} MB); stage times: "
+          + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + f"; total {total / 60:.1f} min")
     return model_dir
 
 
@@ -268,10 +268,14 @@ def _config_json(cfg, setting) -> str:
     return json.dumps(d, indent=1)
 
 
-def _bundle(cfg, workdir, model_dir, times, setting, quality=None):
-    """Copy what generation and the demo need into one directory (process 0 only). The
-    copy is made under a temporary name and put in place at the end; a previous bundle
-    is moved aside first and removed last."""
+def _bundle(cfg, workdir, model_dir, times, setting, quality=None, class_names=None):
+    """Copy what generation and the demo need into one directory (process 0 only), with
+    ``classes.json``, the seen classes' names in label order
+    (:func:`sage_jax.statistics.write_class_names`). The copy is made under a temporary
+    name and put in place at the end; a previous bundle is moved aside first and removed
+    last."""
+    from sage_jax.statistics import write_class_names
+
     tmp = model_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -282,6 +286,8 @@ def _bundle(cfg, workdir, model_dir, times, setting, quality=None):
         shutil.copytree(os.path.join(workdir, "oracles"), os.path.join(tmp, "oracles"))
     with open(os.path.join(tmp, "config.json"), "w") as f:
         f.write(_config_json(cfg, setting))
+    if class_names is not None:
+        write_class_names(tmp, class_names)
     with open(os.path.join(tmp, "provenance.json"), "w") as f:
         json.dump({"made_by": "sage-jax train", "seed": int(cfg.seed), "stage_seconds": times,
                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],

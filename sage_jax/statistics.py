@@ -252,3 +252,95 @@ def add_code_moments(stats: ClassStatistics, encoder, dataset, dictionary, batch
 def _setting_of(encoder) -> InversionSetting:
     """The inversion setting of an Inverter; a plain encoder makes the encoder's codes."""
     return getattr(encoder, "setting", InversionSetting())
+
+
+# ----------------------------------------------------------------------------- a model's classes
+CLASSES_FILE = "classes.json"
+
+
+def write_class_names(model_dir: str, names) -> str:
+    """``MODEL/classes.json``: the seen classes' names in label order (label ``i`` of the
+    class-conditional generator, row ``i`` of ``class_stats.npz``). ``sage-jax train``
+    writes it into every model it bundles."""
+    path = os.path.join(model_dir, CLASSES_FILE)
+    with open(path, "w") as f:
+        json.dump({"seen_classes": [str(n) for n in names]}, f, indent=1)
+        f.write("\n")
+    return path
+
+
+def model_class_names(model_dir: str, count: int | None = None) -> tuple[list[str], str]:
+    """(the seen classes' names in label order, where they came from) of a model
+    directory: its ``classes.json``; for a model without one (the shipped tiny model,
+    older models) the classes its ``config.json``'s data section makes (the synthetic
+    data's seen classes; a folder dataset's seen split when the folder is there), else
+    the names in its ``class_stats.npz``, else ``class_0`` .. Names whose number is not
+    ``count`` (the generator's classes, when given) are passed over."""
+
+    def fits(names):
+        return names and (count is None or len(names) == count)
+
+    path = os.path.join(model_dir, CLASSES_FILE)
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                names = [str(n) for n in json.load(f)["seen_classes"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        if fits(names):
+            return names, path
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            data = json.load(f).get("data") or {}
+        names = _config_class_names(data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        names = []
+    if fits(names):
+        return names, f"the {data.get('name')} data of {os.path.join(model_dir, 'config.json')}"
+    stats = os.path.join(model_dir, "class_stats.npz")
+    if os.path.isfile(stats):
+        try:
+            names = ClassStatistics.load(stats).class_names
+        except ValueError:
+            names = []
+        if fits(names):
+            return names, stats
+    n = count if count is not None else 0
+    return [f"class_{i}" for i in range(n)], "no class names stored with the model"
+
+
+def _config_class_names(data: dict) -> list[str]:
+    """The seen classes a model's data config makes, in label order ([] if unknown)."""
+    if data.get("name") == "synthetic":
+        from sage_jax.data.synthetic import SyntheticSpec, make_classes, split_classes
+
+        spec = SyntheticSpec(num_seen=int(data["num_seen"]), num_unseen=int(data["num_unseen"]),
+                             seed=int(data.get("seed", 0)))
+        return [c.name for c in split_classes(make_classes(spec), "seen")]
+    if data.get("name") == "folder" and data.get("root") and os.path.isdir(data["root"]):
+        from sage_jax.data.folders import scan_folder
+        from sage_jax.data.splits import seen_unseen_split
+
+        _, _, names = scan_folder(data["root"], data.get("split") or None)
+        if data.get("num_seen"):
+            names, _ = seen_unseen_split(names, n_seen=data["num_seen"], n_unseen=data.get("num_unseen") or None)
+        return list(names)
+    return []
+
+
+def model_inversion(model_dir: str) -> InversionSetting | None:
+    """How a model directory's class statistics turned images into codes (the setting
+    recorded in its ``class_stats.npz``, else its ``config.json``'s ``inversion``
+    section), or None when it records none."""
+    stats = os.path.join(model_dir, "class_stats.npz")
+    if os.path.isfile(stats):
+        try:
+            return ClassStatistics.load(stats).inversion
+        except ValueError:
+            pass
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            section = json.load(f).get("inversion")
+        return InversionSetting.from_dict(section) if section else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
