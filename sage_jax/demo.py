@@ -81,12 +81,11 @@ def _spec(config):
 def _options(mode: str, shots: int, n_seen: int, a_length: int, alpha: float, config: dict):
     """The paper's settings (t_B 10 and t_A 50 unless the model's config says otherwise,
     t_C 30 at 1 shot and 20 at 3), capped by the model's seen classes and dictionary
-    length."""
-    from sage_jax.generation import SampleOptions, model_defaults
+    length: :func:`sage_jax.generation.default_options`, as ``sage-jax generate``."""
+    from sage_jax.generation import default_options
 
-    d = model_defaults(config.get("generation"))
-    return SampleOptions(mode=mode, t_B=(min(d["t_B"], n_seen),), retrieval_t_B=min(d["t_B"], n_seen),
-                         t_C=min(30 if shots == 1 else 20, n_seen), t_A=min(d["t_A"], a_length), alpha=alpha)
+    return default_options(mode, shots, seen_classes=n_seen, directions=n_seen, a_length=a_length,
+                           generation=config.get("generation"), alpha=alpha)
 
 
 def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, seed: int = 0,

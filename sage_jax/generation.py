@@ -66,6 +66,36 @@ class SampleOptions:
             raise ValueError(f"t_B must be positive, got {t_B}")
 
 
+def default_options(mode: str, k: int, *, seen_classes: int, directions: int, a_length: int,
+                    generation=None, alpha: float = 1.0, t_B=None, t_C: int | None = None,
+                    t_A: int | None = None, note=None) -> SampleOptions:
+    """The options of ``mode`` at ``k`` shots: the values given as they are, the others
+    by default: ``t_B`` and ``t_A`` from the model's ``generation`` section
+    (:func:`model_defaults`: the paper's 10 and 50 unless it says otherwise), ``t_C`` the
+    paper's 30 at 1 shot and 20 at more, each capped at what the model allows: ``t_B``
+    at the class embeddings' ``directions``, ``t_C`` at the ``seen_classes``, ``t_A`` at
+    the dictionary's ``a_length``. ``note(name, default, limit)`` is told of every cap.
+    ``t_B`` given (one value or several) is the mapping's; retrieval always uses the
+    default. ``sage-jax generate`` and the demo both take their options from here."""
+    d = model_defaults(generation)
+
+    def capped(name, value, default, limit):
+        if value is not None:
+            return int(value)
+        if default > limit and note is not None:
+            note(name, default, limit)
+        return min(default, limit)
+
+    if t_B is None or (not isinstance(t_B, int) and not len(t_B)):
+        mapping = (capped("t_B", None, d["t_B"], directions),)
+    else:
+        mapping = (int(t_B),) if isinstance(t_B, int) else tuple(int(t) for t in t_B)
+    retrieval = capped("retrieval t_B", None, d["t_B"], directions)
+    return SampleOptions(mode=mode, t_B=mapping, retrieval_t_B=retrieval,
+                         t_C=capped("t_C", t_C, 30 if k == 1 else 20, seen_classes),
+                         t_A=capped("t_A", t_A, d["t_A"], a_length), alpha=alpha)
+
+
 @flax.struct.dataclass
 class EditingState:
     """Arrays the sampler needs: class embeddings (S, L, D), their per-layer singular
