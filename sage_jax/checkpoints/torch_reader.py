@@ -567,12 +567,24 @@ def read_torch_bytes(data: bytes, name: str = "<bytes>") -> Any:
     except MemoryError:
         raise CheckpointError(f"{name}: declares more memory than can be allocated") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as e:
-        raise CheckpointError(f"{name}: cannot read checkpoint: {e}") from None
+        raise CheckpointError(_not_torch(data, name, str(e)) or f"{name}: cannot read checkpoint: {e}") from None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
             struct.error, UnicodeDecodeError, NotImplementedError, OSError) as e:
         raise CheckpointError(
-            f"{name}: corrupt or unsupported checkpoint ({type(e).__name__}: {e})"
+            _not_torch(data, name, f"{type(e).__name__}: {e}")
+            or f"{name}: corrupt or unsupported checkpoint ({type(e).__name__}: {e})"
         ) from None
+
+
+def _not_torch(data: bytes, name: str, detail: str) -> str | None:
+    """The message for a file that cannot be a ``torch.save`` file at all (neither a
+    zip archive nor a binary pickle, e.g. a text file), the reader's detail at its
+    tail; None for one that starts like a checkpoint (then it is damaged)."""
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        return None
+    return (f"{name}: not a PyTorch checkpoint (torch.save writes a zip archive, or before PyTorch 1.6 a binary "
+            f"pickle starting with byte 0x80; this file starts with {data[:16]!r}): give a .pt/.pth file written by "
+            f"torch.save, or a directory sage-jax wrote; reading it as a pickle failed: {detail}")
 
 
 def read_torch(path: str | os.PathLike) -> Any:

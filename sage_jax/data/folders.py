@@ -4,6 +4,8 @@
 * ``root/<class>_<sample>.jpg`` (AGE/SAGE's ``train``/``valid`` folders): the class is
   the file name up to the first underscore. Point ``root`` at ``.../train`` or pass
   ``split='train'`` with the dataset root.
+* ``root/<image>`` otherwise: the folder is one class, named after it (e.g. the shots
+  of one unseen class).
 
 Unreadable images (truncated, not an image, ...) are skipped and counted; a run never
 dies on one file. Images are returned as float32 NHWC in [-1, 1] at a fixed size.
@@ -23,26 +25,45 @@ import numpy as np
 from tqdm import tqdm
 
 from sage_jax.errors import EvaluationError
-from sage_jax.images import ImageReport, is_image_file, to_uint8, try_load_image
+from sage_jax.images import IMAGE_EXTENSIONS, ImageReport, is_image_file, to_uint8, try_load_image
 
 
 def _is_image(path: str) -> bool:
     return is_image_file(path)
 
 
-def scan_folder(root: str, split: str | None = None) -> tuple[list[str], list[int], list[str]]:
-    """(paths, labels, class names) of an image folder, classes sorted by name."""
+def scan_folder(root: str, split: str | None = None,
+                what: str = "dataset folder") -> tuple[list[str], list[int], list[str]]:
+    """(paths, labels, class names) of an image folder, classes sorted by name.
+
+    The one set of rules for every folder of classes (datasets, real and generated sets,
+    the shots of ``sage-jax generate``):
+
+    * a folder of class folders: ``root/<class>/...`` (any depth below), one class each;
+    * images directly in ``root``: grouped by the name before the first underscore when
+      every one is named ``<class>_<i>``, else the folder itself is one class, named
+      after it.
+
+    ``what`` names the folder in the messages: a file, a missing folder and a folder
+    without images are refused saying what is read."""
     if split:
         root = os.path.join(root, split)
+    if os.path.isfile(root):
+        stem = os.path.splitext(os.path.basename(root))[0] or "myclass"
+        raise ValueError(f"{what} {root} is a file; it must be a folder of images (one class) or a folder of "
+                         f"class folders (one class each): e.g. mkdir -p images/{stem} && cp {root} images/{stem}/ "
+                         f"then give images/{stem} (one class) or images (one class per folder)")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise FileNotFoundError(f"{what} {root} does not exist")
     entries = sorted(os.listdir(root))
     subdirs = [e for e in entries if os.path.isdir(os.path.join(root, e)) and not e.startswith(".")]
     flat = [e for e in entries if os.path.isfile(os.path.join(root, e)) and _is_image(os.path.join(root, e))]
     items: list[tuple[str, str]] = []
     if flat:
+        by_name = all("_" in name for name in flat)
+        itself = os.path.basename(os.path.normpath(os.path.abspath(root)))
         for name in flat:
-            items.append((name.split("_")[0] if "_" in name else os.path.splitext(name)[0], os.path.join(root, name)))
+            items.append((name.split("_")[0] if by_name else itself, os.path.join(root, name)))
     for d in subdirs:
         if d in ("train", "valid", "test") and not flat and split is None and len(subdirs) <= 3:
             raise ValueError(f"{root} holds {subdirs}: pass split='train' (or point at the split folder)")
@@ -51,11 +72,38 @@ def scan_folder(root: str, split: str | None = None) -> tuple[list[str], list[in
                 if _is_image(os.path.join(dirpath, f)):
                     items.append((d, os.path.join(dirpath, f)))
     if not items:
-        raise ValueError(f"no image files found in {root}")
+        raise ValueError(f"{what} {root} has no images: no file in it or in its sub-folders is an image "
+                         f"({' '.join(IMAGE_EXTENSIONS)}, or image content under another name); give a folder of "
+                         f"images (one class) or a folder of class folders (one class each)")
     names = sorted({c for c, _ in items})
     index = {c: i for i, c in enumerate(names)}
     items.sort(key=lambda t: (index[t[0]], t[1]))
     return [p for _, p in items], [index[c] for c, _ in items], names
+
+
+def class_files(root: str, split: str | None = None, what: str = "dataset folder") -> dict[str, list[str]]:
+    """{class: its image files, sorted} of ``root`` (:func:`scan_folder`'s layouts), classes sorted."""
+    paths, labels, names = scan_folder(root, split, what)
+    out: dict[str, list[str]] = {name: [] for name in names}
+    for p, label in zip(paths, labels):
+        out[names[label]].append(p)
+    return out
+
+
+def read_first(files: list[str], size: int, k: int, report: ImageReport | None = None):
+    """(images (n, size, size, 3) float32 in [-1, 1] or None, the files they came from):
+    the first ``k`` readable images of ``files`` in their order (n <= k; unreadable
+    files are skipped and counted in ``report``)."""
+    report = report if report is not None else ImageReport()
+    imgs, used = [], []
+    for f in files:
+        if len(imgs) == k:
+            break
+        img = try_load_image(f, size, report)
+        if img is not None:
+            imgs.append(img)
+            used.append(f)
+    return (np.stack(imgs) if imgs else None), used
 
 
 @dataclass
