@@ -115,3 +115,28 @@ def test_a_directory_that_is_neither_is_a_clear_error(model_dir, tmp_path, capsy
     assert main(["sample", "--checkpoint", str(empty), "--out", str(tmp_path / "o")]) == 2
     assert "neither a generator directory" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_model_flag_of_invert_embed_and_sample(model_dir, tmp_path, capsys):
+    """--model DIR in invert, embed and sample: the same networks as --checkpoint DIR,
+    embed takes the model's dictionary too (the model's statistics again, bit for bit),
+    and invert says the inversion setting is the model's."""
+    root, model = model_dir
+    inv = ["invert", "--images", str(root / "unseen"), "--no-recon", "--quiet"]
+    assert main(inv + ["--model", str(model), "--out", str(tmp_path / "i1")]) == 0
+    assert "inversion: the encoder's codes (no refinement) (the model's setting" in capsys.readouterr().out
+    assert main(inv + ["--checkpoint", str(model), "--out", str(tmp_path / "i2")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "i1" / "codes.npy"), np.load(tmp_path / "i2" / "codes.npy"))
+    assert (tmp_path / "i1" / "skipped.txt").read_text() == ""   # always written
+    assert main(["embed", "--model", str(model), "--data", str(root / "seen"), "--out", str(tmp_path / "s.npz"),
+                 "--quiet"]) == 0
+    assert "wrote class embeddings of 4 classes and back-projected code statistics" in capsys.readouterr().out
+    with np.load(tmp_path / "s.npz", allow_pickle=True) as a, np.load(model / "class_stats.npz",
+                                                                      allow_pickle=True) as b:
+        for k in ("embeddings", "counts", "n_m2"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    smp = ["sample", "--seeds", "0-1", "--quiet"]
+    assert main(smp + ["--model", str(model), "--out", str(tmp_path / "a"), "--save-array", str(tmp_path / "a.npy")]) == 0
+    assert main(smp + ["--checkpoint", str(model), "--out", str(tmp_path / "b"),
+                       "--save-array", str(tmp_path / "b.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

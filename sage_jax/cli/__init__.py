@@ -4,7 +4,10 @@ Each module here holds a group of subcommands, their arguments (``register``) be
 their implementations (``cmd_*``):
 
 * ``checkpoints``: ``inspect``, ``convert``;
-* ``method``: ``sample``, ``invert``, ``embed``, ``train-dictionary``, ``generate``;
+* ``sampling``: ``sample``;
+* ``inversion``: ``invert``, ``embed``;
+* ``dictionary``: ``train-dictionary``;
+* ``generate``: ``generate``;
 * ``data``: ``build-dataset``, ``make-synthetic``;
 * ``evaluation``: ``evaluate``;
 * ``demo``: ``demo``;
@@ -15,6 +18,11 @@ Every command but ``launch`` takes ``--coordinator``, ``--num-processes`` and
 ``--process-id`` (or reads them from the environment, :func:`sage_jax.parallel.initialize`)
 and joins the other processes of a multi-process run before it computes anything;
 only process 0 prints to standard output (errors go to standard error from every one).
+
+``common`` holds what the method commands share (where the model is, the refinement
+flags). ``--model`` takes a shipped model's name (``tiny``) or a path in every command
+that has it: ``main`` resolves it before the command runs. An option the command does
+not have is refused naming the closest of its own options.
 
 A new subcommand goes into the module of its group (or a new module added to
 ``GROUPS``): a ``cmd_<name>(args) -> int`` and its ``sub.add_parser`` block in that
@@ -29,14 +37,15 @@ import os
 import sys
 from typing import Sequence
 
-from sage_jax.cli import checkpoints, data, demo, evaluation, launch, method, training
-from sage_jax.cli.method import parse_seeds
+from sage_jax.cli import (checkpoints, data, demo, dictionary, evaluation, generate, inversion, launch, sampling,
+                          training)
+from sage_jax.cli.sampling import parse_seeds
 from sage_jax.errors import UsageError
 
 __all__ = ["GROUPS", "UsageError", "build_parser", "main", "parse_seeds"]
 
 # in the order 'sage-jax --help' lists them
-GROUPS = (checkpoints, method, data, evaluation, demo, training, launch)
+GROUPS = (checkpoints, sampling, inversion, dictionary, generate, data, evaluation, demo, training, launch)
 # with several processes: run by process 0 alone, the others waiting for its exit status
 # (data preparation, a checkpoint's description, a few samples: nothing worth sharing)
 ON_PROCESS_0 = ("build-dataset", "make-synthetic", "inspect", "sample")
@@ -81,6 +90,33 @@ def _on_process_0(args) -> int:
     return status
 
 
+def _unknown_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The message for the first ``--option`` of ``argv`` its subcommand does not have
+    (neither exactly nor as an unambiguous prefix), with the closest of the
+    subcommand's own options; None when every option is known (argparse reports the
+    rest, with the subcommand's usage)."""
+    import difflib
+
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is None or not argv or argv[0] not in sub.choices or argv[0] == "launch":
+        return None
+    command, own = argv[0], sub.choices[argv[0]]
+    options = [o for o in own._option_string_actions if o.startswith("--")]
+    for token in argv[1:]:
+        if token == "--":
+            break
+        if not token.startswith("--") or len(token) < 3:
+            continue
+        name = token.split("=", 1)[0]
+        if name in options or any(o.startswith(name) for o in options):   # ambiguous prefixes: argparse says so
+            continue
+        close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return (f"sage-jax {command}: error: unknown option {name}{hint} "
+                f"('sage-jax {command} --help' lists its options)")
+    return None
+
+
 def _distributed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("several processes (default: from the environment, see 'sage-jax launch')")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
@@ -103,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest, overrides = (argv, []) if argv[:1] == ["launch"] else split_overrides(argv)
     except ValueError as e:
         parser.error(str(e))
+    unknown = _unknown_option(parser, rest)
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return 2
     args = parser.parse_args(rest)
     args.overrides = overrides
     if overrides and args.command not in TAKES_OVERRIDES:
@@ -112,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parallel.enable_compilation_cache()
     try:
+        if isinstance(getattr(args, "model", None), str):   # a shipped model's name or a path, from any folder
+            from sage_jax.assets import model_path
+
+            args.model = model_path(args.model, "--model")
         if args.command != "launch":
             if parallel.initialize(args.coordinator, args.num_processes, args.process_id):
                 # connect the processes now, while they start together: gloo gives up on a
