@@ -16,8 +16,7 @@ PACKAGE = os.path.join(ROOT, "sage_jax")
 
 # lowest first; a module belongs to the first entry that is its name or a prefix of it
 LAYERS = [
-    ("base", ["sage_jax.errors", "sage_jax.config", "sage_jax.images", "sage_jax.parallel", "sage_jax.plots",
-              "sage_jax.assets"]),
+    ("base", ["sage_jax.errors", "sage_jax.images", "sage_jax.parallel", "sage_jax.plots", "sage_jax.assets"]),
     ("data", ["sage_jax.data"]),
     ("nn", ["sage_jax.nn"]),
     ("models", ["sage_jax.models"]),
@@ -25,7 +24,9 @@ LAYERS = [
     ("method", ["sage_jax.sage", "sage_jax.inversion", "sage_jax.statistics", "sage_jax.generation"]),
     ("train", ["sage_jax.train"]),
     ("metrics", ["sage_jax.metrics"]),
-    ("workflows", ["sage_jax.pipeline", "sage_jax.evaluation", "sage_jax.demo"]),
+    # config assembles its defaults from the modules that read them (trainers, networks,
+    # generation, inversion, oracles), so it sits above them all
+    ("workflows", ["sage_jax.config", "sage_jax.pipeline", "sage_jax.evaluation", "sage_jax.demo"]),
     ("cli", ["sage_jax.cli"]),
 ]
 
