@@ -137,3 +137,17 @@ def test_compilation_cache_setting(tmp_path, monkeypatch):
         jax.config.update("jax_compilation_cache_dir", before)
         jax.config.update("jax_compilation_cache_max_size", before_max)
 
+
+
+def test_training_commands_default_to_the_shipped_tiny_config():
+    """Every command with --config takes the shipped ``tiny`` by default, a name that
+    resolves from any folder (not a path relative to the repository)."""
+    from sage_jax.cli import build_parser
+    from sage_jax.config import resolve_config
+
+    parser = build_parser()
+    for argv in (["train", "--workdir", "w"], ["train-gan", "--workdir", "w"],
+                 ["train-encoder", "--workdir", "w", "--generator", "g"], ["make-synthetic", "--out", "o"]):
+        args, _ = parser.parse_known_args(argv)
+        assert args.config == "tiny", argv
+        assert os.path.isfile(resolve_config(args.config))
