@@ -6,6 +6,7 @@ two modules import each other, directly or around a loop. Read from the source w
 from __future__ import annotations
 
 import ast
+import functools
 import os
 
 import pytest
@@ -158,3 +159,60 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
                          "sage_jax.data.fake (data) imports sage_jax.metrics.fid (metrics)"]
     assert _cycle(g) is None
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+@functools.lru_cache(maxsize=None)
+def _distributions() -> dict:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+def _distribution_of(top: str) -> str | None:
+    names = _distributions().get(top, [])
+    return names[0].lower().replace("_", "-") if names else None
+
+
+def test_the_package_imports_only_its_runtime_dependencies():
+    """The demo's install is ``pip install -e .`` (no test extras): every third-party
+    module the package imports, anywhere, must come from a distribution that the runtime
+    dependencies bring, never from a test-only one (pytest, hypothesis, tensorboard...)."""
+    import sys
+    import tomllib
+    from importlib.metadata import requires
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    dev_only = {r.split(">")[0].split("=")[0].split("[")[0].strip().lower()
+                for r in project["optional-dependencies"]["dev"]}
+    # what the runtime dependencies bring, transitively
+    wanted = [r.split(">")[0].split("=")[0].split("[")[0].split(";")[0].strip().lower() for r in project["dependencies"]]
+    brought, stack = set(), list(wanted)
+    while stack:
+        name = stack.pop().replace("_", "-")
+        if name in brought:
+            continue
+        brought.add(name)
+        try:
+            reqs = requires(name) or []
+        except Exception:
+            continue
+        stack += [r.split(";")[0].split(">")[0].split("<")[0].split("=")[0].split("!")[0].split("~")[0]
+                  .split("[")[0].split("(")[0].strip().lower() for r in reqs if "extra ==" not in r]
+    assert dev_only - brought, "the test extras add nothing: this test could not fail"
+    wrong = set()
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top == "sage_jax" or top in sys.stdlib_module_names:
+                    continue
+                dist = _distribution_of(top)
+                if dist in dev_only - brought or (dist is None and top in dev_only):
+                    wrong.add(f"{os.path.relpath(path, ROOT)} imports {top} ({dist})")
+    assert not wrong, f"test-only dependencies imported by the package: {sorted(wrong)}"
