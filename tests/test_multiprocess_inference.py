@@ -100,13 +100,13 @@ def test_generate_splits_the_classes_and_writes_what_one_process_writes(tmp_path
     files = _files(out)
     assert files == {f"{c}/{f}" for c in classes
                      for f in [f"sage_{j:04d}.png" for j in range(6)] + ["shots.png", "grid_sage.png"]} \
-        | {"codes.npy", "generation.json"}
+        | {"codes.npy", "generation.json", "skipped.txt"}
     # every file written by one process: classes 0-2 by process 0, 3-4 by process 1
     # (process_share of 5), the summary by process 0
     assert produced[0] | produced[1] == files
     assert not produced[0] & produced[1], f"written by both processes: {sorted(produced[0] & produced[1])[:5]}"
     assert {f.split("/")[0] for f in produced[1]} == {"class03", "class04"}
-    assert {"codes.npy", "generation.json"} <= produced[0]
+    assert {"codes.npy", "generation.json", "skipped.txt"} <= produced[0]
     # the same bytes as one process with 4 devices and with 1: the same images, codes and summary
     # (every device decodes --batch-size images, so the numbers cannot depend on the split)
     for processes, devices in ((1, 4), (1, 1)):
