@@ -216,3 +216,41 @@ def test_the_package_imports_only_its_runtime_dependencies():
                 if dist in dev_only - brought or (dist is None and top in dev_only):
                     wrong.add(f"{os.path.relpath(path, ROOT)} imports {top} ({dist})")
     assert not wrong, f"test-only dependencies imported by the package: {sorted(wrong)}"
+
+
+def _architecture_doc() -> str:
+    with open(os.path.join(ROOT, "docs", "ARCHITECTURE.md")) as f:
+        return f.read()
+
+
+def test_the_architecture_document_lists_the_layers_of_the_test():
+    """docs/ARCHITECTURE.md's table names, row by row, the modules of ``LAYERS``; its
+    cli row names every command module of ``cli.GROUPS``."""
+    import re
+
+    rows = [line.split("|")[1:4] for line in _architecture_doc().splitlines()
+            if line.startswith("| ") and not line.startswith("| layer") and not line.startswith("| ---")]
+    assert [r[0].strip() for r in rows] == [name for name, _ in LAYERS]
+    for (name, prefixes), (_, modules, owns) in zip(LAYERS, rows):
+        named = {"sage_jax." + m.strip("/").removesuffix(".py").replace("/", ".")
+                 for m in re.findall(r"`([^`]+)`", modules)}
+        assert named == set(prefixes), f"layer {name}: the document names {sorted(named)}, LAYERS {prefixes}"
+    cli_row = rows[[n for n, _ in LAYERS].index("cli")][2]
+    named = set(re.findall(r"`(\w+)`", cli_row))
+    files = {f[:-3] for f in os.listdir(os.path.join(PACKAGE, "cli")) if f.endswith(".py") and not f.startswith("_")}
+    assert files <= named, f"cli modules the document does not name: {sorted(files - named)}"
+
+
+def test_the_architecture_document_names_files_and_functions_that_exist():
+    """Every ``path.py`` and ``path.py:function`` of docs/ARCHITECTURE.md exists (paths
+    inside the package, or the repository's ``tests/``)."""
+    import re
+
+    missing = []
+    for path, func in re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)(?::(\w+))?`", _architecture_doc()):
+        full = os.path.join(ROOT, path) if path.startswith("tests/") else os.path.join(PACKAGE, path)
+        if not os.path.isfile(full):
+            missing.append(path)
+        elif func and not re.search(rf"^\s*(def|class) {func}\b", open(full).read(), re.M):
+            missing.append(f"{path}:{func}")
+    assert not missing, f"docs/ARCHITECTURE.md names what does not exist: {missing}"
