@@ -86,6 +86,7 @@ MARGIN = 1
 ANALYSIS_SIZE = 32          # the size the symbol and near-duplicate filters look at
 FAINT_INK = 0.03            # median ink share (mean pixel / 255) under this: faint
 DUPLICATE_RMS = 0.08        # RMS pixel distance (pixels in [0, 1]) under this: near-duplicate
+LINK_RMS = 0.08             # two family groups with faces this close share a side of the split
 SYMBOL_IDENTITY = 0.25      # glyph_identity under this: symbol face
 EMPTY_INK = 1.0             # a glyph with less than one pixel's worth of ink is empty
 
@@ -435,12 +436,12 @@ def pairwise_rms(a, b=None) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0) / x.shape[1])
 
 
-def near_duplicates(images, threshold: float = DUPLICATE_RMS) -> list[tuple[int, int, float]]:
+def near_duplicates(images, threshold: float = DUPLICATE_RMS, distances=None) -> list[tuple[int, int, float]]:
     """(dropped, kept, distance) for faces (rows of ``images``, (F, C, S, S) uint8, in
     the order of preference) within ``threshold`` RMS of a face kept before them: each
     face is kept unless it is that close to an earlier kept face (leader clustering:
-    one face per cluster, the first)."""
-    d = pairwise_rms(images)
+    one face per cluster, the first). ``distances``: their pairwise_rms, if at hand."""
+    d = pairwise_rms(images) if distances is None else distances
     kept: list[int] = []
     out = []
     for i in range(len(d)):
@@ -475,13 +476,14 @@ def normalized_glyphs(images, n: int = 16) -> np.ndarray:
     return out.reshape(*imgs.shape[:-2], n, n)
 
 
-def glyph_identity(images, groups) -> np.ndarray:
+def glyph_identity(images, groups, neighbours: int = 3) -> np.ndarray:
     """Per face, the share of its glyphs (images (F, C, S, S), the same C classes for
-    every face) whose nearest glyph in the nearest face of another family group is the
-    same class's, on :func:`normalized_glyphs`. A face drawing symbols at the letters'
-    code points (URW Dingbats, cmex10, Last Resort) scores under 0.12, text faces over
-    0.38 (the 743 Debian faces covering every candidate: thin italics, Zapf Chancery,
-    Caslon Italic are the lowest). 1.0 for a face with no other group to compare with."""
+    every face) whose nearest glyph in another face is the same class's, the best of the
+    ``neighbours`` nearest faces of other family groups, on :func:`normalized_glyphs`.
+    A face drawing symbols at the letters' code points scores near 1/C: on the 743
+    Debian faces covering every candidate plus URW Dingbats, cmsy10, cmex10 and Last
+    Resort, the symbol faces score under 0.12 and text faces over 0.39 (thin italics,
+    Cupola, Caslon Italic and Zapf Chancery the lowest). 1.0 for a face with no other group."""
     norm = normalized_glyphs(images) * 255.0
     F, C = norm.shape[:2]
     d = pairwise_rms(norm)
@@ -489,52 +491,103 @@ def glyph_identity(images, groups) -> np.ndarray:
     out = np.ones(F)
     for f in range(F):
         df = np.where(groups == groups[f], np.inf, d[f])
-        g = int(np.argmin(df))
-        if not np.isfinite(df[g]):
-            continue
-        out[f] = float((pairwise_rms(norm[f], norm[g]).argmin(1) == np.arange(C)).mean())
+        near = [g for g in np.argsort(df, kind="stable")[:neighbours] if np.isfinite(df[g])]
+        if near:
+            out[f] = max(float((pairwise_rms(norm[f], norm[g]).argmin(1) == np.arange(C)).mean()) for g in near)
     return out
 
 
-def _family_group(family: str) -> str:
-    """The family with width, optical-size and companion words dropped, so related
-    families fall on one side of the split: ``Noto Sans Display`` -> ``Noto Sans``,
-    ``Liberation Sans Narrow`` -> ``Liberation Sans``, ``Clear Sans Thin`` ->
-    ``Clear Sans``, ``EB Garamond SC`` -> ``EB Garamond``, ``Go Medium`` -> ``Go``,
-    ``Unifont-JP`` -> ``Unifont``. Sans, Serif and Mono stay (other designs)."""
-    words = re.compile(r"\b(display|text|condensed|semicondensed|demi|narrow|sc|smallcaps|medium|thin|light|"
-                       r"minus|extra|upright|italic|sample|jp|o|pro|math)\b", re.IGNORECASE)
+# Families that are one design under two names (a derived or metric-compatible copy),
+# joined for the split even where no pair of faces comes within LINK_RMS at 32 px.
+FAMILY_ALIASES = {
+    "Arimo": "Liberation Sans", "Tinos": "Liberation Serif", "Cousine": "Liberation Mono",
+    "Open Sans": "Noto Sans", "Noto Mono": "Noto Sans Mono", "Hack": "DejaVu Sans Mono",
+    "Carlito": "Lato", "FreeMono": "Nimbus Mono PS", "FreeSans": "Nimbus Sans", "FreeSerif": "Nimbus Roman",
+    "STIX": "STIXGeneral", "CMU Classical Serif": "CMU Serif", "Gentium Book Plus": "Gentium Plus",
+}
+
+_GROUP_WORDS = re.compile(r"\b(display|text|condensed|semicondensed|demi|narrow|sc|smallcaps|medium|thin|light|"
+                          r"minus|extra|upright|italic|sample|jp|o|pro|math|2y)\b", re.IGNORECASE)
+
+
+def family_group(family: str) -> str:
+    """The family with width, optical-size and companion words dropped, and known
+    aliases (:data:`FAMILY_ALIASES`) followed, so related families fall on one side of
+    the split: ``Noto Sans Display`` -> ``Noto Sans``, ``Liberation Sans Narrow`` ->
+    ``Liberation Sans``, ``EB Garamond SC`` -> ``EB Garamond``, ``Go Medium`` -> ``Go``,
+    ``Unifont-JP`` -> ``Unifont``, ``Arimo`` -> ``Liberation Sans``. Sans, Serif and Mono
+    stay (other designs)."""
     g = re.sub(r"[-_]", " ", family)
     prev = None
     while prev != g:
         prev = g
-        g = re.sub(r"\s+", " ", words.sub(" ", g)).strip()
-    return g or family
+        g = re.sub(r"\s+", " ", _GROUP_WORDS.sub(" ", g)).strip()
+    g = g or family
+    return FAMILY_ALIASES.get(g, g)
 
 
-family_group = _family_group
+def design_links(faces, distances, threshold: float = LINK_RMS) -> list[dict]:
+    """The pairs of family groups (:func:`family_group`) with a face of one within
+    ``threshold`` RMS (``distances``, (F, F) over the seen classes at 32 px) of a face
+    of the other, the closest pair of faces each: one design under two names (Liberation
+    Sans and Arimo, Open Sans and Noto Sans, Hack and DejaVu Sans Mono, FreeSerif and
+    Nimbus Roman), which must not straddle the split."""
+    groups = [family_group(f.family) for f in faces]
+    best: dict = {}
+    rows, cols = np.nonzero(np.asarray(distances) < threshold)
+    for i, j in zip(rows, cols):
+        if i < j and groups[i] != groups[j]:
+            key = tuple(sorted((groups[i], groups[j])))
+            d = float(distances[i, j])
+            if key not in best or d < best[key]["distance"]:
+                best[key] = {"groups": list(key), "faces": [faces[i].name, faces[j].name], "distance": round(d, 4)}
+    return [best[k] for k in sorted(best)]
+
+
+def split_groups(groups, links=()) -> dict[str, str]:
+    """{family group: split group}: the connected components of the groups joined by
+    ``links`` (records of :func:`design_links`), each named by its first group in sorted
+    order."""
+    parent = {g: g for g in groups}
+
+    def root(g):
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for ln in links:
+        a, b = ln["groups"]
+        if a in parent and b in parent:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return {g: root(g) for g in parent}
 
 
 def split_families(groups, held_out: float = 0.2, seed: int = 0, sizes=None) -> dict[str, str]:
-    """``{group: 'train' | 'heldout'}``. Groups are ordered by a hash of (seed, name)
-    and taken into ``heldout`` in that order while the held-out share of faces
-    (``sizes[group]`` faces each, 1 if not given) stays at or under ``held_out``;
-    at least one group is held out and one trained on when there are two. The same
-    names and seed give the same split on any machine."""
+    """``{group: 'train' | 'heldout'}``. The held-out budget is ``held_out`` of the
+    faces (``sizes[group]`` faces a group, 1 if not given). Groups are ordered by
+    SHA-256 of ``"{seed}:{name}"`` and taken into ``heldout`` in that order while the
+    budget allows; a group larger than half the budget always trains (so the held-out
+    faces come from several typefaces, not one big family). At least one group is held
+    out and one trained on when there are two. The same names and seed give the same
+    split on any machine."""
     groups = sorted(set(groups))
     sizes = sizes or {}
     total = sum(sizes.get(g, 1) for g in groups)
+    budget = held_out * total
     order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
     out = {g: "train" for g in groups}
     taken = 0
     for g in order:
         n = sizes.get(g, 1)
-        if taken + n <= held_out * total + 1e-9:
+        if n <= max(1.0, 0.5 * budget) and taken + n <= budget + 1e-9:
             out[g] = "heldout"
             taken += n
     if len(groups) >= 2:
         if "heldout" not in out.values():
-            out[order[0]] = "heldout"
+            out[min(order, key=lambda g: sizes.get(g, 1))] = "heldout"
         if "train" not in out.values():
             out[order[-1]] = "train"
     return out
@@ -587,6 +640,7 @@ class FilterResult:
     counts: dict
     shrunk: np.ndarray
     seconds: dict
+    links: list = dataclasses.field(default_factory=list)
 
 
 def _drop_record(face: FaceInfo, **extra) -> dict:
@@ -596,7 +650,7 @@ def _drop_record(face: FaceInfo, **extra) -> dict:
 
 def filter_faces(faces, chars: str = CLASS_CHARS, size: int = ANALYSIS_SIZE, processes: int = 1,
                  progress: bool = True, faint: float = FAINT_INK, duplicate: float = DUPLICATE_RMS,
-                 symbol: float = SYMBOL_IDENTITY) -> FilterResult:
+                 symbol: float = SYMBOL_IDENTITY, link: float = LINK_RMS) -> FilterResult:
     """Drop, in this order (a face is recorded under the first reason only): symbol
     faces from metadata (:func:`is_symbol_face`), small caps (:func:`is_small_caps`),
     faces whose cmap lacks a character of ``chars`` (``coverage``), faces FreeType cannot
@@ -605,7 +659,9 @@ def filter_faces(faces, chars: str = CLASS_CHARS, size: int = ANALYSIS_SIZE, pro
     letters (``symbol``, :func:`glyph_identity` under ``symbol``), faces whose median
     ink share over ``chars`` at ``size`` is under ``faint`` (``faint``), and faces
     within ``duplicate`` RMS at 32 px over the seen classes of a face kept before them
-    in (family, style, name, path) order (``duplicate``, :func:`near_duplicates`)."""
+    in (family, style, name, path) order (``duplicate``, :func:`near_duplicates`).
+    ``links``: the family groups with faces within ``link`` of each other
+    (:func:`design_links`), measured before the duplicates go."""
     seen_idx = [i for i, c in enumerate(chars) if c in SEEN_CHARS]
     dropped: dict[str, list] = {k: [] for k in ("symbol", "small_caps", "coverage", "unrenderable", "empty_glyphs",
                                                 "faint", "duplicate")}
@@ -681,7 +737,9 @@ def filter_faces(faces, chars: str = CLASS_CHARS, size: int = ANALYSIS_SIZE, pro
     big, big_shrunk = big[sel], big_shrunk[sel]
 
     t = time.time()
-    dups = near_duplicates(imgs[ok][:, seen_idx], duplicate) if ok else []
+    dist = pairwise_rms(imgs[ok][:, seen_idx]) if ok else np.zeros((0, 0))
+    dups = near_duplicates(None, duplicate, distances=dist) if ok else []
+    links = design_links([faces[i] for i in ok], dist, link)
     seconds["duplicates"] = round(time.time() - t, 2)
     gone = set()
     for a, b, dist in dups:
@@ -691,7 +749,7 @@ def filter_faces(faces, chars: str = CLASS_CHARS, size: int = ANALYSIS_SIZE, pro
     sel = [k for k in range(len(ok)) if k not in gone]
     counts["after_duplicates"] = len(sel)
     return FilterResult(faces=[faces[ok[k]] for k in sel], images=big[sel], dropped=dropped, counts=counts,
-                        shrunk=big_shrunk[sel], seconds=seconds)
+                        shrunk=big_shrunk[sel], seconds=seconds, links=links)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -700,18 +758,20 @@ def face_slug(face: FaceInfo) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", face.name).strip("_") or "face"
 
 
-def face_table(faces, splits: dict | None = None) -> list[dict]:
-    """One record per face: index, file stem (unique), family, group, split and the
-    attribute labels (weight, width, italic, monospace, serif id and name)."""
+def face_table(faces, splits: dict | None = None, components: dict | None = None) -> list[dict]:
+    """One record per face: index, file stem (unique), family, split group, split and
+    the attribute labels (weight, width, italic, monospace, serif id and name).
+    ``splits``: {family group: split}; ``components``: {family group: split group}."""
     out, used = [], set()
     for i, f in enumerate(faces):
         stem = face_slug(f)
         if stem in used:
             stem = f"{stem}-{i}"
         used.add(stem)
-        group = family_group(f.family)
+        fam_group = family_group(f.family)
+        group = (components or {}).get(fam_group, fam_group)
         out.append({"index": i, "face": stem, "name": f.name, "family": f.family, "style": f.style,
-                    "group": group, "split": (splits or {}).get(group, "train"), "weight": f.weight,
+                    "group": group, "split": (splits or {}).get(fam_group, "train"), "weight": f.weight,
                     "width": f.width, "italic": f.italic, "monospace": f.monospace,
                     "serif": SERIF_CATEGORIES.index(f.serif), "serif_name": f.serif,
                     "path": f.path, "font_index": f.index})
@@ -778,12 +838,13 @@ def build_glyph_dataset(out: str, font_dirs=None, size: int = 32, seed: int = 0,
     seconds = {"metadata": round(time.time() - t0, 2)}
     res = filter_faces(faces, chars, size=size, processes=processes, progress=progress)
     seconds.update(res.seconds)
+    component = split_groups(sorted({family_group(f.family) for f in res.faces}), res.links)
     sizes: dict[str, int] = {}
     for f in res.faces:
-        g = family_group(f.family)
+        g = component[family_group(f.family)]
         sizes[g] = sizes.get(g, 0) + 1
     splits = split_families(sizes, held_out=held_out, seed=seed, sizes=sizes)
-    records = face_table(res.faces, splits)
+    records = face_table(res.faces, {g: splits[c] for g, c in component.items()}, component)
     rows = label_rows(records, chars)
     classes = class_table(chars)
 
@@ -812,7 +873,7 @@ def build_glyph_dataset(out: str, font_dirs=None, size: int = 32, seed: int = 0,
 
     by_split = {s: [r for r in records if r["split"] == s] for s in ("train", "heldout")}
     counts = {"font_files": len(files), "unreadable_files": len(unreadable), **res.counts,
-              "families": len({f.family for f in res.faces}), "family_groups": len(sizes),
+              "families": len({f.family for f in res.faces}), "split_groups": len(sizes),
               "classes": len(chars), "seen_classes": sum(c["seen"] for c in classes),
               "unseen_classes": sum(not c["seen"] for c in classes), "images": len(rows),
               "glyphs_shrunk": int(res.shrunk.sum())}
@@ -831,8 +892,13 @@ def build_glyph_dataset(out: str, font_dirs=None, size: int = 32, seed: int = 0,
         "counts": counts, "seconds": seconds, "software": _software(),
         "packages": package_versions([f.path for f in res.faces]),
         "lookalikes": {c: like for c, like in LOOKALIKES.items()},
-        "groups": {g: {"split": splits[g], "faces": n} for g, n in sorted(sizes.items())},
+        "groups": {g: {"split": splits[g], "faces": n,
+                       "families": sorted({f.family for f in res.faces if component[family_group(f.family)] == g})}
+                   for g, n in sorted(sizes.items())},
+        "links": res.links,
         "filtered": {"unreadable_files": unreadable, **res.dropped},
+        "shrunk_glyphs": {records[i]["face"]: "".join(chars[j] for j in np.nonzero(res.shrunk[i])[0])
+                          for i in range(len(records)) if res.shrunk[i].any()},
         "faces": records,
     }
     with open(os.path.join(out, "report.json"), "w") as fh:

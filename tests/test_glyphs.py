@@ -1,0 +1,306 @@
+"""The font-glyph dataset (sage_jax/data/glyphs.py) on matplotlib's bundled fonts only:
+DejaVu Sans, Sans Mono and Serif (4 faces each) and STIXGeneral (4) cover the 140
+classes; Computer Modern (cm*) covers Latin only; Last Resort covers everything with
+boxes. Faces with one change (a character left out of the cmap, a glyph emptied) are
+written with fontTools into a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from sage_jax.data import glyphs as G
+
+MPL = G.matplotlib_font_dir()
+DEJAVU = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
+          "DejaVuSerif.ttf"]
+
+
+def _face(name: str) -> G.FaceInfo:
+    (face,) = G.read_faces(os.path.join(MPL, name))
+    return face
+
+
+@pytest.fixture(scope="module")
+def mpl_faces():
+    faces, bad = G.scan_faces(G.find_font_files([MPL]), progress=False)
+    assert not bad
+    return faces
+
+
+@pytest.fixture(scope="module")
+def mpl_filtered(mpl_faces):
+    return G.filter_faces(mpl_faces, progress=False)
+
+
+# ------------------------------------------------------------------ classes
+
+def test_classes():
+    assert len(G.SEEN_CHARS) == 62 and len(G.GREEK_CHARS) == 49 and len(G.CYRILLIC_CHARS) == 64
+    assert len(G.UNSEEN_CHARS) == len(G.GREEK_CHARS) + len(G.CYRILLIC_CHARS) - len(G.LOOKALIKES) == 78
+    assert G.CLASS_CHARS == G.SEEN_CHARS + G.UNSEEN_CHARS
+    for c, like in G.LOOKALIKES.items():
+        assert c not in G.CLASS_CHARS
+        assert G.CANDIDATE_CHARS.index(like) < G.CANDIDATE_CHARS.index(c)   # an earlier character
+    names = [G.class_name(c) for c in G.CLASS_CHARS]
+    assert len({n.lower() for n in names}) == len(names)          # distinct on case-insensitive file systems
+    assert all(re.fullmatch(r"[a-z0-9_]+", n) for n in names)
+    assert (G.class_name("A"), G.class_name("a"), G.class_name("0")) == ("latin_upper_a", "latin_lower_a", "digit_0")
+    assert G.class_name("Ж") == "cyrillic_upper_zhe" and G.class_name("ξ") == "greek_lower_xi"
+    assert G.class_name("ς") == "greek_lower_final_sigma"
+
+
+def test_lookalikes_are_measured(mpl_faces):
+    """measure_lookalikes on the three DejaVu designs finds the Cyrillic and Greek letters
+    drawn as Latin ones, and not the letters kept as classes."""
+    faces = [f for f in mpl_faces if f.name in ("DejaVuSans", "DejaVuSerif", "DejaVuSansMono")]
+    imgs, _, errors = G.render_faces(faces, G.CANDIDATE_CHARS, 32, progress=False)
+    assert not errors and len(faces) == 3
+    found = G.measure_lookalikes(imgs)["lookalikes"]
+    for c in "АВЕОаеорсхΑΒΟο":
+        assert found[c] in G.SEEN_CHARS
+    assert found["Г"] == "Γ"
+    for c in "ЖШЮλξΓΔжюя":
+        assert c not in found
+
+
+# ------------------------------------------------------------------ metadata and coverage
+
+def test_attributes_match_the_font_files():
+    sans, bold, oblique = _face("DejaVuSans.ttf"), _face("DejaVuSans-Bold.ttf"), _face("DejaVuSans-Oblique.ttf")
+    mono, serif = _face("DejaVuSansMono.ttf"), _face("DejaVuSerif.ttf")
+    assert (sans.family, sans.weight, sans.italic, sans.monospace, sans.serif) == ("DejaVu Sans", 400, 0, 0, "sans")
+    assert bold.weight == 700 and bold.italic == 0
+    assert oblique.italic == 1 and oblique.weight == 400
+    assert mono.monospace == 1 and mono.serif == "mono" and mono.family == "DejaVu Sans Mono"
+    assert serif.serif == "serif" and serif.monospace == 0
+    assert sans.width == 5
+    assert _face("STIXGeneral.ttf").serif == "serif"          # PANOSE not set: from the family name
+    assert _face("cmtt10.ttf").monospace == 1                 # equal advance widths
+
+
+def test_serif_rules():
+    assert G.serif_category("Whatever", 11, 0) == "sans"
+    assert G.serif_category("Whatever", 2, 0) == "serif"
+    assert G.serif_category("Whatever", 2, 1) == "mono"
+    assert G.serif_category("CMU Sans Serif", 0, 0) == "sans"
+    assert G.serif_category("Nimbus Roman", 0, 0) == "serif"
+    assert G.serif_category("Zapfino", 0, 0) == "other"
+
+
+def test_coverage_is_read_from_the_cmap(mpl_faces, mpl_filtered):
+    kept = {f.name for f in mpl_filtered.faces}
+    assert {"DejaVuSans", "DejaVuSans-Bold", "DejaVuSansMono", "DejaVuSerif", "STIXGeneral-Regular"} <= kept
+    lacking = {d["face"]: d for d in mpl_filtered.dropped["coverage"]}
+    assert "Cmr10" in lacking and lacking["Cmr10"]["missing"] == len(G.UNSEEN_CHARS)
+    assert lacking["Cmr10"]["missing_chars"].startswith("ΓΔ")
+    assert all(not G.missing_chars(f) for f in mpl_filtered.faces)
+    assert G.missing_chars(_face("cmr10.ttf"), G.SEEN_CHARS) == ""
+
+
+def _edited_copy(tmp_path, src: str, dst: str, *, drop_from_cmap: str = "", empty: str = ""):
+    """A copy of a matplotlib font with characters taken out of its cmap, or their
+    glyphs emptied (no contours)."""
+    from fontTools.ttLib import TTFont
+    from fontTools.ttLib.tables._g_l_y_f import Glyph
+
+    font = TTFont(os.path.join(MPL, src))
+    cmap = font.getBestCmap()
+    for c in empty:
+        font["glyf"][cmap[ord(c)]] = Glyph()
+    for table in font["cmap"].tables:
+        for c in drop_from_cmap:
+            table.cmap.pop(ord(c), None)
+    path = os.path.join(tmp_path, dst)
+    font.save(path)
+    return path
+
+
+def test_missing_character_and_empty_glyph_drop_the_face(tmp_path):
+    _edited_copy(tmp_path, "DejaVuSans.ttf", "NoZhe.ttf", drop_from_cmap="Ж")
+    _edited_copy(tmp_path, "DejaVuSerif.ttf", "EmptyXi.ttf", empty="ξ")
+    shutil.copy(os.path.join(MPL, "DejaVuSansMono.ttf"), tmp_path)
+    faces, _ = G.scan_faces(G.find_font_files([str(tmp_path)]), progress=False)
+    res = G.filter_faces(faces, progress=False)
+    assert [f.name for f in res.faces] == ["DejaVuSansMono"]
+    (cov,) = res.dropped["coverage"]
+    assert cov["face"] == "DejaVuSans" and cov["missing_chars"] == "Ж"
+    (emp,) = res.dropped["empty_glyphs"]
+    assert emp["face"] == "DejaVuSerif" and emp["empty_chars"] == "ξ"
+
+
+# ------------------------------------------------------------------ filters
+
+def test_near_duplicate_copy_keeps_one(tmp_path):
+    for name in ("DejaVuSans.ttf", "DejaVuSerif.ttf"):
+        shutil.copy(os.path.join(MPL, name), tmp_path)
+    os.makedirs(tmp_path / "again")
+    shutil.copy(os.path.join(MPL, "DejaVuSans.ttf"), tmp_path / "again" / "Copy.ttf")
+    faces, _ = G.scan_faces(G.find_font_files([str(tmp_path)]), progress=False)
+    assert len(faces) == 3
+    res = G.filter_faces(faces, progress=False)
+    assert sorted(f.name for f in res.faces) == ["DejaVuSans", "DejaVuSerif"]
+    (dup,) = res.dropped["duplicate"]
+    assert dup["face"] == dup["kept"] == "DejaVuSans" and dup["distance"] == 0.0
+    assert dup["path"].endswith("Copy.ttf") and dup["kept_path"].endswith("DejaVuSans.ttf")  # name order, then path
+
+
+def test_design_links_join_one_design_under_two_names():
+    sans, serif = _face("DejaVuSans.ttf"), _face("DejaVuSerif.ttf")
+    renamed = G.FaceInfo(**{**sans.record(), "family": "Vera Sans"})
+    faces = [sans, serif, renamed]
+    imgs, _, _ = G.render_faces(faces, G.SEEN_CHARS, 32, progress=False)
+    d = G.pairwise_rms(imgs)
+    (link,) = G.design_links(faces, d, G.LINK_RMS)
+    assert link["groups"] == ["DejaVu Sans", "Vera Sans"] and link["distance"] == 0.0
+    comp = G.split_groups(["DejaVu Sans", "DejaVu Serif", "Vera Sans"], [link])
+    assert comp["Vera Sans"] == comp["DejaVu Sans"] != comp["DejaVu Serif"]
+
+
+def test_near_duplicates_leader_order():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (1, 4, 8, 8)).astype(np.uint8)
+    b = rng.integers(0, 256, (1, 4, 8, 8)).astype(np.uint8)
+    near_a = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)
+    out = G.near_duplicates(np.concatenate([a, b, near_a]), 0.08)
+    assert [(i, j) for i, j, _ in out] == [(2, 0)]
+
+
+def test_faint_filter(mpl_faces):
+    faces = [f for f in mpl_faces if f.name in ("DejaVuSans", "DejaVuSans-Bold")]
+    imgs, _, _ = G.render_faces(faces, G.CLASS_CHARS, 32, progress=False)
+    ink = {f.name: float(np.median(G.ink_share(im))) for f, im in zip(faces, imgs)}
+    assert 0.03 < ink["DejaVuSans"] < ink["DejaVuSans-Bold"] < 0.2
+    res = G.filter_faces(faces, progress=False, faint=(ink["DejaVuSans"] + ink["DejaVuSans-Bold"]) / 2)
+    assert [f.name for f in res.faces] == ["DejaVuSans-Bold"]
+    (faint,) = res.dropped["faint"]
+    assert faint["face"] == "DejaVuSans" and faint["median_ink"] == pytest.approx(ink["DejaVuSans"], abs=1e-4)
+    assert not G.filter_faces(faces, progress=False).dropped["faint"]
+
+
+def test_symbol_faces(mpl_faces):
+    last = next(f for f in mpl_faces if f.family.startswith("Last Resort"))
+    assert G.is_symbol_face(last) == "symbol family name"
+    assert G.is_symbol_face(next(f for f in mpl_faces if f.name == "Cmsy10"))
+    assert G.is_symbol_face(_face("DejaVuSans.ttf")) is None
+    # seen from the glyphs alone: Last Resort draws a box for every letter
+    faces = [last] + [f for f in mpl_faces if f.name in ("DejaVuSans", "DejaVuSerif", "DejaVuSerif-Italic",
+                                                          "STIXGeneral-Italic")]
+    imgs, _, _ = G.render_faces(faces, G.SEEN_CHARS, 32, progress=False)
+    ident = G.glyph_identity(imgs, [G.family_group(f.family) for f in faces])
+    assert ident[0] < G.SYMBOL_IDENTITY < 0.5 < ident[1:].min()
+
+
+def test_small_caps_by_name():
+    face = _face("DejaVuSans.ttf")
+    assert not G.is_small_caps(face)
+    for family, name in (("EB Garamond SC", "EBGaramondSC12-Regular"), ("Go Smallcaps", "GoSmallcaps")):
+        assert G.is_small_caps(G.FaceInfo(**{**face.record(), "family": family, "name": name}))
+
+
+# ------------------------------------------------------------------ rendering
+
+def test_glyphs_never_touch_the_border(mpl_filtered):
+    imgs = mpl_filtered.images
+    assert imgs.shape == (len(mpl_filtered.faces), 140, 32, 32) and imgs.dtype == np.uint8
+    border = np.concatenate([imgs[..., 0, :], imgs[..., -1, :], imgs[..., :, 0], imgs[..., :, -1]], -1)
+    assert border.max() == 0
+    assert (imgs.max(axis=(2, 3)) == 255).mean() > 0.9        # white glyphs on black
+
+
+def test_shrink_to_fit():
+    """At 1.3 em the wide letters overflow 24 px: they are drawn smaller, not cut."""
+    face = _face("DejaVuSerif-Bold.ttf")
+    imgs, shrunk = G.render_face(face.path, face.index, "ЖШMWao", 24, em=1.3)
+    assert shrunk[:4].all() and not shrunk[4:].any()
+    assert imgs[:, 0].max() == imgs[:, -1].max() == imgs[:, :, 0].max() == imgs[:, :, -1].max() == 0
+    ink = imgs.astype(bool)
+    assert ink.any(axis=1).sum(axis=1)[:4].max() >= 22 - 1   # the widest still fills the box
+    # the ink box is centred
+    for im in imgs:
+        rows, cols = np.nonzero(im.any(1))[0], np.nonzero(im.any(0))[0]
+        assert abs(rows[0] - (23 - rows[-1])) <= 1 and abs(cols[0] - (23 - cols[-1])) <= 1
+
+
+def test_two_processes_draw_the_same(mpl_faces):
+    faces = [f for f in mpl_faces if f.name in ("DejaVuSans", "DejaVuSerif-Italic", "STIXGeneral-Bold")]
+    one, s1, e1 = G.render_faces(faces, "AжΩ", 32, progress=False)
+    two, s2, e2 = G.render_faces(faces, "AжΩ", 32, processes=2, progress=False)
+    assert np.array_equal(one, two) and np.array_equal(s1, s2) and e1 == e2 == {}
+
+
+# ------------------------------------------------------------------ split
+
+def test_family_split_keeps_families_together_and_is_deterministic(mpl_filtered):
+    faces = mpl_filtered.faces
+    groups = {G.family_group(f.family) for f in faces}
+    assert groups == {"DejaVu Sans", "DejaVu Sans Mono", "DejaVu Serif", "STIXGeneral"}
+    sizes = {g: sum(G.family_group(f.family) == g for f in faces) for g in groups}
+    split = G.split_families(groups, 0.25, seed=0, sizes=sizes)
+    assert split == G.split_families(sorted(groups, reverse=True), 0.25, seed=0, sizes=sizes)
+    assert set(split.values()) == {"train", "heldout"}
+    records = G.face_table(faces, split)
+    for g in groups:
+        assert len({r["split"] for r in records if r["group"] == g}) == 1
+
+
+def test_split_shares_and_seed():
+    names = [f"Family {i}" for i in range(200)]
+    sizes = {n: 1 + i % 7 for i, n in enumerate(names)}
+    sizes["Family 0"] = 150                                   # larger than half the budget: trains
+    total = sum(sizes.values())
+    split = G.split_families(names, 0.2, seed=0, sizes=sizes)
+    held = sum(sizes[n] for n in names if split[n] == "heldout")
+    assert 0.18 * total <= held <= 0.2 * total
+    assert split["Family 0"] == "train"
+    assert split != G.split_families(names, 0.2, seed=1, sizes=sizes)
+    assert split == G.split_families(list(reversed(names)), 0.2, seed=0, sizes=dict(sizes))
+
+
+def test_family_groups_and_links():
+    assert G.family_group("Noto Sans Display") == "Noto Sans"
+    assert G.family_group("Liberation Sans Narrow") == "Liberation Sans"
+    assert G.family_group("EB Garamond SC") == "EB Garamond"
+    assert G.family_group("Arimo") == "Liberation Sans"
+    assert G.family_group("Noto Sans Mono") == "Noto Sans Mono"
+    links = [{"groups": ["A", "B"]}, {"groups": ["C", "B"]}]
+    assert G.split_groups(["A", "B", "C", "D"], links) == {"A": "A", "B": "A", "C": "A", "D": "D"}
+
+
+# ------------------------------------------------------------------ the folder
+
+def test_build_writes_folders_labels_and_report(tmp_path):
+    fonts = tmp_path / "fonts"
+    os.makedirs(fonts)
+    for name in DEJAVU + ["cmr10.ttf", "LastResortHE-Regular.ttf"]:
+        shutil.copy(os.path.join(MPL, name), fonts)
+    out = tmp_path / "glyphs"
+    report = G.build_glyph_dataset(str(out), [str(fonts)], size=32, seed=0, held_out=0.4, processes=1,
+                                   progress=False)
+    c = report["counts"]
+    assert (c["faces_found"], c["after_duplicates"], c["classes"], c["unseen_classes"]) == (7, 5, 140, 78)
+    assert {d["face"] for d in report["filtered"]["coverage"]} == {"Cmr10"}
+    assert {d["face"] for d in report["filtered"]["symbol"]} == {"LastResortHE-Regular"}
+    assert c["train_faces"] + c["heldout_faces"] == 5 and c["heldout_faces"] >= 1
+    labels = json.load(open(out / "labels.json"))
+    assert [cl["name"] for cl in labels["classes"]] == [G.class_name(ch) for ch in G.CLASS_CHARS]
+    rows = list(csv.DictReader(open(out / "labels.csv")))
+    assert len(rows) == len(labels["images"]) == 5 * 140
+    for r in rows:
+        assert os.path.isfile(out / r["path"])
+        assert r["path"] == f"{r['split']}/{r['class_name']}/{r['face']}.png"
+    by_face = {r["face"]: r for r in rows}
+    assert by_face["DejaVuSans-Bold"]["weight"] == "700" and by_face["DejaVuSans-Oblique"]["italic"] == "1"
+    assert by_face["DejaVuSansMono"]["monospace"] == "1"
+    assert by_face["DejaVuSerif"]["serif"] == str(G.SERIF_CATEGORIES.index("serif"))
+    from PIL import Image
+
+    im = Image.open(out / rows[0]["path"])
+    assert im.mode == "L" and im.size == (32, 32)
+    assert json.load(open(out / "report.json"))["counts"] == c
