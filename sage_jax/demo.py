@@ -25,6 +25,13 @@ the shot already lost the class.
 
 The generation options are the paper's (t_C, t_A, alpha 1), with t_B from the model's
 config (``generation.t_B``) when it sets one.
+
+``report.html`` opens with the headline table (each mode's retention and diversity with
+its 95% interval, then the paired SAGE - AGE differences), then a sortable row per unseen
+class and mode (the class's name, a real image of it, its figures with their intervals
+given its shots), each stage's measures, the provenance (package version and git commit,
+the model directory and its ``config.json`` hash, the seeds and keys, the JAX version,
+devices and processes, the date; also in ``metrics.json``) and only then the pictures.
 """
 
 from __future__ import annotations
@@ -134,11 +141,13 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         gt.add_real(cls.name, real, oracle_index, mask)
         shot_u8 = to_uint8(shots)
         save_png(os.path.join(img_dir, f"{cls.name}_shots.png"), make_grid(shot_u8, ncols=len(shot_u8)))
+        save_png(os.path.join(img_dir, f"{cls.name}_real.png"), to_uint8(real[0]))   # the per-class table's thumbnail
         # the real codes only for the classes the PCA figure draws (refined inversion is not free)
         real_codes = (np.asarray(encode(real[:PCA_REAL])).reshape(PCA_REAL, -1) if ci < PCA_CLASSES
                       else None)
         shot_codes = encode(shots)   # once per class: the first k shots' codes are its first k rows
-        row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "grids": {}}
+        row = {"name": cls.name, "shots": f"images/{cls.name}_shots.png", "thumb": f"images/{cls.name}_real.png",
+               "grids": {}}
         for mode in MODES:
             for k in SHOTS:
                 opts = _options(mode, k, S, l, 1.0, config)
@@ -172,6 +181,10 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     # every mode edits from the same shots with the same key: SAGE and AGE are paired
     pairs = [(f"sage-{k}shot", f"age-{k}shot") for k in SHOTS]
     scores = gt.summary(jax.random.fold_in(key, 99), pairs=pairs)
+    real_spread = dict(zip([r["name"] for r in rows], real_spread_all))
+    per_class = {"real": {c: {**v, "diversity": 1.0, "factor_spread": float(real_spread[c])}
+                          for c, v in scores["real"]["per_class"].items()}}
+    per_class.update({name: v["per_class"] for name, v in scores["methods"].items()})
     table = {"real": {"retention": scores["real"]["retention"]["value"],
                       "retention_ci": scores["real"]["retention"], "diversity": 1.0,
                       "factor_spread": float(np.mean(real_spread_all))}}
@@ -179,11 +192,13 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
         table[name] = {"retention": v["retention"]["value"], "retention_ci": v["retention"],
                        "diversity": v["diversity"]["value"], "diversity_ci": v["diversity"]}
     summary = {"metrics": table, "differences": scores["differences"],
-               "per_class": {name: v["per_class"] for name, v in scores["methods"].items()},
+               "per_class": per_class,
                "intervals": dict(scores["bootstrap"], method="bootstrap over classes and images (figures); "
                                  "exact binomial (shares of independent samples)"),
                "stages": stage, "oracles": oracles.scores, "classes": [r["name"] for r in rows],
-               "images_per_class": n, "seconds": time.perf_counter() - t0}
+               "images_per_class": n, "real_images_per_class": n_real,
+               "provenance": provenance(model, seed, n_real=n_real, n_boot=scores["bootstrap"]["replicates"]),
+               "seconds": time.perf_counter() - t0}
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=1)
     _write_html(out, summary, rows)
@@ -210,6 +225,88 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     return summary
 
 
+def provenance(model: str, seed: int, n_real: int | None = None, n_boot: int | None = None) -> dict:
+    """What made a demo's figures: the package (version, git commit), the model (its
+    directory and a hash of its ``config.json``), the seeds and keys, the JAX runtime
+    (version, devices, processes) and the date."""
+    import datetime
+    import hashlib
+    import platform
+
+    with open(os.path.join(model, "config.json"), "rb") as f:
+        config_sha = hashlib.sha256(f.read()).hexdigest()[:12]
+    devices = jax.devices()
+    platforms = sorted({d.platform for d in devices})
+    real = f"{max(SHOTS)} shots + {n_real} real images" if n_real is not None else "shots and real images"
+    return {
+        "package_version": package_version(),
+        "git_commit": git_commit(),
+        "model": os.path.abspath(model),
+        "config_sha256": config_sha,
+        "seed": int(seed),
+        "keys": {
+            "base key": f"jax.random.PRNGKey({seed})",
+            "real images per unseen class": f"{real}: sample_class(spec, class index, n, seed={seed} * 1000 + class index)",
+            "generation (every mode, so SAGE and AGE are paired)": "fold_in(base key, 10 * unseen-class position + shots)",
+            "bootstrap intervals": f"fold_in(base key, 99), {n_boot} replicates; per class fold_in(that key, 1 + class position)",
+            "stage measures": "generator samples fold_in(base key, 7); held-out images seeded by randint(base key)",
+        },
+        "jax_version": jax.__version__,
+        "jaxlib_version": _dist_version("jaxlib"),
+        "device_platform": ",".join(platforms),
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+        "python_version": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _dist_version(name: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def package_version() -> str:
+    """The installed ``sage-jax`` distribution's version, or "unknown"."""
+    return _dist_version("sage-jax")
+
+
+def git_commit(where: str | None = None) -> str:
+    """``git rev-parse HEAD`` of the checkout the package sits in (``where``: its folder
+    by default), with ``-dirty`` when ``git status --porcelain`` lists anything (or
+    fails); "unknown" when the package is not a tracked part of a git checkout (an
+    installed copy, or no git)."""
+    import subprocess
+
+    if where is None:
+        import sage_jax
+
+        where = os.path.dirname(os.path.abspath(sage_jax.__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        # a copy installed into site-packages inside some other checkout is not that checkout's
+        tracked = git("ls-files", "--error-unmatch", "--", "__init__.py")
+        if head.returncode or tracked.returncode:
+            return "unknown"
+        status = git("status", "--porcelain")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if status.returncode or status.stdout.strip() else "")
+
+
+def _iv(iv, digits: int = 2) -> str:
+    """``value <small>[lo, hi]</small>`` of an interval ``{"value", "lo", "hi"}``."""
+    return (f"{iv['value']:.{digits}f} <small>[{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]</small>")
+
+
 def _iv_html(d, name, digits=3) -> str:
     """``value [lo, hi]`` of ``d[name]`` with its ``name + '_ci'`` interval, when there is one."""
     iv = d.get(f"{name}_ci")
@@ -218,41 +315,94 @@ def _iv_html(d, name, digits=3) -> str:
     return f"{d[name]:.{digits}f} <small>[{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]</small>"
 
 
-def _gt_html(summary) -> list:
-    """The headline: each mode's retention and diversity with intervals, the paired
-    differences, and every class's figures."""
-    from sage_jax.metrics.uncertainty import excludes_zero, fmt
+def _mode_label(name: str) -> str:
+    """``sage-3shot`` -> ``SAGE, 3 shots``."""
+    if name == "real":
+        return "real images"
+    mode, _, k = name.rpartition("-")
+    k = k.replace("shot", "")
+    return f"{mode.upper()}, {k} shot{'s' if k != '1' else ''}"
 
+
+def _headline_html(summary) -> list:
+    """The headline: each mode's category retention and diversity with their 95%
+    intervals, then the paired SAGE - AGE differences."""
     t = summary["metrics"]
-    out = ["<h2>Ground-truth measures</h2><table><tr><th></th><th>category retention</th><th>diversity</th></tr>"]
+    out = ["<h2 id='headline'>Category retention and diversity (95% intervals)</h2>",
+           "<table id='headline-table'><thead><tr><th>images</th><th>category retention</th><th>diversity</th>"
+           "</tr></thead><tbody>"]
     for k, v in t.items():
-        ret = fmt(v["retention_ci"], 3)
-        div = f"{v['diversity']:.3f}" if "diversity_ci" not in v else fmt(v["diversity_ci"], 3)
-        out.append(f"<tr><td>{html.escape(k)}</td><td>{ret}</td><td>{div}</td></tr>")
-    out.append("</table>")
+        div = (_iv(v["diversity_ci"], 3) if "diversity_ci" in v
+               else f"{v['diversity']:.3f} <small>(the reference)</small>")
+        out.append(f"<tr data-mode='{html.escape(k)}'><td>{html.escape(_mode_label(k))}</td>"
+                   f"<td>{_iv(v['retention_ci'], 3)}</td><td>{div}</td></tr>")
+    out.append("</tbody></table>")
     diffs = summary.get("differences", {})
     if diffs:
-        out.append("<h3>Paired differences (same shots, same keys)</h3><table>"
-                   "<tr><th></th><th>retention</th><th>diversity</th></tr>")
+        from sage_jax.metrics.uncertainty import excludes_zero
+
+        out.append("<h3>Paired differences (same shots, same keys)</h3><table id='differences-table'>"
+                   "<thead><tr><th></th><th>retention</th><th>diversity</th></tr></thead><tbody>")
         for k, d in diffs.items():
             cells = []
             for m in ("retention", "diversity"):
                 iv = d[m]
                 verdict = "" if excludes_zero(iv) else " (no difference shown)"
-                cells.append(f"{iv['value']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]{verdict}")
+                cells.append(f"{iv['value']:+.3f} <small>[{iv['lo']:+.3f}, {iv['hi']:+.3f}]</small>{verdict}")
             out.append(f"<tr><td>{html.escape(k)}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
-        out.append("</table>")
-    per = summary.get("per_class", {})
-    if per:
-        modes = list(per)
-        out.append("<h3>Per class (retention / diversity)</h3><table><tr><th>class</th><th>real retention</th>"
-                   + "".join(f"<th>{html.escape(m)}</th>" for m in modes) + "</tr>")
-        for c in summary["classes"]:
-            first = per[modes[0]][c]
-            out.append(f"<tr><td>{html.escape(c)}</td><td>{first['real_retention']:.2f}</td>"
-                       + "".join(f"<td>{per[m][c]['retention']:.2f} / {per[m][c]['diversity']:.2f}</td>" for m in modes)
-                       + "</tr>")
-        out.append("</table>")
+        out.append("</tbody></table>")
+    b = summary.get("intervals", {})
+    out.append("<p class='note'>Category retention: the share of generated images an oracle classifier (trained on "
+               "real images only) assigns to the class they were made for. Diversity: the spread of the "
+               "oracle-regressed category-irrelevant factors (position, scale, background, lighting; rotation "
+               "where it is irrelevant) relative to real images of the class (1.0 = as diverse as real data). "
+               f"{summary['images_per_class']} generated images per class, mode and shot count. Brackets: 95% "
+               f"intervals, a bootstrap over classes and their images ({b.get('replicates', '?')} replicates). "
+               "A difference is shown only where its interval excludes 0.</p>")
+    return out
+
+
+def _per_class_html(summary, rows) -> list:
+    """A row per unseen class and mode: the class's name and a real image of it, its
+    retention and diversity with their 95% intervals given its shots; sortable."""
+    per = summary["per_class"]
+    thumbs = {r["name"]: r.get("thumb") for r in rows}
+    out = ["<h2 id='per-class'>Per class</h2>",
+           "<p class='note'>Every unseen class in every mode. Intervals given the class's shots: exact binomial "
+           "for retention, a bootstrap over the class's images for diversity. Click a column heading to sort.</p>",
+           "<table id='per-class-table' class='sortable'><thead><tr><th>class</th><th>a real image</th>"
+           "<th>images</th><th>retention</th><th>diversity</th></tr></thead><tbody>"]
+    for c in summary["classes"]:
+        for mode, figures in per.items():
+            v = figures[c]
+            thumb = f"<img class='thumb' src='{thumbs[c]}' alt='{html.escape(c)}'>" if thumbs.get(c) else ""
+            if mode == "real":
+                div, div_v = "1.000 <small>(the reference)</small>", 1.0
+            else:
+                div, div_v = _iv(v["diversity_ci"], 3), v["diversity"]
+            out.append(f"<tr data-class='{html.escape(c)}' data-mode='{html.escape(mode)}'>"
+                       f"<td>{html.escape(c)}</td><td class='thumb'>{thumb}</td><td data-v='{html.escape(mode)}'>"
+                       f"{html.escape(_mode_label(mode))}</td>"
+                       f"<td data-v='{v['retention']:.6f}'>{_iv(v['retention_ci'], 3)}</td>"
+                       f"<td data-v='{div_v:.6f}'>{div}</td></tr>")
+    out.append("</tbody></table>")
+    return out
+
+
+PROVENANCE_LABELS = (("package_version", "sage-jax version"), ("git_commit", "git commit"),
+                     ("model", "model directory"), ("config_sha256", "model config.json sha256 (first 12)"),
+                     ("seed", "seed"), ("jax_version", "jax"), ("jaxlib_version", "jaxlib"),
+                     ("device_platform", "device platform"), ("device_count", "devices"),
+                     ("process_count", "processes"), ("python_version", "python"), ("date", "date (UTC)"))
+
+
+def _provenance_html(p) -> list:
+    out = ["<h2 id='provenance'>Provenance</h2><table id='provenance-table'>"]
+    for field, label in PROVENANCE_LABELS:
+        out.append(f"<tr><th>{html.escape(label)}</th><td data-field='{field}'>{html.escape(str(p[field]))}</td></tr>")
+    for what, how in p["keys"].items():
+        out.append(f"<tr><th>key: {html.escape(what)}</th><td>{html.escape(how)}</td></tr>")
+    out.append("</table>")
     return out
 
 
@@ -312,26 +462,55 @@ def _stage_measures(psp, gen, oracles, spec, classes, out, key, n_samples: int =
     return {"generator": g_quality, "inversion": inv, "dictionary": dict_quality}
 
 
+_SORT_JS = """<script>
+(function () {
+  var heads = document.querySelectorAll('table.sortable thead th');
+  for (var n = 0; n < heads.length; n++) {
+    (function (th) {
+      th.style.cursor = 'pointer';
+      th.addEventListener('click', function () {
+        var table = th.parentNode;
+        while (table.tagName !== 'TABLE') { table = table.parentNode; }
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows), i = th.cellIndex;
+        var asc = th.getAttribute('data-dir') !== 'asc';
+        th.setAttribute('data-dir', asc ? 'asc' : 'desc');
+        function key(r) {
+          var v = r.cells[i].getAttribute('data-v');
+          if (v === null) { return r.cells[i].textContent; }
+          return isNaN(parseFloat(v)) ? v : parseFloat(v);
+        }
+        rows.sort(function (a, b) { var x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); });
+        for (var j = 0; j < rows.length; j++) { body.appendChild(rows[j]); }
+      });
+    })(heads[n]);
+  }
+})();
+</script>"""
+
+
 def _write_html(out, summary, rows):
+    """``report.html``: a one-line title, the headline table, the per-class table, each
+    stage's measures, the provenance, then the pictures."""
     o = summary["oracles"]
+    p = summary.get("provenance", {})
     lines = ["<!doctype html><html><head><meta charset='utf-8'><title>sage-jax demo</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-             "td,th{padding:4px 10px;text-align:right}img{image-rendering:pixelated}"
+             "table{border-collapse:collapse}td,th{padding:3px 10px;text-align:right}"
+             "th{background:#eee}tbody tr:nth-child(even){background:#f7f7f7}"
+             "td:first-child,th:first-child{text-align:left}small{color:#555}.note{color:#333;font-size:90%}"
+             "#provenance-table td,#stages-table td:nth-child(2){text-align:left}"
+             "img{image-rendering:pixelated}img.thumb{width:32px;height:32px;vertical-align:middle}td.thumb{text-align:center}"
              ".grid img{width:100%}</style></head><body>",
-             "<h1>sage-jax demo: unseen synthetic classes</h1>",
-             "<p>The shipped tiny model (StyleGAN2, pSp encoder and dictionary trained on the seen classes of "
-             "the synthetic dataset) generates images of classes it never saw, from 1 or 3 shots, with AGE and "
-             "SAGE. Category retention is the accuracy of an oracle classifier (trained on real images only) on "
-             "the generated images; diversity is the spread of the oracle-regressed category-irrelevant factors "
-             "relative to real images of the class (1.0 = as diverse as real data). Brackets: 95% intervals "
-             "(a bootstrap over classes and images; the exact binomial interval for a share of independent "
-             "samples). A difference is shown only where its interval excludes 0.</p>",
-             ]
-    lines += _gt_html(summary)
+             "<h1>sage-jax demo: few-shot generation of unseen classes</h1>",
+             f"<p>Model {html.escape(os.path.basename(os.path.normpath(p.get('model', ''))) or 'model')} "
+             f"generates {len(summary['classes'])} synthetic classes it never saw, from 1 and 3 real shots, with "
+             "AGE and SAGE, measured by oracles trained on real images only.</p>"]
+    lines += _headline_html(summary)
+    lines += _per_class_html(summary, rows)
     st = summary.get("stages")
     if st:
         g, inv = st["generator"], st["inversion"]
-        lines += ["<h2>Each stage on its own</h2><table>",
+        lines += ["<h2 id='stages'>Each stage on its own</h2><table id='stages-table'>",
                   "<tr><th>stage</th><th>measure</th><th>value</th><th>real images</th></tr>",
                   f"<tr><td>generator</td><td>random samples the oracle calls one class (p &ge; 0.9)</td>"
                   f"<td>{_iv_html(g, 'confident_share')}</td><td>about 0.97</td></tr>",
@@ -349,25 +528,30 @@ def _write_html(out, summary, rows):
             lines.append(f"<tr><td>dictionary</td><td>within-class variation of seen codes in span(A) "
                          f"(best {dq['pca_bound']:.2f}, random {dq['random_share']:.2f})</td>"
                          f"<td>{dq['captured_share']:.3f}</td><td></td></tr>")
-        lines += ["</table>",
-                  "<p>Random samples of the generator:</p><img src='samples.png' style='width:100%'>",
-                  "<p>Held-out real images of unseen classes (top) and their reconstructions (bottom):</p>"
-                  "<img src='reconstructions.png' style='width:100%'>"]
-    lines += ["<h2>Every unseen class</h2><p>Its shots, then each mode's images from them:</p>"
+        lines.append("</table>")
+    lines.append(f"<p class='note'>Oracles on held-out real images: classifier accuracy "
+                 f"{o.get('classifier_heldout_accuracy', 0):.3f}, factor regressor mean absolute error "
+                 f"{o.get('regressor_heldout_mae', 0):.3f} (factors scaled to about [-1, 1]).</p>")
+    if p:
+        lines += _provenance_html(p)
+    lines += ["<h2 id='pictures'>Pictures</h2>",
+              "<h3>Every unseen class</h3><p>Its shots, then each mode's images from them:</p>"
               "<img src='classes.png' style='width:100%'>"]
-    lines.append(f"<p>Oracles on held-out real images: classifier accuracy {o.get('classifier_heldout_accuracy', 0):.3f}, "
-                 f"factor regressor mean absolute error {o.get('regressor_heldout_mae', 0):.3f} "
-                 f"(factors scaled to about [-1, 1]).</p>")
-    lines.append("<h2>Real vs generated latent codes</h2><img src='pca.png' style='max-width:100%'>")
-    lines.append("<h2>Classes</h2>")
+    if st:
+        lines += ["<h3>Random samples of the generator</h3><img src='samples.png' style='width:100%'>",
+                  "<h3>Held-out real images of unseen classes (top) and their reconstructions (bottom)</h3>"
+                  "<img src='reconstructions.png' style='width:100%'>"]
+    lines.append("<h3>Real vs generated latent codes</h3><img src='pca.png' style='max-width:100%'>")
+    lines.append("<h3>Each class's images</h3>")
     for r in rows:
-        lines.append(f"<h3>{html.escape(r['name'])}</h3><p>shots: <img src='{r['shots']}' height='64'></p><table><tr>")
+        lines.append(f"<h4>{html.escape(r['name'])}</h4><p>shots: <img src='{r['shots']}' height='64'></p><table><tr>")
         for key in r["grids"]:
             lines.append(f"<th>{html.escape(key.replace('-', ', ').upper())}-shot</th>")
         lines.append("</tr><tr>")
         for key, src in r["grids"].items():
             lines.append(f"<td class='grid'><img src='{src}'></td>")
         lines.append("</tr></table>")
+    lines.append(_SORT_JS)
     lines.append("</body></html>")
     with open(os.path.join(out, "report.html"), "w") as f:
         f.write("\n".join(lines))

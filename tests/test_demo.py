@@ -1,9 +1,15 @@
 """`sage-jax train` (the whole pipeline, a few steps per stage) and `sage-jax demo`,
 on a model the test trains, and the demo on the shipped model."""
 
+import datetime
+import hashlib
+import importlib.metadata
 import json
 import os
+import re
+import subprocess
 
+import jax
 import pytest
 
 from fixture_utils import ROOT
@@ -20,7 +26,7 @@ FAST = ["--config.gan.steps=4", "--config.gan.batch_size=8", "--config.psp.steps
         "--config.inversion.refine_steps=2", "--config.statistics.samples_per_class=3"]
 
 
-def _check_report(out, n):
+def _check_report(out, n, model=ASSET_DIR):
     assert os.path.exists(out / "report.html") and os.path.exists(out / "pca.png")
     assert os.path.exists(out / "classes.png")   # every unseen class: shots, SAGE's and AGE's images
     summary = json.load(open(out / "metrics.json"))
@@ -39,9 +45,9 @@ def _check_report(out, n):
     assert set(summary["per_class"]["sage-1shot"]) == set(summary["classes"])
     html = (out / "report.html").read_text()
     assert "AGE" in html and "SAGE" in html and "category retention" in html
-    # the headline table comes first, before the stages and the pictures
-    assert html.index("Ground-truth measures") < html.index("Each stage on its own") < html.index("classes.png")
-    assert "Paired differences" in html and "Per class" in html
+    _check_layout(html)
+    _check_per_class(html, summary, out)
+    _check_provenance(html, summary["provenance"], model)
     for cls in summary["classes"]:
         for mode in ("age", "sage"):
             for k in (1, 3):
@@ -63,11 +69,98 @@ def _check_report(out, n):
     return summary
 
 
+def _check_layout(html):
+    """A one-line title and description, then the headline table (the first table), before
+    any picture; then the per-class table, the stages, the provenance and the pictures."""
+    body = html[html.index("<body>"):]
+    before = body[:body.index("<table")]
+    assert "id='headline-table'" in body[body.index("<table"):body.index("<table") + 40]
+    assert "<img" not in before and before.count("<p") == 1 and before.count("<h1") == 1
+    headline = body.index("id='headline-table'")
+    first_picture = body.index("<img")
+    assert headline < first_picture
+    # the headline's figures, each with its interval: a row per mode
+    table = body[headline:body.index("</table>", headline)]
+    assert len(re.findall(r"<tr data-mode=", table)) == 5 and len(re.findall(r"<small>\[", table)) == 9
+    order = [body.index(m) for m in ("id='headline-table'", "Paired differences", "id='per-class-table'",
+                                     "id='stages-table'", "id='provenance-table'", "id='pictures'", "classes.png",
+                                     "samples.png", "pca.png")]
+    assert order == sorted(order)
+
+
+def _check_per_class(html, summary, out):
+    """A row for every mode and every unseen class, with the class's name, a real image
+    of it, and each figure with its interval (also in metrics.json)."""
+    modes = set(summary["metrics"])
+    assert set(summary["per_class"]) == modes
+    rows = re.findall(r"<tr data-class='([^']+)' data-mode='([^']+)'>(.*?)</tr>", html)
+    assert sorted((c, m) for c, m, _ in rows) == sorted((c, m) for c in summary["classes"] for m in modes)
+    for cls, mode, cells in rows:
+        v = summary["per_class"][mode][cls]
+        assert cells.startswith(f"<td>{cls}</td><td class='thumb'><img class='thumb' src='images/{cls}_real.png'")
+        assert (out / "images" / f"{cls}_real.png").exists()
+        assert f"data-v='{v['retention']:.6f}'>{v['retention']:.3f} <small>[" in cells
+        assert v["retention_ci"]["lo"] <= v["retention"] <= v["retention_ci"]["hi"]
+        if mode != "real":
+            assert f"data-v='{v['diversity']:.6f}'>{v['diversity']:.3f} <small>[" in cells
+            assert v["diversity_ci"]["lo"] <= v["diversity"] <= v["diversity_ci"]["hi"]
+            assert v["real_retention_ci"]["lo"] <= v["real_retention"] <= v["real_retention_ci"]["hi"]
+        assert len(re.findall(r"<small>\[", cells)) == (1 if mode == "real" else 2)
+    assert "class='sortable'" in html and "addEventListener('click'" in html
+
+
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def _check_provenance(html, p, model):
+    """Real values: what the test itself finds for each, and the same in the report."""
+    assert p["jax_version"] == jax.__version__
+    with open(os.path.join(model, "config.json"), "rb") as f:
+        assert p["config_sha256"] == hashlib.sha256(f.read()).hexdigest()[:12]
+    assert p["package_version"] == importlib.metadata.version("sage-jax")
+    head = _git("rev-parse", "HEAD")
+    if head.returncode == 0 and not _git("ls-files", "--error-unmatch", "sage_jax/__init__.py").returncode:
+        assert p["git_commit"] in (head.stdout.strip(), head.stdout.strip() + "-dirty")
+    else:
+        assert p["git_commit"] == "unknown"
+    assert p["model"] == os.path.abspath(model)
+    assert p["seed"] == 0 and p["keys"]["base key"] == "jax.random.PRNGKey(0)"
+    assert p["device_platform"] == jax.devices()[0].platform and p["device_count"] == len(jax.devices())
+    assert p["process_count"] == jax.process_count()
+    age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(p["date"])
+    assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
+    for field in ("package_version", "git_commit", "model", "config_sha256", "seed", "jax_version",
+                  "device_platform", "device_count", "process_count", "date"):
+        assert f"<td data-field='{field}'>{p[field]}</td>" in html, field
+
+
+def test_git_commit_of_a_checkout_clean_dirty_and_of_an_untracked_copy(tmp_path):
+    """The provenance's commit: the checkout's HEAD, '-dirty' once anything changed,
+    "unknown" outside a checkout and for a copy git does not track."""
+    from sage_jax.demo import git_commit
+
+    pkg = tmp_path / "repo" / "pkg"
+    pkg.mkdir(parents=True)
+    assert git_commit(str(pkg)) == "unknown"   # not a checkout (tmp_path is outside any)
+    (pkg / "__init__.py").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=tmp_path / "repo", check=True)
+    assert git_commit(str(pkg)) == "unknown"   # in a checkout, but not tracked (an installed copy)
+    subprocess.run(git + ["add", "pkg/__init__.py"], cwd=tmp_path / "repo", check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "x"], cwd=tmp_path / "repo", check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "repo", capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert git_commit(str(pkg)) == head
+    (pkg / "__init__.py").write_text("x = 1\n")
+    assert git_commit(str(pkg)) == head + "-dirty"
+
+
 def test_train_pipeline_then_demo(tmp_path):
     work = tmp_path / "run"
     assert main(["train", "--config", TINY, "--workdir", str(work), "--quiet", *FAST]) == 0
     model = work / "model"
-    assert sorted(os.listdir(model)) == ["class_stats.npz", "config.json", "dictionary", "oracles",
+    assert sorted(os.listdir(model)) == ["class_stats.npz", "classes.json", "config.json", "dictionary", "oracles",
                                          "provenance.json", "psp"]
     times = json.load(open(work / "stage_seconds.json"))
     assert set(times) == {"gan", "encoder", "embed", "dictionary", "oracles"}
@@ -116,7 +209,7 @@ def test_train_pipeline_then_demo(tmp_path):
     assert after["oracles"] == times["oracles"]  # the oracles see real images only
     out = tmp_path / "demo"
     assert main(["demo", "--model", str(model), "--out", str(out), "--n", "4", "--quiet"]) == 0
-    _check_report(out, 4)
+    _check_report(out, 4, model=str(model))
 
 
 def test_demo_refuses_a_missing_model(tmp_path, capsys):

@@ -137,9 +137,15 @@ class GroundTruthSets:
         return [len(self.gen[method][c][0]) for c in self.classes]
 
     def summary(self, key, n_boot: int | None = None, pairs=()) -> dict:
-        """``{"real": {"retention"}, "methods": {m: {"retention", "diversity", "per_class"}},
+        """``{"real": {"retention", "per_class"}, "methods": {m: {"retention", "diversity", "per_class"}},
         "differences": {"a - b": {"retention", "diversity"}}}``; every figure an interval
-        ``{"value", "lo", "hi"}``."""
+        ``{"value", "lo", "hi"}``.
+
+        ``per_class[c]``: the class's ``retention``, ``diversity`` and ``real_retention``,
+        each with its interval given the class's shots (``*_ci``): exact binomial for the
+        retentions (the images of one class are independent draws given its shots), a
+        bootstrap over the class's generated and real images for the diversity
+        (bias-corrected, as the overall figure's)."""
         from sage_jax.metrics import uncertainty as u
 
         n_boot = u.N_BOOT if n_boot is None else n_boot
@@ -156,7 +162,27 @@ class GroundTruthSets:
             return plans[tuple(sizes)]
 
         real_plan = plan(real_n)
-        out = {"real": {"retention": real_plan.estimate(u.retention_stat(real_correct, part="real"))},
+        within: dict[tuple, u.ClassBootstrap] = {}
+
+        def class_plan(i, n_gen):   # class i's images alone: one plan per class and size, shared by the methods
+            if (i, n_gen) not in within:
+                within[(i, n_gen)] = u.ClassBootstrap({"generated": [n_gen], "real": [real_n[i]]},
+                                                      jax.random.fold_in(key, 1 + i), n_boot)
+            return within[(i, n_gen)]
+
+        def class_figures(i, correct_i, factors_i):
+            div = u.diversity_stat([factors_i], [real_f[i]], [masks[i]])
+            return {"retention": float(np.mean(correct_i)),
+                    "retention_ci": u.binomial_interval(int(np.sum(correct_i)), len(correct_i)),
+                    "diversity": u.spread(factors_i, masks[i]) / max(u.spread(real_f[i], masks[i]), 1e-6),
+                    "diversity_ci": class_plan(i, len(correct_i)).estimate(div, bias_correct=True),
+                    "real_retention": float(np.mean(real_correct[i])),
+                    "real_retention_ci": u.binomial_interval(int(np.sum(real_correct[i])), real_n[i])}
+
+        out = {"real": {"retention": real_plan.estimate(u.retention_stat(real_correct, part="real")),
+                        "per_class": {c: {"retention": float(np.mean(real_correct[i])),
+                                          "retention_ci": u.binomial_interval(int(np.sum(real_correct[i])), real_n[i])}
+                                      for i, c in enumerate(cl)}},
                "methods": {}, "differences": {}, "bootstrap": {"replicates": n_boot, "level": u.LEVEL}}
         stats = {}
         for m in self.gen:
@@ -164,9 +190,7 @@ class GroundTruthSets:
             factors = [self.gen[m][c][1] for c in cl]
             stats[m] = (u.retention_stat(correct), u.diversity_stat(factors, real_f, masks))
             b = plan(self._sizes(m))
-            per_class = {c: {"retention": float(np.mean(correct[i])),
-                             "diversity": u.spread(factors[i], masks[i]) / max(u.spread(real_f[i], masks[i]), 1e-6),
-                             "real_retention": float(np.mean(real_correct[i]))} for i, c in enumerate(cl)}
+            per_class = {c: class_figures(i, correct[i], factors[i]) for i, c in enumerate(cl)}
             # a spread shrinks when a resample repeats images (its variance by about (n - 1) / n):
             # diversity's replicates are bias-corrected, as FID's
             out["methods"][m] = {"retention": b.estimate(stats[m][0]),
