@@ -2,8 +2,8 @@
 
 Each image is one character of one font face, a white glyph (ink 255) on black (0),
 grayscale uint8, ``size`` x ``size`` (32 or 64), the glyph's ink box centred, drawn at
-0.7 em (font size ``round(0.7 * size)`` pixels per em) and shrunk, a point size at a
-time, until the ink box leaves a ``margin`` of black all round (nothing is cut).
+0.7 em (font size ``round(0.7 * size)`` pixels per em) and drawn smaller, if need
+be, until the ink box leaves a ``margin`` of black all round (nothing is cut).
 
 Classes: the 62 Latin letters and digits are the seen classes; the Greek and Cyrillic
 letters that are not drawn like a Latin letter or an earlier Greek letter in most faces
@@ -13,12 +13,13 @@ drawing: Pillow draws .notdef boxes for missing characters) holds every class.
 
 Faces are filtered (:func:`filter_faces`) and every face dropped is recorded with the
 reason: unreadable, symbol (symbol cmap, pictorial PANOSE or a symbol family name; or,
-after drawing, glyphs that do not look like the letters they stand for), coverage,
-empty glyphs (a class drawn with no ink: the face is dropped), faint (median ink share
-under 3%), near-duplicate (RMS pixel distance under 0.08 at 32 px over the seen
-classes to a face kept earlier in name order). The faces left are split by family
-group (:func:`split_families`) into ``train`` and ``heldout``, so a held-out face is a
-typeface never trained on. :func:`build_glyph_dataset` writes
+after drawing, glyphs that do not look like the letters they stand for), small caps,
+coverage, unrenderable, empty glyphs (a class drawn with no ink: the face is dropped),
+faint (median ink share under 3%), near-duplicate (RMS pixel distance under 0.08 at
+32 px over the seen classes to a face kept earlier in name order). The faces left are
+split into ``train`` and ``heldout`` by split group (:func:`family_group`, joined by
+:func:`design_links` where two groups share a design; :func:`split_families`), so a
+held-out face is a typeface never trained on. :func:`build_glyph_dataset` writes
 ``<out>/<split>/<class_name>/<face>.png``, ``labels.json``, ``labels.csv`` and
 ``report.json``. docs/glyphs.md has the measured numbers.
 """
@@ -62,7 +63,7 @@ CANDIDATE_CHARS = SEEN_CHARS + GREEK_CHARS + CYRILLIC_CHARS
 # filter, at 32 px. For each candidate and each character before it, the RMS pixel
 # distance (pixels in [0, 1]) between the two glyphs of a face, median over faces; under
 # the threshold, the candidate is no class. 34 medians are 0.000 (the same glyph), Ф~Φ
-# 0.033; the next are п~n 0.066, к~κ 0.067, К~K 0.078, then distinct letters mix in
+# 0.035; the next are п~n 0.066, к~κ 0.067, К~K 0.078, then distinct letters mix in
 # (э~з 0.085, Θ~O 0.097): docs/glyphs.md. Fixed here so the classes do not depend on the
 # fonts installed.
 LOOKALIKE_THRESHOLD = 0.05
