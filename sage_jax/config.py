@@ -6,8 +6,8 @@ that reads it (``gan``: :func:`sage_jax.train.gan.default_config`, ``psp``:
 :func:`sage_jax.train.encoder.default_config`, ``dictionary``:
 :func:`sage_jax.train.dictionary.default_config`; ``data``, ``model``, ``generation``,
 ``inversion``, ``oracles`` take their values from the defaults of the code that reads
-them; ``statistics`` and ``quality`` are written there, though ``sage_jax.pipeline``
-still has fallbacks of its own for them). The shipped configs (``configs/*.py``) start
+them; ``statistics`` and ``quality``, read only by ``sage_jax.pipeline``, are written
+there). The shipped configs (``configs/*.py``) start
 from it and override what their setting needs, so each default is written once and
 every shipped config has every key. :func:`load_config` also adds the keys a config
 file lacks (an older or hand-written one), so the trainers read keys without fallbacks.

@@ -242,7 +242,7 @@ def statistics_data(cfg, dataset):
     moments settle long before its hundreds of images)."""
     from sage_jax.data.loader import PerClassSubset
 
-    n = int((cfg.get("statistics", None) or {}).get("samples_per_class", 0) or 0)
+    n = int(cfg.statistics.samples_per_class)
     if n < 0:
         raise ValueError(f"statistics.samples_per_class must be >= 0 (0: every image), got {n}")
     return (PerClassSubset(dataset, n) if n else dataset), n
@@ -322,10 +322,10 @@ class _StageJudge:
         self.seen = [c for c in classes if c.seen]
         self.unseen = [c for c in classes if not c.seen]
         self.seen_names = [c.name for c in self.seen]
-        self.n_samples = int(cfg.get("quality", {}).get("samples", 1000))
+        self.n_samples = int(cfg.quality.samples)
         real = generate(synthetic_spec(cfg.data), "seen")["images"]
         self.real_seen = real[np.asarray(jax.random.permutation(jax.random.PRNGKey(3), len(real)))[:self.n_samples]]
-        self.key = jax.random.PRNGKey(int(cfg.get("quality", {}).get("seed", 2024)))
+        self.key = jax.random.PRNGKey(int(cfg.quality.seed))
 
     def generator(self, G, intervals: bool = True):
         from sage_jax.metrics.stages import generator_quality
@@ -343,7 +343,7 @@ class _StageJudge:
         the config's ``inversion`` section says), on held-out seen and unseen images."""
         from sage_jax.metrics.stages import heldout_images, inversion_quality
 
-        per_class = int(self.cfg.get("quality", {}).get("heldout_per_class", 10))
+        per_class = int(self.cfg.quality.heldout_per_class)
 
         def reconstruct(x):
             return psp.decoder(psp.absolute_codes(inverter(x)), input_is_latent=True)
