@@ -65,7 +65,7 @@ def load_bundle(path: str = ASSET_DIR):
     from sage_jax.statistics import ClassStatistics
 
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no model at {path}: make it with 'sage-jax train --config configs/tiny.py "
+        raise FileNotFoundError(f"no model at {path}: make it with 'sage-jax train --config tiny "
                                 f"--workdir runs/tiny' and pass --model runs/tiny/model")
     psp = checkpoints.load_psp(os.path.join(path, "psp"))
     dictionary = checkpoints.load_dictionary(os.path.join(path, "dictionary"))
@@ -202,10 +202,10 @@ def run_demo(out: str, model: str = ASSET_DIR, n: int = 16, n_real: int = 32, se
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=1)
     _write_html(out, summary, rows)
+    print(f"report: {os.path.join(out, 'report.html')} ({summary['seconds']:.0f} s)")   # also when quiet
     if not quiet:
         from sage_jax.metrics import uncertainty as u
 
-        print(f"report: {os.path.join(out, 'report.html')} ({summary['seconds']:.0f} s)")
         g, inv = stage["generator"], stage["inversion"]
         print("  (95% intervals in brackets)")
         print(f"  generator: {u.fmt(g['confident_share_ci'])} of random samples confident (>= 0.9), "
@@ -622,7 +622,7 @@ def run_alpha_sweep(out: str, model: str = ASSET_DIR, alphas=SWEEP_ALPHAS, modes
     if not quiet:
         print(sweep_table(rows))
         print(difference_table(scores["differences"]))
-        print(f"wrote {out}/sweep.json, sweep.md, sweep.png ({result['seconds']:.0f} s)")
+    print(f"wrote {out}/sweep.json, sweep.md, sweep.png ({result['seconds']:.0f} s)")   # also when quiet
     return result
 
 

@@ -1,4 +1,4 @@
-"""The classifier training loops across processes (issue 32): ``batch_size`` is the
+"""The classifier training loops across processes: ``batch_size`` is the
 global batch, each process feeds its rows of it, and training gives what one process
 with the same devices gives.
 

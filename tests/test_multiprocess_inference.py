@@ -1,4 +1,4 @@
-"""Inference split over processes (issue 32): ``generate``, ``invert`` and the class
+"""Inference split over processes: ``generate``, ``invert`` and the class
 statistics (``embed``) run as 2 processes x 2 CPU devices (``tests/multiprocess.py``)
 write the files one process writes, byte for byte or bit for bit, every file written by
 one process, the summary by process 0.
