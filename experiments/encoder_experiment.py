@@ -1,5 +1,5 @@
 """One run of the pipeline's encoder stage against a finished generator, judged by
-existing oracles: the quick loop for comparing encoder settings (issue 16) without
+existing oracles: the quick loop for comparing encoder settings without
 training the oracles and the generator again.
 
     # the tiny config's pSp encoder against the shipped run's generator

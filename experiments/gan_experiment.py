@@ -1,5 +1,5 @@
 """One StyleGAN2 run of the pipeline's GAN stage, judged by existing oracles: the quick
-loop for finding a tiny-model GAN setting (issue 16), without the 11 minutes of oracle
+loop for finding a tiny-model GAN setting, without the 11 minutes of oracle
 training that ``sage-jax train`` spends first.
 
     python experiments/gan_experiment.py --workdir runs/gan_exp/r1 --config.gan.recipe=adversarial \\

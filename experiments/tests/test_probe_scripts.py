@@ -1,4 +1,4 @@
-"""The stage probes for finding a tiny-model setting (issue 16): experiments/gan_experiment.py
+"""The stage probes for finding a tiny-model setting: experiments/gan_experiment.py
 (the GAN stage judged by existing oracles), experiments/discriminator_probe.py (how fast a
 fresh discriminator separates real from generated images), experiments/generator_probe.py
 (a generator as an autoencoder's decoder) and experiments/encoder_experiment.py (the
