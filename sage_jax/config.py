@@ -13,10 +13,10 @@ every shipped config has every key. :func:`load_config` also adds the keys a con
 file lacks (an older or hand-written one), so the trainers read keys without fallbacks.
 
 Names: ``load_config("tiny")`` (a name without ``/`` or ``.py`` that is not a file) is
-the shipped ``tiny.py``: from the package ``sage_jax._configs``, which a wheel installs
-from the repository's top-level ``configs/`` folder (``[tool.setuptools]`` maps the
-package to that folder; an editable install maps it to the clone's folder), else the
-``configs/`` folder beside the package in a clone. A path loads that file.
+the shipped ``tiny.py``: from the package ``sage_jax._configs``, a symbolic link to the
+repository's top-level ``configs/`` folder (a wheel copies the files; an editable
+install reads the clone's folder), else the ``configs/`` folder beside the package.
+A path loads that file.
 
 ``--config.SECTION.KEY=VALUE`` sets any value (the type follows the existing value;
 tuples and lists are read as Python literals). Unknown keys are refused with the

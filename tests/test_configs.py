@@ -158,16 +158,18 @@ def test_an_unknown_config_name_is_a_usage_error(tmp_path, capsys):
     assert "no shipped config named 'flower'" in err and "flowers" in err and "Traceback" not in err
 
 
-def test_the_wheel_lists_every_package_and_ships_the_configs():
-    """pyproject.toml names the packages (so that sage_jax._configs can be the top-level
-    configs/ folder): a new sub-package of sage_jax must be added there."""
+def test_the_package_holds_the_shipped_configs():
+    """``sage_jax/_configs`` is a symbolic link to the top-level ``configs/`` (so a wheel
+    and an editable install both have them as ``sage_jax._configs``), and the package
+    discovery of pyproject.toml finds it."""
     import tomllib
 
+    link = os.path.join(ROOT, "sage_jax", "_configs")
+    assert os.path.islink(link) and os.path.samefile(link, os.path.join(ROOT, "configs"))
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         tool = tomllib.load(f)["tool"]["setuptools"]
-    found = {os.path.relpath(d, ROOT).replace(os.sep, ".")
-             for d, _, files in os.walk(os.path.join(ROOT, "sage_jax"))
-             if "__pycache__" not in d and any(f.endswith(".py") for f in files)}
-    assert set(tool["packages"]) == found | {"sage_jax._configs"}
-    assert tool["package-dir"] == {"sage_jax._configs": "configs"}
-    assert os.path.isfile(os.path.join(ROOT, "configs", "__init__.py"))   # the editable install maps a package
+    assert tool["packages"]["find"]["include"] == ["sage_jax*"]
+    assert os.path.isfile(os.path.join(ROOT, "configs", "__init__.py"))   # a package, so the wheel keeps it
+    from sage_jax.config import shipped_config_dir
+
+    assert os.path.samefile(shipped_config_dir(), os.path.join(ROOT, "configs"))
