@@ -151,6 +151,91 @@ def test_near_duplicate_copy_keeps_one(tmp_path):
     assert dup["path"].endswith("Copy.ttf") and dup["kept_path"].endswith("DejaVuSans.ttf")  # name order, then path
 
 
+def _renamed_copy(tmp_path, src: str, dst: str, *, family: str | None = None, style: str | None = None,
+                  ps: str | None = None, weight: int | None = None) -> str:
+    """A copy of a matplotlib font under other names (family, style, PostScript) or
+    with another OS/2 weight class; the glyphs are the same."""
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(os.path.join(MPL, src))
+    names = font["name"]
+    for rec in list(names.names):
+        if family is not None and rec.nameID in (1, 16):
+            names.setName(family, rec.nameID, rec.platformID, rec.platEncID, rec.langID)
+        if style is not None and rec.nameID in (2, 17):
+            names.setName(style, rec.nameID, rec.platformID, rec.platEncID, rec.langID)
+        if ps is not None and rec.nameID in (4, 6):
+            names.setName(ps, rec.nameID, rec.platformID, rec.platEncID, rec.langID)
+    if weight is not None:
+        font["OS/2"].usWeightClass = weight
+    path = os.path.join(tmp_path, dst)
+    font.save(path)
+    return path
+
+
+def test_near_duplicates_are_one_design_under_two_names_not_neighbouring_weights(tmp_path):
+    """A renamed copy (another family name, the same labels) goes; a face as close but
+    with another weight label stays (a neighbouring weight is a label value, not a
+    copy); so do the Regular and Bold of one family however loose the threshold."""
+    shutil.copy(os.path.join(MPL, "DejaVuSans.ttf"), tmp_path)
+    shutil.copy(os.path.join(MPL, "DejaVuSans-Bold.ttf"), tmp_path)
+    _renamed_copy(tmp_path, "DejaVuSans.ttf", "VeraSans.ttf", family="Vera Sans", ps="VeraSans")
+    _renamed_copy(tmp_path, "DejaVuSans.ttf", "DejaVuSansMedium.ttf", style="Medium", ps="DejaVuSans-Medium",
+                  weight=500)
+    faces, _ = G.scan_faces(G.find_font_files([str(tmp_path)]), progress=False)
+    by_name = {f.name: f for f in faces}
+    assert by_name["VeraSans"].family == "Vera Sans" and by_name["DejaVuSans-Medium"].weight == 500
+    res = G.filter_faces(faces, progress=False)
+    assert sorted(f.name for f in res.faces) == ["DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Medium"]
+    (dup,) = res.dropped["duplicate"]
+    assert (dup["face"], dup["kept"], dup["kept_family"], dup["distance"]) == ("VeraSans", "DejaVuSans",
+                                                                             "DejaVu Sans", 0.0)
+    # Regular and Bold: far apart at 32 px, and different weights: kept even at a threshold that joins them
+    imgs, _, _ = G.render_faces([by_name["DejaVuSans"], by_name["DejaVuSans-Bold"]], G.SEEN_CHARS, 32,
+                                progress=False)
+    d = float(G.pairwise_rms(imgs)[0, 1])
+    assert d > G.DUPLICATE_RMS
+    loose = G.filter_faces(faces, progress=False, duplicate=d + 0.01)
+    assert {f.name for f in loose.faces} == {f.name for f in res.faces}
+    assert G.near_duplicates(imgs, d + 0.01) == [(1, 0, pytest.approx(d, abs=1e-6))]   # without labels: one goes
+    assert G.near_duplicates(imgs, d + 0.01, keys=[G.duplicate_key(by_name[n]) for n in
+                                                   ("DejaVuSans", "DejaVuSans-Bold")]) == []
+
+
+def test_faces_and_split_do_not_depend_on_the_build_size(tmp_path, mpl_faces):
+    """The filters look at 32 px at every build size: with the faint threshold between
+    a face's ink at 32 px and at 64 px, a 64 px build still keeps the faces (and the
+    split) of the 32 px build."""
+    fonts = tmp_path / "fonts"
+    os.makedirs(fonts)
+    for name in DEJAVU + ["STIXGeneral.ttf", "STIXGeneralItalic.ttf"]:
+        shutil.copy(os.path.join(MPL, name), fonts)
+    faces, _ = G.scan_faces(G.find_font_files([str(fonts)]), progress=False)
+    ink = {}
+    for size in (32, 64):
+        imgs, _, _ = G.render_faces(faces, G.CLASS_CHARS, size, progress=False)
+        ink[size] = np.median(G.ink_share(imgs), axis=1)
+    # the faintest face whose ink differs between the sizes; the threshold between its two inks
+    k = next(i for i in np.argsort(ink[32]) if abs(ink[32][i] - ink[64][i]) > 1e-3)
+    faint = float(ink[32][k] + ink[64][k]) / 2          # one side at 32 px, the other at 64 px
+    assert (ink[32][k] < faint) != (ink[64][k] < faint)
+    tables = {}
+    for size in (32, 64):
+        out = tmp_path / f"g{size}"
+        report = G.build_glyph_dataset(str(out), [str(fonts)], size=size, held_out=0.3, processes=1,
+                                       progress=False, filters={"faint": faint})
+        assert report["thresholds"]["faint_median_ink_32px"] == faint
+        labels = json.load(open(out / "labels.json"))
+        assert labels["size"] == size and labels["held_out"] == 0.3 and labels["seed"] == 0
+        tables[size] = [(f["name"], f["split"], f["group"]) for f in labels["faces"]]
+        from PIL import Image
+
+        assert Image.open(out / labels["images"][0][0]).size == (size, size)
+    assert tables[32] == tables[64]
+    assert {s for _, s, _ in tables[32]} == {"train", "heldout"}
+    assert (faces[k].name in {n for n, _, _ in tables[64]}) == (ink[32][k] >= faint)   # chosen at 32 px
+
+
 def test_design_links_join_one_design_under_two_names():
     sans, serif = _face("DejaVuSans.ttf"), _face("DejaVuSerif.ttf")
     renamed = G.FaceInfo(**{**sans.record(), "family": "Vera Sans"})

@@ -437,22 +437,36 @@ def pairwise_rms(a, b=None) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0) / x.shape[1])
 
 
-def near_duplicates(images, threshold: float = DUPLICATE_RMS, distances=None) -> list[tuple[int, int, float]]:
+def near_duplicates(images, threshold: float = DUPLICATE_RMS, distances=None, keys=None) -> list[tuple[int, int, float]]:
     """(dropped, kept, distance) for faces (rows of ``images``, (F, C, S, S) uint8, in
     the order of preference) within ``threshold`` RMS of a face kept before them: each
     face is kept unless it is that close to an earlier kept face (leader clustering:
-    one face per cluster, the first). ``distances``: their pairwise_rms, if at hand."""
+    one face per cluster, the first). ``distances``: their pairwise_rms, if at hand.
+    ``keys``: one per face; a face is compared only with kept faces of an equal key
+    (:func:`duplicate_key`: the same labels), so two faces that differ in a label are
+    never duplicates of each other however close they are."""
     d = pairwise_rms(images) if distances is None else distances
-    kept: list[int] = []
+    keys = list(keys) if keys is not None else [None] * len(d)
+    kept: dict = {}
     out = []
     for i in range(len(d)):
-        if kept:
-            j = int(np.argmin(d[i, kept]))
-            if d[i, kept[j]] < threshold:
-                out.append((i, kept[j], float(d[i, kept[j]])))
+        same = kept.setdefault(keys[i], [])
+        if same:
+            j = int(np.argmin(d[i, same]))
+            if d[i, same[j]] < threshold:
+                out.append((i, same[j], float(d[i, same[j]])))
                 continue
-        kept.append(i)
+        same.append(i)
     return out
+
+
+def duplicate_key(face: FaceInfo) -> tuple:
+    """The labels a face carries (weight, width, italic, monospace, serif style): a
+    near-duplicate must carry the same ones. Neighbouring weights, widths and styles of
+    one family (Noto Sans Regular and Medium, 0.075 at 32 px) are as close as one design
+    under two names (Liberation Sans and Arimo, 0.055), but they are other values of the
+    labels the dataset is for, so they stay."""
+    return (face.weight, face.width, face.italic, face.monospace, face.serif)
 
 
 def normalized_glyphs(images, n: int = 16) -> np.ndarray:
@@ -642,6 +656,7 @@ class FilterResult:
     shrunk: np.ndarray
     seconds: dict
     links: list = dataclasses.field(default_factory=list)
+    selected: list = dataclasses.field(default_factory=list)   # the faces chosen at 32 px (the split's)
 
 
 def _drop_record(face: FaceInfo, **extra) -> dict:
@@ -658,9 +673,14 @@ def filter_faces(faces, chars: str = CLASS_CHARS, size: int = ANALYSIS_SIZE, pro
     draw (``unrenderable``), faces with a glyph of ``chars`` drawn without ink
     (``empty_glyphs``: the whole face), faces whose seen glyphs do not look like
     letters (``symbol``, :func:`glyph_identity` under ``symbol``), faces whose median
-    ink share over ``chars`` at ``size`` is under ``faint`` (``faint``), and faces
-    within ``duplicate`` RMS at 32 px over the seen classes of a face kept before them
-    in (family, style, name, path) order (``duplicate``, :func:`near_duplicates`).
+    ink share over ``chars`` is under ``faint`` (``faint``), and faces within
+    ``duplicate`` RMS over the seen classes of a face with the same labels
+    (:func:`duplicate_key`) kept before them in (family, style, name, path) order
+    (``duplicate``, :func:`near_duplicates`). Every filter looks at 32 px
+    (``ANALYSIS_SIZE``), whatever ``size``: the faces chosen (``selected``), and so the
+    split, are the same at every build size. Then the chosen faces are drawn at
+    ``size`` (``images``); one FreeType cannot draw there is dropped (``unrenderable``)
+    and missing from ``faces``, not from ``selected``.
     ``links``: the family groups with faces within ``link`` of each other
     (:func:`design_links`), measured before the duplicates go."""
     seen_idx = [i for i, c in enumerate(chars) if c in SEEN_CHARS]
@@ -714,43 +734,43 @@ def filter_faces(faces, chars: str = CLASS_CHARS, size: int = ANALYSIS_SIZE, pro
                 dropped["symbol"].append(_drop_record(faces[i], reason="glyphs unlike letters", identity=round(s, 3)))
     counts["after_symbol_glyphs"] = len(ok)
 
-    if size != ANALYSIS_SIZE:
-        t = time.time()
-        big, big_shrunk, big_errors = render_faces([faces[i] for i in ok], chars, size, processes=processes,
-                                                   progress=progress)
-        seconds[f"render_{size}px"] = round(time.time() - t, 2)
-        for k in sorted(big_errors, reverse=True):  # drawable at 32 px but not at size
-            dropped["unrenderable"].append(_drop_record(faces[ok[k]], reason=big_errors[k]))
-            ok.pop(k)
-            big = np.delete(big, k, 0)
-            big_shrunk = np.delete(big_shrunk, k, 0)
-    else:
-        big, big_shrunk = imgs[ok], shrunk[ok]
-    med_ink = np.median(ink_share(big), axis=1) if len(ok) else np.zeros(0)
+    med_ink = np.median(ink_share(imgs[ok]), axis=1) if ok else np.zeros(0)
     sel = []
     for k, i in enumerate(ok):
         if med_ink[k] < faint:
             dropped["faint"].append(_drop_record(faces[i], median_ink=round(float(med_ink[k]), 4)))
         else:
-            sel.append(k)
+            sel.append(i)
     counts["after_faint"] = len(sel)
-    ok = [ok[k] for k in sel]
-    big, big_shrunk = big[sel], big_shrunk[sel]
+    ok = sel
 
     t = time.time()
     dist = pairwise_rms(imgs[ok][:, seen_idx]) if ok else np.zeros((0, 0))
-    dups = near_duplicates(None, duplicate, distances=dist) if ok else []
+    dups = near_duplicates(None, duplicate, distances=dist, keys=[duplicate_key(faces[i]) for i in ok]) if ok else []
     links = design_links([faces[i] for i in ok], dist, link)
     seconds["duplicates"] = round(time.time() - t, 2)
     gone = set()
-    for a, b, dist in dups:
+    for a, b, d in dups:
         gone.add(a)
         dropped["duplicate"].append(_drop_record(faces[ok[a]], kept=faces[ok[b]].name, kept_path=faces[ok[b]].path,
-                                                 distance=round(dist, 4)))
-    sel = [k for k in range(len(ok)) if k not in gone]
-    counts["after_duplicates"] = len(sel)
-    return FilterResult(faces=[faces[ok[k]] for k in sel], images=big[sel], dropped=dropped, counts=counts,
-                        shrunk=big_shrunk[sel], seconds=seconds, links=links)
+                                                 kept_family=faces[ok[b]].family, distance=round(d, 4)))
+    ok = [i for k, i in enumerate(ok) if k not in gone]
+    counts["after_duplicates"] = len(ok)
+    selected = [faces[i] for i in ok]
+
+    if size == ANALYSIS_SIZE:
+        return FilterResult(faces=selected, images=imgs[ok], dropped=dropped, counts=counts, shrunk=shrunk[ok],
+                            seconds=seconds, links=links, selected=selected)
+    # the faces are chosen at 32 px; only they are drawn at the build size
+    t = time.time()
+    big, big_shrunk, big_errors = render_faces(selected, chars, size, processes=processes, progress=progress)
+    seconds[f"render_{size}px"] = round(time.time() - t, 2)
+    for k in sorted(big_errors):   # drawable at 32 px but not at size (a bitmap font without the strike)
+        dropped["unrenderable"].append(_drop_record(selected[k], reason=f"at {size} px: {big_errors[k]}"))
+    keep = [k for k in range(len(selected)) if k not in big_errors]
+    counts[f"drawn_{size}px"] = len(keep)
+    return FilterResult(faces=[selected[k] for k in keep], images=big[keep], dropped=dropped, counts=counts,
+                        shrunk=big_shrunk[keep], seconds=seconds, links=links, selected=selected)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -826,29 +846,59 @@ def _software() -> dict:
             "numpy": np.__version__}
 
 
+class GlyphFontsError(ValueError):
+    """No font files, or too few faces left after the filters for a split."""
+
+
 def build_glyph_dataset(out: str, font_dirs=None, size: int = 32, seed: int = 0, held_out: float = 0.2,
                         processes: int = 2, progress: bool = True, chars: str = CLASS_CHARS,
-                        write_images: bool = True) -> dict:
+                        write_images: bool = True, filters: dict | None = None) -> dict:
     """Find the faces under ``font_dirs`` (default: the system font folders), filter
-    them (:func:`filter_faces`), split them by family group (:func:`split_families`)
-    and write ``out/<split>/<class_name>/<face>.png`` (white on black, ``size`` px),
-    ``labels.json``, ``labels.csv`` and ``report.json``. Returns the report."""
+    them (:func:`filter_faces`; ``filters``: its thresholds, e.g. ``{"faint": 0.03}``),
+    split them by family group (:func:`split_families`) and write
+    ``out/<split>/<class_name>/<face>.png`` (white on black, ``size`` px),
+    ``labels.json``, ``labels.csv`` and ``report.json``. The faces and the split are
+    chosen at 32 px whatever ``size``. A folder that holds an earlier build
+    (``labels.json``) has its ``train`` and ``heldout`` folders replaced. Raises
+    :class:`GlyphFontsError` when there is no font file, or when the faces left fall in
+    fewer than two split groups (no train and held-out split), before writing anything.
+    Returns the report."""
     t0 = time.time()
-    files = find_font_files(font_dirs)
+    dirs = list(font_dirs) if font_dirs else [d for d in DEFAULT_FONT_DIRS if os.path.isdir(d)]
+    missing = [d for d in dirs if not os.path.exists(d)]
+    if missing:
+        raise GlyphFontsError(f"font folder {', '.join(missing)} does not exist")
+    files = find_font_files(dirs)
+    if not files:
+        where = ", ".join(dirs) if dirs else f"{', '.join(DEFAULT_FONT_DIRS)} (they do not exist)"
+        raise GlyphFontsError(f"no font files ({', '.join(FONT_EXTENSIONS)}) under {where}")
     faces, unreadable = scan_faces(files, progress=progress)
     seconds = {"metadata": round(time.time() - t0, 2)}
-    res = filter_faces(faces, chars, size=size, processes=processes, progress=progress)
+    thresholds = {"faint": FAINT_INK, "duplicate": DUPLICATE_RMS, "symbol": SYMBOL_IDENTITY, "link": LINK_RMS,
+                  **(filters or {})}
+    res = filter_faces(faces, chars, size=size, processes=processes, progress=progress, **thresholds)
     seconds.update(res.seconds)
-    component = split_groups(sorted({family_group(f.family) for f in res.faces}), res.links)
+    # the split is decided on the faces chosen at 32 px (res.selected), so it is the same at every size
+    component = split_groups(sorted({family_group(f.family) for f in res.selected}), res.links)
     sizes: dict[str, int] = {}
-    for f in res.faces:
+    for f in res.selected:
         g = component[family_group(f.family)]
         sizes[g] = sizes.get(g, 0) + 1
+    if len(sizes) < 2:
+        why = ", ".join(f"{len(v)} {k}" for k, v in res.dropped.items() if v)
+        raise GlyphFontsError(f"{len(res.selected)} of the {len(faces)} font faces found in {len(files)} files "
+                              f"pass the filters ({why or 'none dropped'}), "
+                              f"{len(sizes)} typeface{'s' if len(sizes) != 1 else ''} (split group): a train and a "
+                              f"held-out split need faces of at least two typefaces that cover the "
+                              f"{len(chars)} classes")
     splits = split_families(sizes, held_out=held_out, seed=seed, sizes=sizes)
     records = face_table(res.faces, {g: splits[c] for g, c in component.items()}, component)
     rows = label_rows(records, chars)
     classes = class_table(chars)
 
+    if os.path.isfile(os.path.join(out, "labels.json")):   # an earlier build: its images go
+        for split in ("train", "heldout"):
+            shutil.rmtree(os.path.join(out, split), ignore_errors=True)
     os.makedirs(out, exist_ok=True)
     if write_images:
         from PIL import Image
@@ -868,7 +918,7 @@ def build_glyph_dataset(out: str, font_dirs=None, size: int = 32, seed: int = 0,
         w.writeheader()
         w.writerows(rows)
     with open(os.path.join(out, "labels.json"), "w") as fh:
-        json.dump({"size": size, "classes": classes, "serif_categories": list(SERIF_CATEGORIES),
+        json.dump({"size": size, "held_out": held_out, "seed": seed, "classes": classes, "serif_categories": list(SERIF_CATEGORIES),
                    "faces": records, "images": [[r["path"], r["class_index"], r["face_index"]] for r in rows],
                    "images_columns": ["path", "class_index", "face_index"]}, fh, ensure_ascii=False)
 
@@ -887,8 +937,10 @@ def build_glyph_dataset(out: str, font_dirs=None, size: int = 32, seed: int = 0,
         "size": size, "em": EM, "margin": MARGIN, "colours": "white glyph (255) on black (0)",
         "seed": seed, "held_out": held_out, "font_dirs": list(font_dirs) if font_dirs else
         [d for d in DEFAULT_FONT_DIRS if os.path.isdir(d)],
-        "thresholds": {"faint_median_ink": FAINT_INK, "duplicate_rms_32px": DUPLICATE_RMS,
-                       "symbol_identity": SYMBOL_IDENTITY, "empty_ink_pixels": EMPTY_INK,
+        "thresholds": {"faint_median_ink_32px": thresholds["faint"], "duplicate_rms_32px": thresholds["duplicate"],
+                       "duplicate_same_labels": ["weight", "width", "italic", "monospace", "serif"],
+                       "link_rms_32px": thresholds["link"], "symbol_identity": thresholds["symbol"],
+                       "empty_ink_pixels": EMPTY_INK,
                        "lookalike_median_rms": LOOKALIKE_THRESHOLD},
         "counts": counts, "seconds": seconds, "software": _software(),
         "packages": package_versions([f.path for f in res.faces]),
