@@ -1,5 +1,6 @@
-"""``build-dataset`` (a TFDS dataset from image folders) and ``make-synthetic`` (the
-synthetic ground-truth dataset as image folders)."""
+"""``build-dataset`` (a TFDS dataset from image folders), ``make-synthetic`` (the
+synthetic ground-truth dataset as image folders) and ``make-glyphs`` (the font-glyph
+dataset from installed fonts, docs/glyphs.md)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,71 @@ def cmd_make_synthetic(args) -> int:
     return 0
 
 
+def cmd_make_glyphs(args) -> int:
+    from sage_jax.data import glyphs
+
+    out = args.out
+    if os.path.isfile(out):
+        raise UsageError(f"--out {out} is a file; give a folder (it is made if missing)")
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.isfile(os.path.join(out, "labels.json")):
+            raise UsageError(f"{out} is not empty and holds no glyph dataset (labels.json); give an empty or new folder")
+        if not args.overwrite:
+            raise UsageError(f"{out} holds a glyph dataset; pass --overwrite to rebuild it")
+    if not 0.0 < args.held_out < 1.0:
+        raise UsageError(f"--held-out is the share of faces held out, between 0 and 1 (not {args.held_out})")
+    if args.processes < 1:
+        raise UsageError("--processes must be at least 1")
+    try:
+        report = glyphs.build_glyph_dataset(out, args.fonts or None, size=args.size, seed=args.seed,
+                                            held_out=args.held_out, processes=args.processes,
+                                            progress=not args.quiet)
+    except glyphs.GlyphFontsError as e:
+        hint = ("install the fonts with scripts/install_fonts.sh (Debian/Ubuntu, the packages of "
+                "scripts/font_packages.txt) or give folders of .ttf/.otf files with --fonts DIR")
+        raise UsageError(f"{e}; {hint}") from None
+    print(describe_glyph_report(report, out))
+    if args.tfds:
+        from sage_jax.data.glyph_data import GlyphDataError, build_glyph_tfds
+
+        try:
+            builder = build_glyph_tfds(out, args.tfds, args.tfds_name, overwrite=args.overwrite,
+                                       progress=not args.quiet)
+        except GlyphDataError as e:
+            raise UsageError(str(e)) from None
+        n = {k: v.num_examples for k, v in builder.info.splits.items()}
+        print(f"TFDS dataset {builder.name} {builder.info.version} in {args.tfds}: {n} records; read it with "
+              f"--config glyphs --config.data.data_dir={args.tfds}"
+              + (f" --config.data.tfds_name={args.tfds_name}" if args.tfds_name != "glyphs" else ""))
+    return 0
+
+
+def _n(k: int, one: str, many: str | None = None) -> str:
+    return f"{k} {one if k == 1 else many or one + 's'}"
+
+
+def describe_glyph_report(report: dict, out: str) -> str:
+    """What ``make-glyphs`` says: where, the faces, families, classes and images per
+    split, what each filter dropped."""
+    c = report["counts"]
+    faces = {s: c[f"{s}_faces"] for s in ("train", "heldout")}
+    lines = [f"wrote the glyph dataset ({report['size']} px, seed {report['seed']}, held out "
+             f"{report['held_out']:g} of the faces) to {out}: {c['train_faces'] + c['heldout_faces']} faces of "
+             f"{_n(c['families'], 'family', 'families')} in {_n(c['split_groups'], 'split group')}; {c['classes']} classes "
+             f"({c['seen_classes']} seen, {c['unseen_classes']} unseen); {c['images']} images"]
+    for s, name in (("train", "train"), ("heldout", "held-out")):
+        lines.append(f"  {name}: {_n(faces[s], 'face')}, {_n(c[f'{s}_families'], 'family', 'families')}, "
+                     f"{_n(c[f'{s}_groups'], 'split group')}; {faces[s] * c['classes']} images ({faces[s] * c['seen_classes']} "
+                     f"of seen classes, {faces[s] * c['unseen_classes']} of unseen)")
+    dropped = report["filtered"]
+    steps = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in dropped.items() if v)
+    lines.append(f"  filtered from {c['faces_found']} faces in {c['font_files']} font files: {steps or 'nothing'} "
+                 f"(each face and why in report.json)")
+    lines.append(f"  train on it: sage-jax train --config glyphs --config.data.root={out}"
+                 + (f" --config.data.size={report['size']}" if report["size"] != 32 else ""))
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- arguments
 def register(sub) -> None:
     """Adds this module's subcommands to ``sub`` (the ``sage-jax`` subparsers)."""
@@ -79,3 +145,23 @@ def register(sub) -> None:
     s.add_argument("--split", default="unseen", choices=["seen", "unseen", "all"], help="which classes (default unseen)")
     s.add_argument("--out", required=True, help="folder to write: OUT/<class>/<i>.png and OUT/factors.npz")
     s.set_defaults(func=cmd_make_synthetic)
+
+    s = sub.add_parser("make-glyphs", help="render the font-glyph dataset (62 Latin classes seen, 78 Greek and "
+                                           "Cyrillic unseen; faces split by typeface) from installed fonts")
+    s.add_argument("--out", required=True, help="folder to write: OUT/{train,heldout}/<class>/<face>.png, "
+                                                "labels.csv, labels.json, report.json")
+    s.add_argument("--size", type=int, default=32, choices=[32, 64], help="image size in pixels (default 32; the "
+                   "faces and the split are chosen at 32 px at either size)")
+    s.add_argument("--fonts", nargs="+", default=None, metavar="DIR",
+                   help="folders (or files) of .ttf/.otf/.ttc fonts (default: /usr/share/fonts and "
+                        "/usr/local/share/fonts; scripts/install_fonts.sh installs the measured set)")
+    s.add_argument("--held-out", dest="held_out", type=float, default=0.2,
+                   help="share of the faces held out, whole typefaces at a time (default 0.2)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the typeface split (default 0)")
+    s.add_argument("--processes", type=int, default=2, help="rendering processes (default 2)")
+    s.add_argument("--overwrite", action="store_true", help="rebuild a glyph dataset already in --out (and --tfds)")
+    s.add_argument("--tfds", default=None, metavar="DATA_DIR",
+                   help="also build the TFDS dataset (array_record) from the folder into DATA_DIR/glyphs/1.0.0")
+    s.add_argument("--tfds-name", dest="tfds_name", default="glyphs", help="its TFDS name (default glyphs)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_make_glyphs)
