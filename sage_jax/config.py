@@ -60,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     import dataclasses
     import inspect
 
+    from sage_jax.data.glyphs import build_glyph_dataset
     from sage_jax.data.synthetic import SyntheticSpec
     from sage_jax.generation import SampleOptions
     from sage_jax.inversion import InversionSetting
@@ -76,16 +77,22 @@ def default_config() -> ml_collections.ConfigDict:
 
     spec = SyntheticSpec()
     data = config.data = ml_collections.ConfigDict()
-    data.name = "synthetic"         # synthetic | folder | tfds
-    data.root = ""                  # folder datasets: <class>/<image> or <class>_<i>.jpg
-    data.data_dir = ""              # tfds: where `sage-jax build-dataset` wrote it
-    data.tfds_name = ""             # tfds: the built dataset's name
-    data.split = ""                 # sub-folder of root (e.g. train), or the tfds split
+    data.name = "synthetic"         # synthetic | folder | tfds | glyphs
+    data.root = ""                  # folder datasets: <class>/<image> or <class>_<i>.jpg; glyphs: make-glyphs --out
+    data.data_dir = ""              # tfds: where `sage-jax build-dataset` wrote it; glyphs: make-glyphs --tfds
+                                    # (when set, read instead of root)
+    data.tfds_name = ""             # tfds: the built dataset's name (glyphs: "" means glyphs)
+    data.split = ""                 # sub-folder of root (e.g. train), or the tfds split (glyphs: unused)
     data.size = spec.image_size     # 32 px is the natural size of the synthetic dataset
-    data.num_seen = spec.num_seen   # synthetic: seen classes; folder: how many classes are seen (0: all)
-    data.num_unseen = spec.num_unseen   # synthetic: unseen classes (new combinations of seen factor values)
-    data.samples_per_class = spec.samples_per_class  # synthetic: images per class; folder: 0 uses every image
+    data.num_seen = spec.num_seen   # synthetic: seen classes; folder: how many classes are seen (0: all);
+                                    # glyphs: checked against the dataset's (62)
+    data.num_unseen = spec.num_unseen   # synthetic: unseen classes (new combinations of seen factor values);
+                                        # glyphs: checked (78)
+    data.samples_per_class = spec.samples_per_class  # synthetic: images per class; folder: 0 uses every image;
+                                                     # glyphs: 0 every training face, n > 0 the first n
     data.imbalance_ratio = spec.imbalance_ratio      # > 1: long-tailed seen classes (Softlabel-GAN experiments)
+    # glyphs: the share of faces held out (make-glyphs --held-out), checked against the build
+    data.held_out = inspect.signature(build_glyph_dataset).parameters["held_out"].default
     data.hflip = False              # adversarial GAN: mirror real images at random (rosinality's loader does)
 
     config.model = ml_collections.ConfigDict()

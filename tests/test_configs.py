@@ -54,7 +54,7 @@ def test_tiny_dictionary_section_fits_the_trainer():
 
 
 # ----------------------------------------------------------------- every option, one place per default
-SHIPPED = ("tiny", "flowers", "animal_faces", "nabirds", "vggfaces")
+SHIPPED = ("tiny", "flowers", "animal_faces", "nabirds", "vggfaces", "glyphs")
 
 
 def _keys(section, prefix=""):
@@ -141,7 +141,7 @@ def test_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
     assert load("tiny").data.size == 32 and load("flowers").data.size == 256
     assert load(os.path.join(ROOT, "configs", "tiny.py")).to_dict() == load("tiny").to_dict()
     for bad in ("tinyy", "configs/tiny.py", "tiny.py"):   # not here: no such file, and not a name
-        with pytest.raises(ConfigNotFound, match="animal_faces, flowers, nabirds, tiny, vggfaces") as e:
+        with pytest.raises(ConfigNotFound, match="animal_faces, flowers, glyphs, nabirds, tiny, vggfaces") as e:
             load(bad)
         assert isinstance(e.value, UsageError) and isinstance(e.value, FileNotFoundError)
     # a user's copy of a dataset config loads its shared part from beside it

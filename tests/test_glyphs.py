@@ -389,3 +389,188 @@ def test_build_writes_folders_labels_and_report(tmp_path):
     im = Image.open(out / rows[0]["path"])
     assert im.mode == "L" and im.size == (32, 32)
     assert json.load(open(out / "report.json"))["counts"] == c
+
+
+# ------------------------------------------------------------------ sage-jax make-glyphs, TFDS, the loader
+
+MPL_SET = DEJAVU + ["DejaVuSerif-Bold.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "cmr10.ttf"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """make-glyphs on a few of matplotlib's fonts (8 faces covering the classes, in 4
+    typefaces), with its TFDS build; (folder, tfds data_dir, printed output)."""
+    import contextlib
+    import io
+
+    from sage_jax.cli import main
+
+    tmp = tmp_path_factory.mktemp("glyphs")
+    fonts = tmp / "fonts"
+    os.makedirs(fonts)
+    for name in MPL_SET:
+        shutil.copy(os.path.join(MPL, name), fonts)
+    out, data_dir = tmp / "glyphs32", tmp / "tfds"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["make-glyphs", "--out", str(out), "--fonts", str(fonts), "--held-out", "0.3", "--quiet",
+                   "--processes", "1", "--tfds", str(data_dir)])
+    assert rc == 0
+    return out, data_dir, buf.getvalue()
+
+
+def test_make_glyphs_writes_the_dataset_and_says_what(built):
+    out, _, printed = built
+    report = json.load(open(out / "report.json"))
+    c = report["counts"]
+    assert (c["font_files"], c["after_coverage"], c["after_duplicates"]) == (9, 8, 8)
+    assert c["train_faces"] + c["heldout_faces"] == 8 and c["heldout_faces"] >= 1 and c["train_faces"] >= 1
+    assert (c["classes"], c["seen_classes"], c["unseen_classes"], c["images"]) == (140, 62, 78, 8 * 140)
+    assert {d["face"] for d in report["filtered"]["coverage"]} == {"Cmr10"}
+    rows = list(csv.DictReader(open(out / "labels.csv")))
+    assert len(rows) == 8 * 140 and all(os.path.isfile(out / r["path"]) for r in rows)
+    assert sorted(os.listdir(out)) == ["heldout", "labels.csv", "labels.json", "report.json", "train"]
+    for s in ("train", "heldout"):
+        assert len(os.listdir(out / s)) == 140
+    # what it prints: where, faces / families / classes / images per split, the filters
+    assert f"to {out}: 8 faces of {c['families']} families" in printed
+    assert f"train: {c['train_faces']} faces" in printed and f"{c['train_faces'] * 140} images" in printed
+    assert f"held-out: {c['heldout_faces']} face" in printed and "62 seen, 78 unseen" in printed
+    assert "1 coverage" in printed and "report.json" in printed
+    assert f"--config glyphs --config.data.root={out}" in printed
+    assert "TFDS dataset glyphs 1.0.0" in printed
+
+
+def test_make_glyphs_errors(tmp_path, capsys, built):
+    from sage_jax.cli import main
+
+    empty = tmp_path / "nofonts"
+    os.makedirs(empty)
+    cases = [
+        (["--fonts", str(empty)], "no font files"),
+        (["--fonts", str(tmp_path / "missing")], "does not exist"),
+    ]
+    one = tmp_path / "one"
+    os.makedirs(one)
+    for name in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf"):   # one typeface: no split
+        shutil.copy(os.path.join(MPL, name), one)
+    cases.append((["--fonts", str(one)], "at least two typefaces"))
+    for extra, message in cases:
+        assert main(["make-glyphs", "--out", str(tmp_path / "o"), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "scripts/install_fonts.sh" in err and "--fonts" in err
+        assert "Traceback" not in err
+        assert not os.path.exists(tmp_path / "o" / "labels.json")
+    # an earlier build is not overwritten without --overwrite; a folder of other files never
+    assert main(["make-glyphs", "--out", str(built[0]), "--fonts", str(one)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main(["make-glyphs", "--out", str(tmp_path / "other"), "--fonts", str(one), "--overwrite"]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "other" / "notes.txt").exists()
+    assert main(["make-glyphs", "--out", str(tmp_path / "o"), "--held-out", "1.5"]) == 2
+
+
+def test_tfds_build_holds_the_labels_of_labels_csv(built):
+    from PIL import Image
+
+    from sage_jax.data.glyph_data import build_glyph_tfds, open_glyph_tfds
+
+    out, data_dir, _ = built
+    rows = {r["path"]: r for r in csv.DictReader(open(out / "labels.csv"))}
+    builder, sources = open_glyph_tfds(str(data_dir))
+    assert set(sources) == {"train", "heldout"}
+    feats = builder.info.features
+    assert feats["image"].shape == (32, 32, 1) and feats["label"].names == [G.class_name(c) for c in G.CLASS_CHARS]
+    assert list(feats["serif"].names) == list(G.SERIF_CATEGORIES)
+    seen = set()
+    for split, src in sources.items():
+        for k in range(len(src)):
+            rec = src[k]
+            path = rec["file_name"].decode() if isinstance(rec["file_name"], bytes) else rec["file_name"]
+            r = rows[path]
+            assert r["split"] == split
+            assert int(rec["label"]) == int(r["class_index"]) and int(rec["face_index"]) == int(r["face_index"])
+            assert bool(rec["seen"]) == (r["seen"] == "1") == (int(rec["label"]) < 62)
+            for a in ("weight", "width", "italic", "monospace", "serif"):
+                assert int(rec[a]) == int(r[a]), (path, a)
+            if k % 97 == 0:
+                np.testing.assert_array_equal(rec["image"][..., 0], np.asarray(Image.open(out / path)))
+            seen.add(path)
+    assert seen == set(rows)
+    # the same folder: reused; another labels.json: refused without overwrite
+    assert build_glyph_tfds(str(out), str(data_dir)).info.metadata["labels_sha256"] == \
+        builder.info.metadata["labels_sha256"]
+    other = out.parent / "other"
+    shutil.copytree(out, other)
+    labels = json.load(open(other / "labels.json"))
+    labels["seed"] = 7
+    json.dump(labels, open(other / "labels.json", "w"))
+    from sage_jax.data.glyph_data import GlyphDataError
+
+    with pytest.raises(GlyphDataError, match="overwrite"):
+        build_glyph_tfds(str(other), str(data_dir))
+
+
+def _glyph_config(root="", data_dir="", *overrides):
+    from sage_jax.config import apply_overrides, load_config
+
+    return apply_overrides(load_config("glyphs"), [f"data.root={root}", f"data.data_dir={data_dir}", "data.held_out=0.3",
+                                                   *overrides])
+
+
+def test_loader_gives_the_seen_classes_of_the_training_faces(built):
+    from sage_jax.data.loader import PerClassSubset, heldout_dataset, seen_dataset, unseen_dataset
+
+    out, data_dir, _ = built
+    labels = json.load(open(out / "labels.json"))
+    train_faces = {f["index"] for f in labels["faces"] if f["split"] == "train"}
+    cfg = _glyph_config(str(out))
+    ds = seen_dataset(cfg.data)
+    assert ds.num_classes == 62 and ds.class_names == [G.class_name(c) for c in G.SEEN_CHARS]
+    assert len(ds) == 62 * len(train_faces)
+    assert set(ds.face_index.tolist()) == train_faces and (ds.class_index < 62).all()
+    np.testing.assert_array_equal(ds.labels_array, ds.class_index)     # the seen classes come first
+    x, y = ds.load_batch([0, len(ds) - 1])
+    assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32 and x.min() == -1.0 and x.max() <= 1.0
+    assert (x[..., 0] == x[..., 1]).all() and (x[..., 1] == x[..., 2]).all()     # gray in every channel
+    from PIL import Image
+
+    row = next(p for p, c, f in labels["images"] if c == ds.class_index[0] and f == ds.face_index[0])
+    np.testing.assert_allclose(x[0, ..., 0], np.asarray(Image.open(out / row), np.float32) / 127.5 - 1)
+    attrs = ds.attributes()
+    assert set(attrs) == {"weight", "width", "italic", "monospace", "serif"} and len(attrs["weight"]) == len(ds)
+    assert len(PerClassSubset(ds, 1)) == 62
+    # the same from the TFDS build
+    tf = seen_dataset(_glyph_config("", str(data_dir)).data)
+    np.testing.assert_array_equal(tf.gray, ds.gray)
+    np.testing.assert_array_equal(tf.labels_array, ds.labels_array)
+    np.testing.assert_array_equal(tf.face_index, ds.face_index)
+    # unseen classes and held-out faces
+    un = unseen_dataset(cfg.data)
+    assert un.num_classes == 78 and (un.class_index >= 62).all()
+    assert {labels["faces"][f]["split"] for f in un.face_index} == {"heldout"}
+    n = len(set(un.face_index.tolist()))
+    shots = un.sample(5, n, seed=0)
+    assert shots.shape == (n, 32, 32, 3) and np.array_equal(shots, un.sample(5, n, seed=0))
+    with pytest.raises(ValueError, match="greek_upper_pi"):                # more shots than faces
+        un.sample(5, n + 1)
+    held = heldout_dataset(cfg.data, "seen")
+    assert held.num_classes == 62 and not set(held.face_index.tolist()) & train_faces
+    imgs, ys = held.per_class(1, seed=3)
+    assert imgs.shape == (62, 32, 32, 3) and ys.tolist() == list(range(62))
+    assert len(seen_dataset(_glyph_config(str(out), "", "data.samples_per_class=1").data)) == 62
+
+
+def test_loader_refuses_another_size_split_or_no_dataset(built, tmp_path):
+    from sage_jax.data.loader import seen_dataset
+
+    out, _, _ = built
+    with pytest.raises(ValueError, match="built at 32 px, the model needs 64"):
+        seen_dataset(_glyph_config(str(out)).data, size=64)
+    with pytest.raises(ValueError, match="make-glyphs --held-out 0.2"):   # built with 0.3, the config says 0.2
+        seen_dataset(_glyph_config(str(out), "", "data.held_out=0.2").data)
+    with pytest.raises(ValueError, match="make-glyphs --out"):
+        seen_dataset(_glyph_config(str(tmp_path / "none")).data)
+    with pytest.raises(ValueError, match="data.num_seen=60"):
+        seen_dataset(_glyph_config(str(out), "", "data.num_seen=60").data)

@@ -3,9 +3,15 @@
 ``data.name``: ``synthetic`` (the embedded ground-truth set, generated in memory),
 ``folder`` (``root/<class>/<image>`` or ``root/<split>/<class>_<i>.jpg``), ``tfds``
 (a dataset built by ``sage-jax build-dataset`` into ``data.data_dir`` as
-``data.tfds_name``). Training uses the seen classes only: for folders, the paper's
-split (``num_seen`` / ``num_unseen``, classes in name order, as the originals split by
-class index).
+``data.tfds_name``), ``glyphs`` (the font-glyph dataset of ``sage-jax make-glyphs``:
+the folder ``data.root``, or its TFDS build in ``data.data_dir`` when that is set).
+Training uses the seen classes only: for folders, the paper's split (``num_seen`` /
+``num_unseen``, classes in name order, as the originals split by class index); for
+glyphs, the 62 Latin classes of the training typefaces.
+
+The unseen classes and held-out images, for the measures and the demo:
+:func:`unseen_dataset` (synthetic and glyphs) and :func:`heldout_dataset` (glyphs:
+the held-out typefaces' images).
 """
 
 from __future__ import annotations
@@ -113,7 +119,67 @@ def seen_dataset(data_cfg, size: int | None = None):
         if ds.size != size:
             raise ValueError(f"{data_cfg.tfds_name} was built at {ds.size} px, the model needs {size}")
         return ds
-    raise ValueError(f"unknown data.name {data_cfg.name!r} (synthetic, folder, tfds)")
+    if data_cfg.name == "glyphs":
+        return glyph_dataset(data_cfg, "train", "seen", size, per_class=int(data_cfg.samples_per_class))
+    raise ValueError(f"unknown data.name {data_cfg.name!r} (synthetic, folder, tfds, glyphs)")
+
+
+def glyph_dataset(data_cfg, split: str = "train", classes="seen", size: int | None = None, per_class: int = 0):
+    """A :class:`~sage_jax.data.glyph_data.GlyphDataset` of the glyph dataset of
+    ``data_cfg``: the TFDS build in ``data.data_dir`` (named ``data.tfds_name`` or
+    ``glyphs``) if set, else the folder ``data.root``. ``split``: ``train`` (the
+    training typefaces), ``heldout`` or ``all``; ``classes``: ``seen`` (the 62 Latin
+    letters and digits), ``unseen`` (the 78 Greek and Cyrillic), ``all`` or class
+    indices; ``per_class`` > 0: the first that many faces of each class. The build must
+    have ``size`` (default ``data.size``) and ``data.held_out``, and the classes
+    ``data.num_seen`` / ``data.num_unseen`` (62 / 78)."""
+    from sage_jax.data.glyph_data import check_build, load_glyph_folder, load_glyph_tfds
+
+    size = size or data_cfg.size
+    if data_cfg.get("data_dir"):
+        ds = load_glyph_tfds(data_cfg.data_dir, data_cfg.get("tfds_name") or "glyphs", split, classes, per_class)
+    elif data_cfg.get("root"):
+        ds = load_glyph_folder(data_cfg.root, split, classes, per_class)
+    else:
+        raise ValueError("data.root is empty: make the glyph dataset with sage-jax make-glyphs --out data/glyphs32 "
+                         "and pass --config.data.root=data/glyphs32 (or a TFDS build: --config.data.data_dir)")
+    check_build(ds, size, data_cfg.get("held_out"))
+    table_seen = sum(c["seen"] for c in ds.classes) if classes == "seen" else None
+    if table_seen is not None and data_cfg.get("num_seen") and table_seen != data_cfg.num_seen:
+        raise ValueError(f"the glyph dataset {ds.source} has {table_seen} seen classes, the config "
+                         f"data.num_seen={data_cfg.num_seen}")
+    if classes == "unseen" and data_cfg.get("num_unseen") and ds.num_classes != data_cfg.num_unseen:
+        raise ValueError(f"the glyph dataset {ds.source} has {ds.num_classes} unseen classes, the config "
+                         f"data.num_unseen={data_cfg.num_unseen}")
+    return ds
+
+
+def unseen_dataset(data_cfg, size: int | None = None, split: str = "heldout"):
+    """The unseen classes' images, labels 0..n-1 in the order of the dataset's unseen
+    classes. Synthetic: ``generate(spec, "unseen")`` (an ``ArrayDataset``); glyphs: the
+    78 Greek and Cyrillic classes of the faces of ``split`` (``heldout``: typefaces
+    never trained on, the strictest; ``train`` or ``all``), a ``GlyphDataset`` whose
+    ``sample(label, n, seed)`` draws the shots of a class and its real images."""
+    size = size or data_cfg.size
+    if data_cfg.name == "synthetic":
+        from sage_jax.data.arrays import ArrayDataset
+        from sage_jax.data.synthetic import generate
+
+        d = generate(synthetic_spec(data_cfg, size), "unseen")
+        return ArrayDataset(d["images"], d["labels"], d["class_names"])
+    if data_cfg.name == "glyphs":
+        return glyph_dataset(data_cfg, split, "unseen", size)
+    raise ValueError(f"unseen classes of data.name={data_cfg.name!r}: synthetic or glyphs only")
+
+
+def heldout_dataset(data_cfg, classes: str = "seen", size: int | None = None):
+    """Glyphs: the images of the held-out typefaces, of the seen or unseen classes
+    (labels are positions among those classes): real images never trained on, for the
+    inversion's measures (as the synthetic data's fresh draws, ``metrics.stages.heldout_images``).
+    ``GlyphDataset.per_class(n, seed)`` takes ``n`` of each class."""
+    if data_cfg.name != "glyphs":
+        raise ValueError(f"held-out typefaces are the glyph dataset's (data.name=glyphs), not {data_cfg.name!r}")
+    return glyph_dataset(data_cfg, "heldout", classes, size)
 
 
 def synthetic_spec(data_cfg, size: int | None = None):

@@ -1,0 +1,39 @@
+"""Font glyphs at 32 px (docs/glyphs.md): the 62 Latin letters and digits of about 440
+training typefaces are the seen classes; 78 Greek and Cyrillic letters are the unseen
+ones, and a fifth of the faces (whole typefaces) are held out.
+
+Make the dataset first (fonts from scripts/install_fonts.sh; about a minute, 30 MB):
+
+    sage-jax make-glyphs --out data/glyphs32
+    sage-jax train --config glyphs --workdir runs/glyphs
+    # elsewhere: --config.data.root=/path/to/glyphs32; a TFDS build (make-glyphs --tfds DIR):
+    # --config.data.data_dir=DIR
+
+The networks and their training are the tiny config's (``configs/tiny.py``, loaded from
+beside this file: a change there changes this config), which starts from
+:func:`sage_jax.config.default_config`; the data section is the default's, set to the
+glyphs. The images are gray, a white glyph on black; the networks see them as RGB with
+the gray value in every channel, in [-1, 1].
+"""
+
+from sage_jax.config import default_config, load_sibling
+from sage_jax.data.glyphs import SEEN_CHARS, UNSEEN_CHARS
+
+tiny = load_sibling(__file__, "tiny")   # beside this file, wherever it is
+
+
+def get_config(arg=None):
+    del arg
+    config = tiny.get_config()           # default_config() with the tiny networks and training
+    config.data = default_config().data  # the data section from the defaults, not tiny's synthetic settings
+
+    data = config.data
+    data.name = "glyphs"
+    data.root = "data/glyphs32"      # sage-jax make-glyphs --out data/glyphs32 (override on the command line)
+    data.size = config.model.generator.size   # 32: the tiny networks' size
+    data.num_seen = len(SEEN_CHARS)      # 62: A-Z a-z 0-9 (checked against the dataset)
+    data.num_unseen = len(UNSEEN_CHARS)  # 78: Greek and Cyrillic letters not drawn like a Latin one (checked)
+    data.samples_per_class = 0       # every training face: one image of each class per face
+    # data.held_out: make-glyphs' default (0.2), checked against the build
+    # data.hflip stays off: a mirrored letter is another letter, or none
+    return config
