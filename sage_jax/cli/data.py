@@ -118,8 +118,11 @@ def describe_glyph_report(report: dict, out: str) -> str:
     steps = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in dropped.items() if v)
     lines.append(f"  filtered from {c['faces_found']} faces in {c['font_files']} font files: {steps or 'nothing'} "
                  f"(each face and why in report.json)")
-    lines.append(f"  train on it: sage-jax train --config glyphs --config.data.root={out}"
-                 + (f" --config.data.size={report['size']}" if report["size"] != 32 else ""))
+    if report["size"] == 32:
+        lines.append(f"  train on it: sage-jax train --config glyphs --config.data.root={out}")
+    else:   # configs/glyphs.py has the tiny 32 px networks
+        lines.append(f"  train on it with a config of {report['size']} px networks and --config.data.name=glyphs "
+                     f"--config.data.root={out} --config.data.size={report['size']} (configs/glyphs.py is 32 px)")
     return "\n".join(lines)
 
 
