@@ -150,7 +150,7 @@ def add_missing(config: ml_collections.ConfigDict, defaults: ml_collections.Conf
 
 # ------------------------------------------------------------------ loading
 DEFAULT_CONFIG = "tiny"   # the commands' --config default
-CONFIG_HELP = "a shipped config by name (tiny, flowers, animal_faces, nabirds, vggfaces) or a path"
+CONFIG_HELP = "a shipped config by name (tiny, glyphs, flowers, animal_faces, nabirds, vggfaces) or a path"
 
 
 def shipped_config_dir() -> str:

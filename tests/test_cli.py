@@ -151,3 +151,14 @@ def test_training_commands_default_to_the_shipped_tiny_config():
         args, _ = parser.parse_known_args(argv)
         assert args.config == "tiny", argv
         assert os.path.isfile(resolve_config(args.config))
+
+
+def test_the_config_help_names_every_shipped_config(capsys):
+    from sage_jax.config import shipped_configs
+
+    for command in ("train", "train-gan", "train-encoder"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        missing = [name for name in shipped_configs() if name not in out]
+        assert not missing, f"'sage-jax {command} --help' does not name the shipped configs {missing}"

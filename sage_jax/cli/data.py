@@ -143,8 +143,8 @@ def register(sub) -> None:
     s = sub.add_parser("make-synthetic", help="write the synthetic dataset's seen or unseen classes as an image "
                                               "folder (with factors.npz, the ground-truth labels)")
     s.add_argument("--config", default="tiny",
-                   help="config whose data section defines the dataset: a shipped config by name (tiny, flowers, "
-                        "animal_faces, nabirds, vggfaces) or a path (default tiny)")
+                   help="a config whose data section is the synthetic dataset: the shipped tiny (the default) or "
+                        "a config file's path")
     s.add_argument("--split", default="unseen", choices=["seen", "unseen", "all"], help="which classes (default unseen)")
     s.add_argument("--out", required=True, help="folder to write: OUT/<class>/<i>.png and OUT/factors.npz")
     s.set_defaults(func=cmd_make_synthetic)

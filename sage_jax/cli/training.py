@@ -123,7 +123,7 @@ def register(sub) -> None:
                        description="Trains every stage into WORKDIR and bundles WORKDIR/model. Any config value "
                                    "can be set with --config.SECTION.KEY=VALUE.")
     s.add_argument("--config", default="tiny",
-                   help="a shipped config by name (tiny, flowers, animal_faces, nabirds, vggfaces) or a path "
+                   help="a shipped config by name (tiny, glyphs, flowers, animal_faces, nabirds, vggfaces) or a path "
                         "(default: tiny)")
     s.add_argument("--workdir", required=True, help="stage directories and the final model; running again resumes")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -136,7 +136,7 @@ def register(sub) -> None:
                            description=helptext + ". Any config value can be set with --config.SECTION.KEY=VALUE; "
                                        "--config.train.KEY is this command's own section.")
         s.add_argument("--config", default="tiny",
-                       help="a shipped config by name (tiny, flowers, animal_faces, nabirds, vggfaces) or a path "
+                       help="a shipped config by name (tiny, glyphs, flowers, animal_faces, nabirds, vggfaces) or a path "
                             "(default: tiny)")
         s.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, results; "
                                                          "running again resumes")
