@@ -12,10 +12,13 @@ import jax.numpy as jnp
 
 class SmallCNN(nn.Module):
     """(N, S, S, 3) in [-1, 1] -> (N, outputs). ``features(x)`` gives the pooled
-    embedding (N, widths[-1])."""
+    embedding (N, widths[-1]); with ``pool="flatten"`` the last feature map flattened
+    instead, (N, (S / 2 ** len(widths)) ** 2 * widths[-1]): where a part of the image
+    is kept, which a character needs (b d p q; global pooling loses it)."""
 
     outputs: int
     widths: Sequence[int] = (32, 64, 128)
+    pool: str = "mean"
 
     def setup(self):
         self.convs = [(nn.Conv(w, (3, 3), name=f"conv{i}a"), nn.Conv(w, (3, 3), name=f"conv{i}b"),
@@ -27,6 +30,10 @@ class SmallCNN(nn.Module):
             x = nn.gelu(a(x))
             x = nn.gelu(norm(b(x)))
             x = nn.avg_pool(x, (2, 2), (2, 2))
+        if self.pool == "flatten":
+            return x.reshape(x.shape[0], -1)
+        if self.pool != "mean":
+            raise ValueError(f"unknown pool {self.pool!r} (mean | flatten)")
         return jnp.mean(x, axis=(1, 2))
 
     def __call__(self, x):

@@ -50,7 +50,7 @@ def predict_jit(module, params, x):
 
 
 def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3, quiet=True, desc="",
-                         mesh=None, name="batch"):
+                         mesh=None, name="batch", augment=None):
     """The parameters of ``module`` after ``steps`` Adam steps (cosine-decayed ``lr``) on
     ``loss_fn(outputs, targets)`` over random batches of the in-memory ``x``: the
     recipe of the ground-truth oracles and of Softlabel-GAN's labeller.
@@ -58,7 +58,10 @@ def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3
     ``batch`` is the global batch (``name`` is what the refusal of one that does not
     split over the devices of ``mesh``, default every device, calls it). Each step's
     indices are ``choice(fold_in(key, step), len(x), batch)`` on every process; a
-    process feeds its rows of them. Returns host (numpy) parameters."""
+    process feeds its rows of them. ``augment(key, xb) -> xb``: applied to every batch
+    inside the compiled step (the glyph oracles' small shifts and scalings), its key
+    ``fold_in(fold_in(key, step), 1)``; None (default): the images as they are. Returns
+    host (numpy) parameters."""
     mesh = mesh if mesh is not None else parallel.make_mesh()
     parallel.check_batch_size(batch, mesh, name)
     rows = parallel.process_rows(batch)
@@ -68,7 +71,9 @@ def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3
     params, opt = parallel.replicate((params, opt), mesh)
 
     @jax.jit
-    def step(params, opt, xb, tb):
+    def step(params, opt, xb, tb, k):
+        if augment is not None:
+            xb = augment(k, xb)
         loss, g = jax.value_and_grad(lambda p: loss_fn(module.apply({"params": p}, xb), tb))(params)
         upd, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, upd), opt, loss
@@ -76,9 +81,12 @@ def fit_small_classifier(module, x, targets, loss_fn, steps, batch, key, lr=2e-3
     n = len(x)
     for i in tqdm(range(steps), desc=desc, disable=quiet or not parallel.is_main(), unit="step"):
         # with replacement only when the set is smaller than a batch (a tiny or long-tailed dataset)
-        idx = np.asarray(jax.random.choice(jax.random.fold_in(key, i), n, (batch,), replace=batch > n))[rows]
+        k = jax.random.fold_in(key, i)
+        idx = np.asarray(jax.random.choice(k, n, (batch,), replace=batch > n))[rows]
         xb, tb = parallel.shard_batch((x[idx], targets[idx]), mesh)
-        params, opt, _ = step(params, opt, xb, tb)
+        # a host key (like the batch): every process passes the same replicated value
+        ka = np.asarray(jax.random.fold_in(k, 1)) if augment is not None else None
+        params, opt, _ = step(params, opt, xb, tb, ka)
     return parallel.to_host(params)
 
 
