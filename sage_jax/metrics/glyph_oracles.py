@@ -182,13 +182,6 @@ def network_input(x):
     return (x + 1.0) * 0.5
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _apply(module, params, x, what):
-    if what == "features":
-        return module.apply({"params": params}, x, method=SmallCNN.features)
-    return module.apply({"params": params}, x)
-
-
 def _attribute_scales(attributes) -> np.ndarray:
     """Per diversity column, 1 / (the attribute's spread over the training labels):
     weight and width their standard deviation, italic and monospace sqrt(p (1 - p)),
@@ -239,19 +232,9 @@ class GlyphOracles:
         return np.repeat(x, 3, axis=-1)
 
     def _run(self, images, what="outputs") -> np.ndarray:
-        x = self.prepare(images)
-        n = len(x)
-        if n == 0:
-            raise ValueError("no images")
-        b = min(PREDICT_BATCH, n)
-        out = []
-        for i in range(0, n, b):
-            xb = x[i:i + b]
-            k = len(xb)
-            if k < b:   # one shape, one compilation
-                xb = np.concatenate([xb, np.repeat(xb[-1:], b - k, axis=0)])
-            out.append(np.asarray(_apply(self.network, self.params, jnp.asarray(network_input(xb)), what))[:k])
-        return np.concatenate(out)
+        from sage_jax.train.classifier import _batched   # padded to one batch shape: one compilation
+
+        return _batched(self.network, self.params, network_input(self.prepare(images)), PREDICT_BATCH, what)
 
     def outputs(self, images) -> np.ndarray:
         """The raw network outputs (N, classes + 8)."""
