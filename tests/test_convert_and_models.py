@@ -182,4 +182,65 @@ def test_nearest_generator_trains_saves_and_has_no_reference_layout(tmp_path):
     with pytest.raises(CheckpointError, match="upsample_mode='nearest' has no rosinality"):
         checkpoints.generator_to_state_dict(G.config, G.variables)
     with pytest.raises(ValueError, match="upsample_mode must be one of"):
-        init_generator(dict(cfg, upsample_mode="bilinear"), jax.random.PRNGKey(0))
+        init_generator(dict(cfg, upsample_mode="bicubic"), jax.random.PRNGKey(0))
+
+
+def _bilinear_double(x):
+    """numpy: each axis doubled with weights 3/4 (own pixel) and 1/4 (the neighbour on
+    the output pixel's side), the border pixel repeated beyond the edge."""
+    def axis(a, ax):
+        a = np.moveaxis(a, ax, 0)
+        pad = np.concatenate([a[:1], a, a[-1:]])
+        out = np.empty((2 * len(a),) + a.shape[1:], a.dtype)
+        out[0::2] = 0.75 * pad[1:-1] + 0.25 * pad[:-2]
+        out[1::2] = 0.75 * pad[1:-1] + 0.25 * pad[2:]
+        return np.moveaxis(out, 0, ax)
+    return axis(axis(np.asarray(x, np.float64), 1), 2)
+
+
+def test_bilinear_and_smooth_skip_upsampling():
+    """"bilinear" doubles feature maps and skip images bilinearly; "smooth-skip" the
+    feature maps by nearest neighbour and the RGB skip images bilinearly (no 2x2 steps
+    for the image path to stack into tiles)."""
+    from sage_jax.metrics.stages import tile_contrast
+    from sage_jax.nn.layers import ModulatedConv2d, ToRGB, upsample_bilinear, upsample_nearest
+
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = jax.random.normal(k[0], (2, 4, 4, 6))
+    np.testing.assert_allclose(np.asarray(upsample_bilinear(x)), _bilinear_double(x), rtol=1e-5, atol=1e-6)
+    style = jax.random.normal(k[1], (2, 5))
+    same = ModulatedConv2d(7, 3)
+    v = same.init(k[2], x, style)
+    for mode, doubled in (("bilinear", _bilinear_double(x)), ("smooth-skip", np.asarray(upsample_nearest(x)))):
+        up = ModulatedConv2d(7, 3, upsample=True, upsample_mode=mode)
+        np.testing.assert_allclose(np.asarray(up.apply(v, x, style)),
+                                   np.asarray(same.apply(v, jnp.asarray(doubled, jnp.float32), style)),
+                                   rtol=1e-5, atol=1e-5)
+    skip = jax.random.normal(k[3], (2, 2, 2, 3))
+    rv = ToRGB().init(k[2], x, style, skip)
+    no_skip = np.asarray(ToRGB().apply(rv, x, style))
+    for mode in ("bilinear", "smooth-skip"):
+        added = np.asarray(ToRGB(upsample_mode=mode).apply(rv, x, style, skip)) - no_skip
+        np.testing.assert_allclose(added, _bilinear_double(skip), rtol=1e-5, atol=1e-5)
+    # three doublings of a smooth random field: nearest-neighbour leaves 8 px tiles, bilinear does not
+    field = jax.random.normal(k[0], (16, 4, 4, 3))
+    near, bil = field, field
+    for _ in range(3):
+        near, bil = upsample_nearest(near), upsample_bilinear(bil)
+    assert tile_contrast(near) > 10 * tile_contrast(bil) > 5
+
+
+def test_generator_in_every_upsample_mode_saves_and_loads(tmp_path):
+    from sage_jax.models import init_generator
+
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, 8)))
+    out = {}
+    for mode in ("bilinear", "smooth-skip"):
+        cfg = dict(size=16, style_dim=8, n_mlp=1, channels=((4, 8), (8, 8), (16, 8)), upsample_mode=mode)
+        G = init_generator(cfg, jax.random.PRNGKey(0))
+        out[mode] = np.asarray(G(z))
+        checkpoints.save_model(tmp_path / mode, G)
+        G2 = checkpoints.load_generator(tmp_path / mode)
+        assert G2.config["upsample_mode"] == mode
+        np.testing.assert_array_equal(np.asarray(G2(z)), out[mode])
+    assert np.abs(out["bilinear"] - out["smooth-skip"]).max() > 1e-4

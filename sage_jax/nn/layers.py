@@ -37,7 +37,8 @@ def accumulation_type(dtype: Dtype) -> Any:
     return jnp.float32 if jnp.finfo(dtype).bits < 32 else None
 
 
-UPSAMPLE_MODES = ("blur", "nearest")
+# "smooth-skip": feature maps doubled by nearest neighbour, the RGB skip images bilinearly
+UPSAMPLE_MODES = ("blur", "nearest", "bilinear", "smooth-skip")
 
 
 def check_upsample_mode(mode: str) -> str:
@@ -50,6 +51,22 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
     """NHWC -> twice the height and width, each pixel repeated 2x2."""
     n, h, w, c = x.shape
     return jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
+
+
+def upsample_bilinear(x: jax.Array) -> jax.Array:
+    """NHWC -> twice the height and width by bilinear interpolation (pixel centres at
+    half-pixel offsets, edges clamped): each output pixel 3/4 of its nearest input pixel
+    and 1/4 of the next, per axis, so a smooth input stays smooth (nearest-neighbour
+    doubling leaves 2x2 steps, which repeated doublings stack into 4-8 px tiles)."""
+    n, h, w, c = x.shape
+    return jax.image.resize(x, (n, 2 * h, 2 * w, c), "bilinear", antialias=False)
+
+
+def upsample_features(x: jax.Array, mode: str) -> jax.Array:
+    """Feature maps ``x`` doubled as ``mode`` says: bilinearly ("bilinear") or by nearest
+    neighbour ("nearest", "smooth-skip"); "blur" is the transposed convolution's, done
+    inside the convolution."""
+    return upsample_bilinear(x) if mode == "bilinear" else upsample_nearest(x)
 
 
 def make_kernel(taps: Sequence[float]) -> np.ndarray:
@@ -254,7 +271,10 @@ class ModulatedConv2d(nn.Module):
     convolution over the batch. ``upsample`` is a stride-2 transposed convolution
     followed by the FIR blur, as in the reference (``upsample_mode="blur"``), or with
     ``upsample_mode="nearest"`` (not in the reference) nearest-neighbour doubling followed
-    by the same-size convolution: no blur, so the finest textures survive at small sizes.
+    by the same-size convolution: no blur, so the finest textures survive at small sizes,
+    or ``upsample_mode="bilinear"`` (not in the reference either) bilinear doubling
+    followed by the same-size convolution: no 2x2 steps for later layers to stack into
+    tiles.
     """
 
     features: int
@@ -280,8 +300,8 @@ class ModulatedConv2d(nn.Module):
         # within about half an 8-bit level of float32)
         acc = accumulation_type(self.dtype)
         check_upsample_mode(self.upsample_mode)
-        if self.upsample and self.upsample_mode == "nearest":
-            x = upsample_nearest(x)
+        if self.upsample and self.upsample_mode != "blur":
+            x = upsample_features(x, self.upsample_mode)
         if self.upsample and self.upsample_mode == "blur":
             # conv_transpose2d(stride 2, padding 0), then the blur
             out = conv_transpose_stride2(x, w.astype(self.dtype), preferred_element_type=acc)
@@ -336,7 +356,7 @@ class StyledConv(nn.Module):
 class ToRGB(nn.Module):
     upsample: bool = True
     blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
-    upsample_mode: str = "blur"   # of the skip images: the FIR filter (reference) or "nearest"
+    upsample_mode: str = "blur"   # of the skip images: the FIR filter (reference), "nearest" or "bilinear"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -347,8 +367,9 @@ class ToRGB(nn.Module):
         # keep it in float32 (float64 for a float64 network) whatever the compute dtype.
         wide = wide_dtype(self.dtype)
         out = out.astype(wide) + bias.astype(wide)
-        if skip is not None and check_upsample_mode(self.upsample_mode) == "nearest":
-            out = out + upsample_nearest(skip.astype(wide))
+        if skip is not None and check_upsample_mode(self.upsample_mode) != "blur":
+            skip = skip.astype(wide)
+            out = out + (upsample_nearest(skip) if self.upsample_mode == "nearest" else upsample_bilinear(skip))
         elif skip is not None:
             factor = 2
             p = len(self.blur_kernel) - factor
