@@ -246,6 +246,10 @@ def test_pca_init_spans_the_within_class_variation_and_the_measure_sees_it():
     assert rand["captured_share"] < 0.5 and rand["pca_bound"] == pytest.approx(good["pca_bound"])
     with pytest.raises(ValueError, match="a_length 17 exceeds"):
         pca_init(codes, labels, emb, layers, 17)
+    # one image per class: no within-class variation to measure, said rather than divided by zero
+    one = np.stack([np.flatnonzero(labels == c)[0] for c in range(S)])
+    none = dictionary_quality(A, layers, codes[one], labels[one], codes[one])
+    assert np.isnan(none["captured_share"]) and "no within-class variation" in none["note"]
 
 
 def test_train_dictionary_with_pca_init(tiny_setup, tmp_path):

@@ -93,3 +93,25 @@ def test_diversity_interval_holds_its_value_with_few_images():
     assert boot.replicates(stat).mean() < 0.95 * plain["value"]   # sqrt(3/4): about 0.87
     assert corrected["lo"] <= corrected["value"] <= corrected["hi"]
     assert corrected["hi"] - corrected["lo"] == pytest.approx(plain["hi"] - plain["lo"])
+
+
+def test_vectorised_replicates_are_the_loops():
+    """Retention and diversity replicates computed class by class over every draw at
+    once (``stat.vec``) are the per-replicate loop's numbers, and so are their paired
+    differences."""
+    rng = np.random.default_rng(0)
+    sizes_g, sizes_r = [5, 8, 3, 6], [7, 4, 9, 5]
+    correct = [rng.random(n) < 0.6 for n in sizes_g]
+    gen = [rng.normal(size=(n, 3)) for n in sizes_g]
+    gen_b = [g * 0.5 for g in gen]
+    real = [rng.normal(size=(n, 3)) for n in sizes_r]
+    masks = [np.array([True, False, True]), [0, 2], None, [1]]
+    boot = u.ClassBootstrap({"generated": sizes_g, "real": sizes_r}, jax.random.PRNGKey(3), 300)
+    for stat in (u.retention_stat(correct), u.diversity_stat(gen, real, masks)):
+        loop = np.asarray([stat(p) for p in boot.plans])
+        np.testing.assert_allclose(boot.replicates(stat), loop, rtol=1e-12, atol=1e-12)
+        assert np.std(loop) > 0.01
+    a, b = u.diversity_stat(gen, real, masks), u.diversity_stat(gen_b, real, masks)
+    d = boot.difference(a, b)
+    loop = [a(p) - b(p) for p in boot.plans]
+    assert d == u.percentile_interval(a(boot.identity) - b(boot.identity), loop)

@@ -113,10 +113,34 @@ class ClassBootstrap:
             self.plans.append([(int(c), {p: rng.integers(0, n[c], n[c]) for p, n in parts.items()})
                                for c in chosen])
         self.identity = [(c, {p: np.arange(n[c]) for p, n in parts.items()}) for c in range(self.num_classes)]
+        self._draws = None
+
+    def class_draws(self) -> dict:
+        """Every replicate's draws grouped by class: ``{class: (replicates, positions,
+        {part: indices (draws, n_c)})}``, so a per-class statistic is computed for all of
+        a class's draws at once (:func:`class_mean` with ``vec``)."""
+        if self._draws is None:
+            by_class: dict[int, list] = {}
+            for b, plan in enumerate(self.plans):
+                for j, (c, idx) in enumerate(plan):
+                    by_class.setdefault(c, []).append((b, j, idx))
+            self._draws = {c: (np.asarray([d[0] for d in ds]), np.asarray([d[1] for d in ds]),
+                               {p: np.stack([d[2][p] for d in ds]) for p in ds[0][2]})
+                           for c, ds in by_class.items()}
+        return self._draws
 
     def replicates(self, stat: Callable) -> np.ndarray:
-        """``stat(plan)`` for every replicate; ``plan`` a list of (class, {part: indices})."""
-        return np.asarray([stat(p) for p in self.plans], np.float64)
+        """``stat(plan)`` for every replicate; ``plan`` a list of (class, {part: indices}).
+        A statistic of :func:`class_mean` with a vectorised form (``stat.vec``) is
+        computed class by class over every replicate at once: the same numbers, without
+        a Python call per class and replicate."""
+        vec = getattr(stat, "vec", None)
+        if vec is None:
+            return np.asarray([stat(p) for p in self.plans], np.float64)
+        out = np.zeros((self.n_boot, self.num_classes), np.float64)
+        for c, (bs, js, idx) in self.class_draws().items():
+            out[bs, js] = vec(c, idx)
+        return out.mean(axis=1)
 
     def estimate(self, stat: Callable, bias_correct: bool = False, floor: float | None = None) -> dict:
         """The figure on the data as they are, with its interval."""
@@ -126,18 +150,29 @@ class ClassBootstrap:
     def difference(self, stat_a: Callable, stat_b: Callable, bias_correct: bool = False) -> dict:
         """``stat_a - stat_b``, both on the same resampled classes and images (paired)."""
         value = stat_a(self.identity) - stat_b(self.identity)
-        return percentile_interval(value, [stat_a(p) - stat_b(p) for p in self.plans], bias_correct=bias_correct)
+        if getattr(stat_a, "vec", None) is not None and getattr(stat_b, "vec", None) is not None:
+            reps = self.replicates(stat_a) - self.replicates(stat_b)
+        else:
+            reps = [stat_a(p) - stat_b(p) for p in self.plans]
+        return percentile_interval(value, reps, bias_correct=bias_correct)
 
 
-def class_mean(per_class: Callable) -> Callable:
-    """A statistic that is the mean over the drawn classes of ``per_class(c, idx)``."""
-    return lambda plan: float(np.mean([per_class(c, idx) for c, idx in plan]))
+def class_mean(per_class: Callable, vec: Callable | None = None) -> Callable:
+    """A statistic that is the mean over the drawn classes of ``per_class(c, idx)``.
+    ``vec(c, idx)``: the same per-class figure for many draws at once (``idx[part]``
+    (draws, n_c) -> (draws,)), which :meth:`ClassBootstrap.replicates` uses."""
+    def stat(plan):
+        return float(np.mean([per_class(c, idx) for c, idx in plan]))
+
+    stat.vec = vec
+    return stat
 
 
 def retention_stat(correct: Sequence[np.ndarray], part: str = "generated") -> Callable:
     """Category retention: per class the share of images the oracle assigns to it
     (``correct[c]``: a bool per image), averaged over classes."""
-    return class_mean(lambda c, idx: float(np.mean(correct[c][idx[part]])))
+    return class_mean(lambda c, idx: float(np.mean(correct[c][idx[part]])),
+                      vec=lambda c, idx: np.asarray(correct[c], np.float64)[idx[part]].mean(axis=1))
 
 
 def spread(factors: np.ndarray, mask) -> float:
@@ -146,12 +181,20 @@ def spread(factors: np.ndarray, mask) -> float:
     return float(sd[mask].mean() if mask is not None else sd.mean())
 
 
+def _spreads(factors: np.ndarray, idx: np.ndarray, mask) -> np.ndarray:
+    """:func:`spread` of ``factors[idx[d]]`` for every row ``d`` of ``idx`` (draws, n)."""
+    sd = np.asarray(factors)[idx].std(axis=1)          # (draws, factors)
+    return sd[:, mask].mean(axis=1) if mask is not None else sd.mean(axis=1)
+
+
 def diversity_stat(gen_factors: Sequence[np.ndarray], real_factors: Sequence[np.ndarray],
                    masks: Sequence, part: str = "generated") -> Callable:
     """Diversity: per class the spread of the generated images' regressed factors over
     that of the real images' (both resampled), averaged over classes."""
     return class_mean(lambda c, idx: spread(gen_factors[c][idx[part]], masks[c])
-                      / max(spread(real_factors[c][idx["real"]], masks[c]), 1e-6))
+                      / max(spread(real_factors[c][idx["real"]], masks[c]), 1e-6),
+                      vec=lambda c, idx: _spreads(gen_factors[c], idx[part], masks[c])
+                      / np.maximum(_spreads(real_factors[c], idx["real"], masks[c]), 1e-6))
 
 
 def _fd(a, b):
