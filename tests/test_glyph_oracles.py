@@ -111,6 +111,11 @@ def test_oracles_learn_and_round_trip(oracles, data, tmp_path):
     x = data.images[:7]
     np.testing.assert_array_equal(back.outputs(x), oracles.outputs(x))
     np.testing.assert_array_equal(back.features(x), oracles.features(x))
+    # the oracle FID's features: the last feature map averaged over its 4 x 4 positions
+    f = oracles.features(x)
+    assert f.shape == (7, 4 * 4 * 64) and oracles.fid_features(x).shape == (7, 64)
+    np.testing.assert_allclose(oracles.fid_features(x), f.reshape(7, 4, 4, 64).mean(axis=(1, 2)), rtol=1e-6)
+    assert not np.allclose(oracles.fid_features(x), f.reshape(7, 64, 16).mean(axis=2))   # channels last
     with pytest.raises(ValueError, match="glyph oracles"):
         json.dump({**saved, "kind": "other"}, open(tmp_path / "o" / "oracles.json", "w"))
         GO.GlyphOracles.load(str(tmp_path / "o"))

@@ -150,6 +150,24 @@ def load_glyphs(root: str, split: str | None = None, classes=None) -> GlyphData:
                      np.asarray([r["family"] for r in rows]), names, chars, seen)
 
 
+def glyph_data(ds) -> GlyphData:
+    """:class:`GlyphData` of a :class:`~sage_jax.data.glyph_data.GlyphDataset` loaded with
+    every class (``classes="all"``; from a folder or a TFDS build), so that labels are
+    class indices of the whole table."""
+    if [c["index"] for c in ds.classes] != list(range(len(ds.classes))):
+        raise ValueError("glyph_data needs the dataset with every class (classes='all')")
+    a = ds.attributes()
+    attrs = {"weight": (a["weight"] / 100.0).astype(np.float32), "width": a["width"].astype(np.float32),
+             **{k: a[k].astype(np.int32) for k in ("italic", "monospace", "serif")}}
+    faces = ds.faces
+    return GlyphData(gray_to_input(ds.gray), np.asarray(ds.labels_array, np.int32), attrs,
+                     np.asarray([faces[f]["split"] for f in ds.face_index]),
+                     np.asarray([faces[f]["face"] for f in ds.face_index]),
+                     np.asarray([faces[f]["family"] for f in ds.face_index]),
+                     list(ds.class_names), [c["char"] for c in ds.classes],
+                     np.asarray([bool(c["seen"]) for c in ds.classes]))
+
+
 # --------------------------------------------------------------------------- augmentation
 def shift_scale(key, x, shift: float, scale: float, background: float = -1.0):
     """Every image of ``x`` (N, S, S, C) moved by up to ``shift`` pixels along each axis
@@ -249,6 +267,16 @@ class GlyphOracles:
     def features(self, images) -> np.ndarray:
         """The embedding the heads read (:meth:`SmallCNN.features`)."""
         return self._run(images, "features")
+
+    def fid_features(self, images) -> np.ndarray:
+        """The features the oracle FID compares (:func:`sage_jax.metrics.stages.oracle_fid`):
+        the last feature map averaged over its positions, (N, widths[-1]). The flattened
+        embedding the heads read has 16 times the dimensions (2,048 at 32 px): its
+        covariance from a thousand images is singular, and each of the FID interval's
+        200 bootstrap replicates would take a 2,048 x 2,048 matrix square root."""
+        f = self.features(images)
+        c = int(self.meta["widths"][-1])
+        return f.reshape(len(f), -1, c).mean(axis=1) if self.meta.get("pool") == "flatten" else f
 
     def _attributes_from(self, out) -> dict:
         a = np.asarray(out[:, self.num_classes:], np.float64)   # float64: identical images, identical values
@@ -528,12 +556,33 @@ class GlyphJudge:
         self.sets = GroundTruthSets(oracles)
         self.real_attributes: dict[str, dict] = {}
         self.gen_attributes: dict[str, dict[str, dict]] = {}
-        for letter, images in real.items():
-            name = self._name(letter)
-            p = oracles.predict_attributes(images)
-            self.real_attributes[name] = p
-            # GroundTruthSets calls predict_class / predict_factors; once per image set
-            self.sets.add_real(name, images, oracles.class_names.index(name))
+        for name, (correct, factors, attrs) in self._read(real).items():
+            # GroundTruthSets' record of the real images, from one pass of the network over all of them
+            self.sets.classes.append(name)
+            self.sets.index[name] = oracles.class_names.index(name)
+            self.sets.masks[name] = None
+            self.sets.real[name] = (correct, factors)
+            self.real_attributes[name] = attrs
+
+    def _read(self, images_by_letter: dict) -> dict:
+        """``{class name: (correct, factors, attributes)}`` of every letter's images, the
+        network run once over all of them (as ``predict_class``, ``predict_factors`` and
+        ``predict_attributes`` would give letter by letter)."""
+        names = [self._name(x) for x in images_by_letter]
+        sets = [np.asarray(v) for v in images_by_letter.values()]
+        if not sets:
+            return {}
+        out = self.oracles.outputs(np.concatenate(sets))
+        pred = out[:, :self.oracles.num_classes].argmax(-1)
+        attrs = self.oracles._attributes_from(out)
+        factors = self.oracles._factors(attrs)
+        res, start = {}, 0
+        for name, x in zip(names, sets):
+            sl = slice(start, start + len(x))
+            start += len(x)
+            res[name] = (pred[sl] == self.oracles.class_names.index(name), factors[sl],
+                         {k: v[sl] for k, v in attrs.items()})
+        return res
 
     def _name(self, letter: str) -> str:
         return class_name_of(self.oracles, letter)
@@ -555,9 +604,13 @@ class GlyphJudge:
         return list(self.sets.classes)
 
     def add(self, method: str, letter: str, images) -> None:
-        name = self._name(letter)
-        self.sets.add(method, name, images)
-        self.gen_attributes.setdefault(method, {})[name] = self.oracles.predict_attributes(images)
+        self.add_many(method, {letter: images})
+
+    def add_many(self, method: str, generated: dict) -> None:
+        """:meth:`add` for every ``{letter: images}`` of ``generated``, the network run once."""
+        for name, (correct, factors, attrs) in self._read(generated).items():
+            self.sets.gen.setdefault(method, {})[name] = (correct, factors)
+            self.gen_attributes.setdefault(method, {})[name] = attrs
 
     def summary(self, key=None, n_boot: int | None = None, pairs=()) -> dict:
         """:meth:`GroundTruthSets.summary` (retention and diversity per method, overall
