@@ -11,7 +11,8 @@ generator's stage measures on ``--samples`` random samples of the EMA generator
 (confident share, seen classes hit, oracle FID; :mod:`sage_jax.metrics.stages`) and
 writes ``WORKDIR/eval_STEP.png``, 64 samples of fixed z, so runs compare picture by
 picture. ``--oracles`` defaults to the shipped model's (trained on the tiny config's
-synthetic data; a run on other data needs its own). Two runs side by side on a 2-core
+synthetic data); on the glyphs (``--config glyphs``) give glyph oracles (a glyph model's
+``oracles``), which judge samples against the held-out typefaces' seen letters. Two runs side by side on a 2-core
 machine: ``taskset -c 0 ...`` and ``taskset -c 1 ...`` with
 ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``.
 """
@@ -42,12 +43,13 @@ def main(argv=None) -> int:
     from sage_jax.data.loader import seen_dataset
     from sage_jax.images import make_grid, save_png, to_uint8
     from sage_jax.train.gan import train_gan
-    from sage_jax.pipeline import _StageJudge
+    from sage_jax.pipeline import _GlyphStageJudge, _StageJudge
 
-    if cfg.data.name != "synthetic":
-        p.error("the oracles judge the synthetic data only (data.name=synthetic)")
+    judges = {"synthetic": _StageJudge, "glyphs": _GlyphStageJudge}
+    if cfg.data.name not in judges:
+        p.error("oracles judge the synthetic data and the glyphs only (data.name=synthetic or glyphs)")
     cfg.quality.samples = a.samples
-    judge = _StageJudge(cfg, a.oracles)
+    judge = judges[cfg.data.name](cfg, a.oracles)
     os.makedirs(a.workdir, exist_ok=True)
     with open(os.path.join(a.workdir, "config.json"), "w") as f:
         f.write(cfg.to_json(indent=1))

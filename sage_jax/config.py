@@ -66,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     from sage_jax.inversion import InversionSetting
     from sage_jax.metrics.oracles import train_oracles
     from sage_jax.nn.psp import GradualStyleEncoder
-    from sage_jax.nn.stylegan2 import Generator, default_channels
+    from sage_jax.nn.stylegan2 import Discriminator, Generator, default_channels
     from sage_jax.train import dictionary, encoder, gan
 
     def field(cls, name):
@@ -106,6 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.channels = g.get_ref("channels")
     d.blur_kernel = g.get_ref("blur_kernel")
     d.c_dim = g.get_ref("c_dim")    # > 0: projection discriminator (Miyato & Koyama 2018)
+    d.stddev_group = field(Discriminator, "stddev_group")   # minibatch-stddev group size (StyleGAN2: 4)
     e = config.model.encoder = ml_collections.ConfigDict()
     e.kind = "GradualStyleEncoder"  # pSp's encoder, as AGE/SAGE
     for name in ("num_layers", "mode", "input_size", "n_styles", "style_dim", "widths"):

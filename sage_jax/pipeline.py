@@ -7,15 +7,18 @@ result exists, and each training stage resumes from its checkpoints, so running 
 command again after an interruption continues where it stopped. A stage that runs
 again (e.g. more GAN steps asked) makes every later stage start afresh from it.
 
-    WORKDIR/oracles/      classifier + factor regressor (synthetic data only)
+    WORKDIR/oracles/      classifier + factor regressor (synthetic data), glyph oracles (glyphs)
     WORKDIR/gan/          train-gan          -> gan/g_ema
     WORKDIR/psp/          train-encoder      -> psp/psp
     WORKDIR/stats.npz     embed (class embeddings; stats_sample.json: of how many images per class)
     WORKDIR/dictionary/   train-dictionary   -> dictionary/dictionary, dictionary/class_stats.npz
-    WORKDIR/model/        everything generation and the demo need, with the config
+    WORKDIR/model/        everything generation and the demo need, with the config (glyphs: and
+                          heldout_unseen.npz, 40 held-out faces of each unseen letter)
 
-On the synthetic data every stage is measured on its own with the oracles
-(:mod:`sage_jax.metrics.stages`): the generator's learning curve (confident share of
+On the synthetic data and on the font glyphs (``data.name=glyphs``) every stage is
+measured on its own with the oracles (:mod:`sage_jax.metrics.stages`; for glyphs the
+glyph oracles of :mod:`sage_jax.metrics.glyph_oracles`, trained on the training typefaces
+and measuring on the held-out ones): the generator's learning curve (confident share of
 random samples every ``gan.eval_every`` steps) in ``gan/metrics.jsonl``, its final sample
 quality and the inversion's quality on held-out real images (seen and unseen classes) in
 ``WORKDIR/quality.json``, the last line of the stage's ``metrics.jsonl``, and the model's
@@ -94,12 +97,14 @@ def train_pipeline(cfg, workdir: str, quiet: bool = False) -> str:
                     os.remove(p)
         parallel.barrier("pipeline-invalidate")
 
-    synthetic = cfg.data.name == "synthetic"
+    measured = cfg.data.name in ("synthetic", "glyphs")   # the datasets with ground-truth oracles
+    glyphs = cfg.data.name == "glyphs"
     oracle_dir = os.path.join(workdir, "oracles")
-    if synthetic and not os.path.exists(os.path.join(oracle_dir, "oracles.json")):
-        _stage("1/6 ground-truth oracles", quiet)
-        timed("oracles", lambda: _train_synthetic_oracles(cfg, oracle_dir, quiet))
-    judge = _StageJudge(cfg, oracle_dir) if synthetic else None
+    if measured and not os.path.exists(os.path.join(oracle_dir, "oracles.json")):
+        _stage("1/6 ground-truth oracles" + (" (glyph classes and attributes)" if glyphs else ""), quiet)
+        train_oracles = _train_glyph_oracles if glyphs else _train_synthetic_oracles
+        timed("oracles", lambda: train_oracles(cfg, oracle_dir, quiet))
+    judge = (_GlyphStageJudge if glyphs else _StageJudge)(cfg, oracle_dir) if measured else None
     quality = _load_json(os.path.join(workdir, "quality.json"))
 
     def record(stage, measures, stage_dir, step):
@@ -235,6 +240,29 @@ def _train_synthetic_oracles(cfg, out_dir, quiet):
     parallel.barrier("oracles-saved")
 
 
+def glyph_split(cfg, split: str):
+    """Every class's glyphs of ``split`` ("train" or "heldout" faces) of the config's
+    glyph dataset (folder or TFDS build) as :class:`~sage_jax.metrics.glyph_oracles.GlyphData`."""
+    from sage_jax.data.loader import glyph_dataset
+    from sage_jax.metrics.glyph_oracles import glyph_data
+
+    return glyph_data(glyph_dataset(cfg.data, split, "all"))
+
+
+def _train_glyph_oracles(cfg, out_dir, quiet):
+    from sage_jax.metrics.glyph_oracles import train_glyph_oracles
+
+    o = train_glyph_oracles(glyph_split(cfg, "train"), key=jax.random.PRNGKey(cfg.seed + 17),
+                            steps=int(cfg.oracles.steps), batch=int(cfg.oracles.batch_size),
+                            heldout=glyph_split(cfg, "heldout"), quiet=quiet)
+    if parallel.is_main():
+        o.save(out_dir)
+    parallel.barrier("oracles-saved")
+    if not quiet:
+        sc = o.scores
+        print(f"   oracles on held-out typefaces: character accuracy {sc['accuracy']['overall']['value']:.3f}", flush=True)
+
+
 def statistics_data(cfg, dataset):
     """(the images the class statistics are made of, images per class): every training
     image (0), or the first ``statistics.samples_per_class`` of each class when the config
@@ -288,6 +316,10 @@ def _bundle(cfg, workdir, model_dir, times, setting, quality=None, class_names=N
         f.write(_config_json(cfg, setting))
     if class_names is not None:
         write_class_names(tmp, class_names)
+    if cfg.get("data", {}).get("name") == "glyphs":   # held-out images of the unseen letters: the demo needs no fonts
+        from sage_jax.glyph_demo import bundle_heldout_letters
+
+        bundle_heldout_letters(cfg.data, tmp, key=jax.random.PRNGKey(int(cfg.seed)))
     with open(os.path.join(tmp, "provenance.json"), "w") as f:
         json.dump({"made_by": "sage-jax train", "seed": int(cfg.seed), "stage_seconds": times,
                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
@@ -353,6 +385,53 @@ class _StageJudge:
             images, idx = heldout_images(self.spec, classes, per_class)
             names = [c.name for c in classes for _ in range(per_class)]
             out[split] = inversion_quality(reconstruct, self.oracles, images, names, size=self.size)
+        return out
+
+
+class _GlyphStageJudge(_StageJudge):
+    """The glyph oracles' measures of each stage (as :class:`_StageJudge`'s), on the
+    held-out typefaces: random samples against real held-out seen letters, and the
+    inversion of ``quality.heldout_per_class`` held-out faces' images of every seen and
+    every unseen letter. Each figure comes with the real images' own (``real_*``,
+    ``input_retention``): some letters are ambiguous in some faces."""
+
+    def __init__(self, cfg, oracle_dir):
+        from sage_jax.data.loader import heldout_dataset
+        from sage_jax.metrics.glyph_oracles import GlyphOracles
+
+        self.cfg = cfg
+        self.oracles = GlyphOracles.load(oracle_dir)
+        self.size = None   # the glyph oracles resize themselves
+        self.n_samples = int(cfg.quality.samples)
+        self.key = jax.random.PRNGKey(int(cfg.quality.seed))
+        self.held = {split: heldout_dataset(cfg.data, split) for split in ("seen", "unseen")}
+        seen = self.held["seen"]
+        self.seen_names = list(seen.class_names)
+        pick = np.sort(np.asarray(jax.random.permutation(jax.random.PRNGKey(3), len(seen)))[:self.n_samples])
+        self.real_seen = seen.load_batch(pick)[0]
+
+    def generator(self, G, intervals: bool = True):
+        from sage_jax.metrics.stages import sample_quality
+
+        out = super().generator(G, intervals)
+        real = sample_quality(self.oracles, self.real_seen, self.seen_names, intervals=False)
+        out["real_confident_share"] = real["confident_share"]
+        out["real_seen_classes_hit"] = real["seen_classes_hit"]
+        return out
+
+    def inversion(self, psp, inverter):
+        from sage_jax.metrics.stages import inversion_quality
+
+        per_class = int(self.cfg.quality.heldout_per_class)
+
+        def reconstruct(x):
+            return psp.decoder(psp.absolute_codes(inverter(x)), input_is_latent=True)
+
+        out = {"setting": inverter.setting.describe()}
+        for split, ds in self.held.items():
+            images, labels = ds.per_class(per_class, seed=int(self.cfg.quality.seed))
+            names = [ds.class_names[i] for i in labels]
+            out[split] = inversion_quality(reconstruct, self.oracles, images, names)
         return out
 
 

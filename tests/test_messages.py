@@ -116,7 +116,7 @@ def test_an_unknown_model_name_says_what_is_accepted(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "--model tni does not exist, and is not the name of a shipped model (did you mean tiny?)" in err
-        assert "give 'tiny' (the model shipped with sage-jax) or the path of a model directory" in err
+        assert "give 'tiny' or 'glyphs' (the models shipped with sage-jax) or the path of a model directory" in err
     assert main(["invert", "--images", ".", "--out", str(tmp_path / "o")]) == 2
     assert "give --model tiny (the model shipped with sage-jax) or --model DIR" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
