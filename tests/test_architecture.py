@@ -27,7 +27,8 @@ LAYERS = [
     ("metrics", ["sage_jax.metrics"]),
     # config assembles its defaults from the modules that read them (trainers, networks,
     # generation, inversion, oracles), so it sits above them all
-    ("workflows", ["sage_jax.config", "sage_jax.pipeline", "sage_jax.evaluation", "sage_jax.demo"]),
+    ("workflows", ["sage_jax.config", "sage_jax.pipeline", "sage_jax.evaluation", "sage_jax.demo",
+                   "sage_jax.glyph_demo"]),
     ("cli", ["sage_jax.cli"]),
 ]
 

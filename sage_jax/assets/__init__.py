@@ -1,5 +1,6 @@
 """Files shipped inside the package: the tiny model ``sage-jax train --config
-configs/tiny.py`` makes (``scripts/make_tiny_model.sh`` rebuilds it).
+configs/tiny.py`` makes (``scripts/make_tiny_model.sh`` rebuilds it) and the glyph
+model ``sage-jax train --config glyphs`` makes (``scripts/make_glyph_model.sh``).
 
 Commands that take a model (``--model``, and ``--checkpoint`` where a model directory
 is accepted) take the name of a shipped model as well as a path: :func:`model_path`
@@ -10,7 +11,8 @@ import os
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_model")
 
 # the shipped models by name
-MODELS = {"tiny": ASSET_DIR}
+GLYPH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glyph_model")
+MODELS = {"tiny": ASSET_DIR, "glyphs": GLYPH_DIR}
 
 
 def is_model_name(value) -> bool:
@@ -31,6 +33,6 @@ def model_path(value: str, flag: str = "--model",
 
     close = difflib.get_close_matches(os.path.basename(os.path.normpath(value)), list(MODELS), n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    names = ", ".join(f"'{n}'" for n in MODELS)
+    names = " or ".join(f"'{n}'" for n in MODELS)
     raise FileNotFoundError(f"{flag} {value} does not exist, and is not the name of a shipped model{hint}: give "
-                            f"{names} (the model shipped with sage-jax) or the path of {accepted}")
+                            f"{names} (the models shipped with sage-jax) or the path of {accepted}")

@@ -50,7 +50,7 @@ GROUPS = (checkpoints, sampling, inversion, dictionary, generate, data, evaluati
 # (data preparation, a checkpoint's description, a few samples: nothing worth sharing)
 ON_PROCESS_0 = ("build-dataset", "make-synthetic", "inspect", "sample")
 # with several processes: refused (a look at the shipped model on one machine)
-ONE_PROCESS_ONLY = ("demo",)
+ONE_PROCESS_ONLY = ("demo", "glyph-benchmark")
 # the commands that take --config.SECTION.KEY=VALUE overrides
 TAKES_OVERRIDES = ("train", "train-gan", "train-encoder", "make-synthetic")
 
