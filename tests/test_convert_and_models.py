@@ -222,12 +222,19 @@ def test_bilinear_and_smooth_skip_upsampling():
     for mode in ("bilinear", "smooth-skip"):
         added = np.asarray(ToRGB(upsample_mode=mode).apply(rv, x, style, skip)) - no_skip
         np.testing.assert_allclose(added, _bilinear_double(skip), rtol=1e-5, atol=1e-5)
-    # three doublings of a smooth random field: nearest-neighbour leaves 8 px tiles, bilinear does not
-    field = jax.random.normal(k[0], (16, 4, 4, 3))
+    # three doublings of a smooth random field (steps below the edge threshold) plus a little
+    # pixel noise: nearest-neighbour leaves 8 px tiles, bilinear does not
+    field = 0.03 * jax.random.normal(k[0], (16, 4, 4, 3))
     near, bil = field, field
     for _ in range(3):
         near, bil = upsample_nearest(near), upsample_bilinear(bil)
-    assert tile_contrast(near) > 10 * tile_contrast(bil) > 5
+    noise = 0.002 * np.asarray(jax.random.normal(k[1], near.shape))
+    assert tile_contrast(np.asarray(near) + noise) > 3
+    assert 0.7 < tile_contrast(np.asarray(bil) + noise) < 1.5
+    # a sharp edge on the grid (a glyph's stroke) is content, not a tile
+    edges = np.full((4, 32, 32, 3), -1.0)
+    edges[:, :, 8:16] = 1.0
+    assert np.isnan(tile_contrast(edges)) or tile_contrast(edges + noise[:4]) < 1.5
 
 
 def test_generator_in_every_upsample_mode_saves_and_loads(tmp_path):
