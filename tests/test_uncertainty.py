@@ -115,3 +115,8 @@ def test_vectorised_replicates_are_the_loops():
     d = boot.difference(a, b)
     loop = [a(p) - b(p) for p in boot.plans]
     assert d == u.percentile_interval(a(boot.identity) - b(boot.identity), loop)
+    # the real images' spreads shared between methods (one cache per plan): the same figures
+    cache = {}
+    a_c, b_c = (u.diversity_stat(g, real, masks, real_cache=cache) for g in (gen, gen_b))
+    assert boot.difference(a_c, b_c) == d and set(cache) == set(range(4))
+    np.testing.assert_array_equal(boot.replicates(a_c), boot.replicates(a))

@@ -629,14 +629,19 @@ class GlyphJudge:
         cl = self.sets.classes
         real_f = [self.sets.real[c][1] for c in cl]
         out["attributes"] = {}
+        boots: dict[tuple, tuple] = {}   # one plan per shape (same key: the methods paired), with its caches
         for m, gen in self.sets.gen.items():
             gen_f = [gen[c][1] for c in cl]
-            boot = u.ClassBootstrap({"generated": [len(x) for x in gen_f], "real": [len(x) for x in real_f]},
-                                    jax.random.fold_in(key, 99), n_boot)
+            sizes = tuple(len(x) for x in gen_f)
+            if sizes not in boots:
+                boots[sizes] = (u.ClassBootstrap({"generated": list(sizes), "real": [len(x) for x in real_f]},
+                                                 jax.random.fold_in(key, 99), n_boot), {a: {} for a in ATTRIBUTES})
+            boot, caches = boots[sizes]
             res = {}
             for a in ATTRIBUTES:
                 cols = ATTRIBUTE_COLUMNS[a]
-                res[a] = {"diversity": boot.estimate(u.diversity_stat(gen_f, real_f, [cols] * len(cl)),
+                res[a] = {"diversity": boot.estimate(u.diversity_stat(gen_f, real_f, [cols] * len(cl),
+                                                                      real_cache=caches[a]),
                                                      bias_correct=True),
                           "generated_std": float(np.mean([_std(self.gen_attributes[m][c][a]) for c in cl])),
                           "real_std": float(np.mean([_std(self.real_attributes[c][a]) for c in cl])),

@@ -155,10 +155,12 @@ class GroundTruthSets:
         masks = [self.masks[c] for c in cl]
         real_n = [len(x) for x in real_correct]
         plans: dict[tuple, u.ClassBootstrap] = {}
+        real_caches: dict[tuple, dict] = {}   # per plan: the real images' resampled spreads, shared by the methods
 
         def plan(sizes):
             if tuple(sizes) not in plans:  # one plan per shape: same key, same classes drawn
                 plans[tuple(sizes)] = u.ClassBootstrap({"generated": sizes, "real": real_n}, key, n_boot)
+                real_caches[tuple(sizes)] = {}
             return plans[tuple(sizes)]
 
         real_plan = plan(real_n)
@@ -188,8 +190,9 @@ class GroundTruthSets:
         for m in self.gen:
             correct = [self.gen[m][c][0] for c in cl]
             factors = [self.gen[m][c][1] for c in cl]
-            stats[m] = (u.retention_stat(correct), u.diversity_stat(factors, real_f, masks))
             b = plan(self._sizes(m))
+            stats[m] = (u.retention_stat(correct),
+                        u.diversity_stat(factors, real_f, masks, real_cache=real_caches[tuple(self._sizes(m))]))
             per_class = {c: class_figures(i, correct[i], factors[i]) for i, c in enumerate(cl)}
             # a spread shrinks when a resample repeats images (its variance by about (n - 1) / n):
             # diversity's replicates are bias-corrected, as FID's

@@ -188,13 +188,24 @@ def _spreads(factors: np.ndarray, idx: np.ndarray, mask) -> np.ndarray:
 
 
 def diversity_stat(gen_factors: Sequence[np.ndarray], real_factors: Sequence[np.ndarray],
-                   masks: Sequence, part: str = "generated") -> Callable:
+                   masks: Sequence, part: str = "generated", real_cache: dict | None = None) -> Callable:
     """Diversity: per class the spread of the generated images' regressed factors over
-    that of the real images' (both resampled), averaged over classes."""
+    that of the real images' (both resampled), averaged over classes.
+
+    ``real_cache``: a dict shared by the statistics of several methods against the same
+    real images, masks and bootstrap plan (one dict per plan): the real images' resampled
+    spreads are computed once for all of them."""
+    def real_spreads(c, idx):
+        if real_cache is None:
+            return _spreads(real_factors[c], idx["real"], masks[c])
+        if c not in real_cache:
+            real_cache[c] = _spreads(real_factors[c], idx["real"], masks[c])
+        return real_cache[c]
+
     return class_mean(lambda c, idx: spread(gen_factors[c][idx[part]], masks[c])
                       / max(spread(real_factors[c][idx["real"]], masks[c]), 1e-6),
                       vec=lambda c, idx: _spreads(gen_factors[c], idx[part], masks[c])
-                      / np.maximum(_spreads(real_factors[c], idx["real"], masks[c]), 1e-6))
+                      / np.maximum(real_spreads(c, idx), 1e-6))
 
 
 def _fd(a, b):
