@@ -38,6 +38,8 @@ from tqdm import tqdm
 HELDOUT_FILE = "heldout_unseen.npz"
 BUNDLED_FACES = 40          # held-out faces per unseen letter kept in a model directory
 DEMO_MODES = ("age", "sage")
+DEMO_REAL = 24              # real images per letter in the demo (the benchmark: every held-out face)
+DEMO_BOOT = 500             # bootstrap replicates in the demo (the benchmark: 1000)
 PICTURE_LETTERS = 8         # letters in letters.png
 TARGET = {"shots": 3, "retention": 0.7, "diversity": 0.4}   # SAGE's target (docs/glyphs.md)
 
@@ -112,11 +114,13 @@ def is_glyph_model(model: str) -> bool:
 # ----------------------------------------------------------------------------- benchmark
 def run_glyph_benchmark(out: str, model: str, data: str | None = None, modes=None, alphas=None, shots=(1, 3),
                         n: int = 16, seed: int = 0, letters=None, quiet: bool = False, title: str = "benchmark",
-                        n_boot: int | None = None) -> dict:
+                        n_boot: int | None = None, max_real: int | None = None) -> dict:
     """Every mode at every alpha and shot count on every unseen letter (``letters``: a
     subset, names or characters): ``results.json``, ``results.md`` (the tables),
     ``sweep.png`` (retention against diversity), ``letters.png`` (shots and each mode's
-    images), ``report.html``. Returns the results."""
+    images), ``report.html``. ``max_real``: at most that many real images of each letter
+    (default: every held-out face but the shots); ``n_boot``: bootstrap replicates
+    (default 1000). Returns the results."""
     from sage_jax.demo import SWEEP_ALPHAS, SWEEP_MODES, _cell, _options, difference_table, sweep_table
     from sage_jax.generation import SageGenerator
     from sage_jax.images import make_grid, save_png, to_uint8
@@ -150,7 +154,7 @@ def run_glyph_benchmark(out: str, model: str, data: str | None = None, modes=Non
     shot_imgs, real = {}, {}
     for ci, (name, imgs) in enumerate(real_all.items()):
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1000 + ci), len(imgs)))
-        shot_imgs[name], real[name] = imgs[perm[:K]], imgs[perm[K:]]
+        shot_imgs[name], real[name] = imgs[perm[:K]], imgs[perm[K:K + max_real] if max_real else perm[K:]]
     encode = CachedInverter(gen.inverter)
     all_shots = np.concatenate(list(shot_imgs.values()))
     shot_codes = np.asarray(encode(all_shots))
@@ -310,10 +314,11 @@ def _write_html(out, result, md, title):
 
 def run_glyph_demo(out: str, model: str, n: int = 16, seed: int = 0, quiet: bool = False, data=None) -> dict:
     """The glyph model's demo: AGE and SAGE at alpha 1 from 1 and 3 shots on every unseen
-    letter (:func:`run_glyph_benchmark` with the demo's settings), plus the stage
-    measures ``sage-jax train`` recorded in the model's ``provenance.json``."""
+    letter (:func:`run_glyph_benchmark` with the demo's settings: 24 real images per
+    letter, 500 bootstrap replicates, so that it runs within a minute on 2 CPU cores),
+    plus the stage measures ``sage-jax train`` recorded in the model's ``provenance.json``."""
     res = run_glyph_benchmark(out, model, data=data, modes=DEMO_MODES, alphas=(1.0,), shots=(1, 3), n=n,
-                              seed=seed, quiet=True, title="demo")
+                              seed=seed, quiet=True, title="demo", n_boot=DEMO_BOOT, max_real=DEMO_REAL)
     prov = os.path.join(model, "provenance.json")
     stages = json.load(open(prov)).get("stage_quality", {}) if os.path.exists(prov) else {}
     res["stages"] = stages
