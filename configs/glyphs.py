@@ -5,7 +5,12 @@ ones, and a fifth of the faces (whole typefaces) are held out.
 Make the dataset first (fonts from scripts/install_fonts.sh; about a minute, 30 MB):
 
     sage-jax make-glyphs --out data/glyphs32
-    sage-jax train --config glyphs --workdir runs/glyphs
+    sage-jax train --config glyphs --workdir runs/glyphs     # about 47 min on 2 CPU cores
+    sage-jax demo --model runs/glyphs/model                   # or glyph-benchmark --data data/glyphs32
+
+``scripts/make_glyph_model.sh`` does all of it and remakes the shipped glyph model. The
+pipeline first trains the glyph oracles on the training typefaces (``oracles``), then
+measures every stage on the held-out ones (docs/glyphs.md).
     # elsewhere: --config.data.root=/path/to/glyphs32; a TFDS build (make-glyphs --tfds DIR):
     # --config.data.data_dir=DIR
 
