@@ -36,3 +36,22 @@ def test_learning_curve_reads_the_quality_rows_with_their_minutes_and_draws_them
     for bad in (tmp_path / "nothing", tmp_path / "empty"):
         with pytest.raises(SystemExit):
             mod.main([str(bad)])
+
+
+def test_several_runs_are_drawn_on_the_same_axes_under_their_labels(tmp_path, capsys):
+    for name, share in (("a", 0.1), ("b", 0.6)):
+        (tmp_path / name).mkdir()
+        rows = [{"step": 250, "interval_s": 60.0},
+                {"step": 250, "quality/confident_share": share, "quality/seen_classes_hit": 5.0,
+                 "quality/real_confident_share": 0.7}]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mod = _script("learning_curve")
+    out = tmp_path / "curves.png"
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "defaults,R1 small",
+                     "--classes", "62", "--classes-target", "62", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "defaults (" in text and "R1 small (" in text
+    assert "| 250 | 1.0 | 0.100 | 5 |" in text and "| 250 | 1.0 | 0.600 | 5 |" in text
+    assert out.stat().st_size > 0
+    with pytest.raises(SystemExit):    # two folders, one label
+        mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "one"])
