@@ -39,6 +39,12 @@ def test_real_images_are_confident_and_cover_the_seen_classes(oracles, seen):
     p = stages.sample_quality(oracles, imgs, [c.name for c in seen], real_seen=real, intervals=False)
     assert all(isinstance(v, (int, float)) for v in p.values())
     assert p["oracle_fid"] == q["oracle_fid"] and p["confident_share"] == q["confident_share"]
+    assert np.isfinite(p["tile_contrast"]) and np.isfinite(p["real_tile_contrast"])
+    # images no larger than the tile grid (8 px): no tile contrast rather than a NaN, which
+    # would stop a training run that logs the learning curve (metrics.jsonl refuses NaN)
+    small = np.asarray(jax.image.resize(imgs, (len(imgs), 8, 8, 3), "linear"))
+    p = stages.sample_quality(oracles, small, [c.name for c in seen], real_seen=small, size=32, intervals=False)
+    assert "tile_contrast" not in p and "real_tile_contrast" not in p and np.isfinite(p["oracle_fid"])
 
 
 def test_shapeless_images_are_not_confident(oracles, seen):

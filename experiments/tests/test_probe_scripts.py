@@ -1,4 +1,5 @@
 """The stage probes for finding a tiny-model setting: experiments/gan_experiment.py
+(with experiments/collapse_probe.py on its generator)
 (the GAN stage judged by existing oracles), experiments/discriminator_probe.py (how fast a
 fresh discriminator separates real from generated images), experiments/generator_probe.py
 (a generator as an autoencoder's decoder) and experiments/encoder_experiment.py (the
@@ -48,6 +49,16 @@ def test_gan_experiment_writes_the_learning_curve_and_pictures(tmp_path, capsys)
     assert "confident share" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _script("gan_experiment").main(["--workdir", str(work), "--oracles", str(tmp_path)])
+    # the collapse probe on the run's generator
+    probe = _script("collapse_probe")
+    r = probe.probe(str(work / "g_ema"), n=8)
+    assert r["w_spread"] > 0 and 0 < r["image_spread"] < 2 and len(r["w_top5_share"]) == 5
+    assert abs(sum(probe.probe(str(work / "g_ema"), n=8, widen=1.0)["w_top5_share"])
+               - sum(r["w_top5_share"])) < 1e-9      # the shares do not depend on the widening
+    assert probe.main([str(work / "g_ema"), "--n", "8"]) == 0
+    assert "image spread across z" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        probe.main([str(work / "g_ema"), "--n", "1"])
 
 
 def test_discriminator_probe_reports_held_out_accuracy(capsys):

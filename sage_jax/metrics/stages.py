@@ -107,9 +107,10 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     out = {"samples": int(len(samples)), "confident_share": float(confident.mean()),
            "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
            "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
-    out["tile_contrast"] = tile_contrast(samples)
-    if real_seen is not None:
-        out["real_tile_contrast"] = tile_contrast(real_seen)
+    if min(np.shape(samples)[1:3]) > TILE:   # undefined on images no larger than one tile
+        out["tile_contrast"] = tile_contrast(samples, TILE)
+        if real_seen is not None:
+            out["real_tile_contrast"] = tile_contrast(real_seen, TILE)
     if intervals:
         out["confident_share_ci"] = binomial_interval(int(confident.sum()), len(confident))
     if real_seen is not None and intervals:
@@ -120,7 +121,10 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     return out
 
 
-def tile_contrast(images, tile: int = 8, edge: float = 0.1) -> float:
+TILE = 8   # the grid of tile_contrast in the generator measures
+
+
+def tile_contrast(images, tile: int = TILE, edge: float = 0.1) -> float:
     """How much of the images' small steps sit on the lines of a ``tile``-pixel grid: the
     mean absolute difference between neighbouring pixels (channel mean) across the grid's
     lines over the same mean everywhere else, counting only differences below ``edge``
@@ -128,7 +132,8 @@ def tile_contrast(images, tile: int = 8, edge: float = 0.1) -> float:
     count). A generator that doubles its feature maps or skip images by nearest neighbour
     draws 2x2 steps that later layers stack into 4-8 px tiles in smooth regions: the
     synthetic tiny model 1.61 at 8 px against its data's 1.06; glyphs 1.13 (real),
-    1.23-1.29 (the glyph generators)."""
+    1.23-1.29 (the glyph generators). NaN where it is undefined: images no larger than
+    ``tile``, or no smooth steps on or off the grid."""
     x = np.asarray(images, np.float64)
     if x.ndim == 3:
         x = x[..., None]
