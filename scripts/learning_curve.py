@@ -96,6 +96,7 @@ def main(argv=None) -> int:
                    help="the classes-hit target line (default 95%% of --classes)")
     p.add_argument("--out", default=None, help="PNG to write (default FIRST_WORKDIR/learning_curve.png)")
     p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--max-step", type=int, default=0, help="leave out rows after this step (0: every row)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     labels = [x.strip() for x in a.labels.split(",")] if a.labels else [
         os.path.basename(os.path.normpath(w)) for w in a.workdir]
@@ -109,6 +110,10 @@ def main(argv=None) -> int:
             rows = read_curve(workdir)
         except (FileNotFoundError, ValueError) as e:
             p.error(str(e))
+        if a.max_step > 0:
+            rows = [r for r in rows if r["step"] <= a.max_step]
+            if not rows:
+                p.error(f"{workdir} has no rows up to step {a.max_step}")
         runs.append(rows)
         if len(a.workdir) > 1:
             print(f"\n{label} ({workdir})")

@@ -53,5 +53,8 @@ def test_several_runs_are_drawn_on_the_same_axes_under_their_labels(tmp_path, ca
     assert "defaults (" in text and "R1 small (" in text
     assert "| 250 | 1.0 | 0.100 | 5 |" in text and "| 250 | 1.0 | 0.600 | 5 |" in text
     assert out.stat().st_size > 0
+    assert mod.main([str(tmp_path / "a"), "--max-step", "250", "--out", str(out)]) == 0
+    with pytest.raises(SystemExit):    # no row up to step 100
+        mod.main([str(tmp_path / "a"), "--max-step", "100", "--out", str(out)])
     with pytest.raises(SystemExit):    # two folders, one label
         mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "one"])
