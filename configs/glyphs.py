@@ -42,11 +42,20 @@ def get_config(arg=None):
     # data.held_out: make-glyphs' default (0.2), checked against the build
     # data.hflip stays off: a mirrored letter is another letter, or none
 
-    # the RGB skip images doubled bilinearly, the feature maps by nearest neighbour: tiny's
-    # "nearest" stacks 2x2 steps into 4-8 px tiles (tile contrast 1.59 against the real glyphs'
+    # the RGB skip images doubled bilinearly, the feature maps by nearest neighbour (as
+    # tiny's, set here for the record): "nearest" everywhere stacks 2x2 steps into 4-8 px tiles (tile contrast 1.59 against the real glyphs'
     # 1.38 after 2,000 steps), "bilinear" everywhere learns the letters slower (0.39 of samples
     # confident against 0.64); "smooth-skip" 1.42 and 0.56 (docs/glyphs.md)
     config.model.generator.upsample_mode = "smooth-skip"
+
+    # gan.recipe stays tiny's "reconstruction" (20,000 steps: 0.76 of samples confident, 59 of
+    # 62 letters on held-out typefaces). For --config.gan.recipe=adversarial the gan
+    # section's adversarial keys are rosinality's defaults, kept as they are: on these
+    # networks every standard remedy measured (R1 by StyleGAN2-ADA's heuristic, minibatch-std
+    # group, mapping depth, width, batch 64, DiffAugment, conditioning) still collapses onto
+    # one letter at 2,000 steps, and the defaults leave the collapse by themselves from about
+    # 3,000 (10 letters at 6,000); keep gan.steps well past that and judge the run by
+    # gan.eval_every's confident share and letters hit (docs/glyphs.md, "Recommended settings")
 
     # the glyph oracles (sage_jax.metrics.glyph_oracles): 900 steps of 64 reach 0.905 character
     # accuracy on held-out typefaces in about 5 min on 2 cores (docs/glyph_oracles.md)

@@ -131,7 +131,8 @@ def tile_contrast(images, tile: int = TILE, edge: float = 0.1) -> float:
     (images in [-1, 1]: the smooth parts, so that where the content's edges fall does not
     count). A generator that doubles its feature maps or skip images by nearest neighbour
     draws 2x2 steps that later layers stack into 4-8 px tiles in smooth regions: the
-    synthetic tiny model 1.61 at 8 px against its data's 1.06; glyphs 1.13 (real),
+    synthetic tiny model with nearest upsampling 1.61 at 8 px against its data's 1.06
+    (with smooth-skip 1.20); glyphs 1.13 (real),
     1.23-1.29 (the glyph generators). NaN where it is undefined: images no larger than
     ``tile``, or no smooth steps on or off the grid."""
     x = np.asarray(images, np.float64)
