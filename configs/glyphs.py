@@ -54,7 +54,7 @@ def get_config(arg=None):
     # networks every standard remedy measured (R1 by StyleGAN2-ADA's heuristic, minibatch-std
     # group, mapping depth, width, batch 64, DiffAugment, conditioning) still collapses onto
     # one letter at 2,000 steps, and the defaults leave the collapse by themselves from about
-    # 3,000 (10 letters at 6,000); keep gan.steps well past that and judge the run by
+    # 3,000 (18 letters at 10,000, still rising); keep gan.steps well past that and judge by
     # gan.eval_every's confident share and letters hit (docs/glyphs.md, "Recommended settings")
 
     # the glyph oracles (sage_jax.metrics.glyph_oracles): 900 steps of 64 reach 0.905 character
