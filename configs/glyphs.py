@@ -43,9 +43,10 @@ def get_config(arg=None):
     # data.hflip stays off: a mirrored letter is another letter, or none
 
     # the RGB skip images doubled bilinearly, the feature maps by nearest neighbour (as
-    # tiny's, set here for the record): "nearest" everywhere stacks 2x2 steps into 4-8 px tiles (tile contrast 1.59 against the real glyphs'
-    # 1.38 after 2,000 steps), "bilinear" everywhere learns the letters slower (0.39 of samples
-    # confident against 0.64); "smooth-skip" 1.42 and 0.56 (docs/glyphs.md)
+    # tiny's, set here for the record): "nearest" everywhere stacks 2x2 steps into 4-8 px
+    # tiles (tile contrast 1.59 against the real glyphs' 1.38 after 2,000 steps), "bilinear"
+    # everywhere learns the letters slower (0.39 of samples confident against 0.64);
+    # "smooth-skip" 1.42 and 0.56 (docs/glyphs.md)
     config.model.generator.upsample_mode = "smooth-skip"
 
     # gan.recipe stays tiny's "reconstruction" (20,000 steps: 0.76 of samples confident, 59 of
