@@ -120,3 +120,8 @@ def test_vectorised_replicates_are_the_loops():
     a_c, b_c = (u.diversity_stat(g, real, masks, real_cache=cache) for g in (gen, gen_b))
     assert boot.difference(a_c, b_c) == d and set(cache) == set(range(4))
     np.testing.assert_array_equal(boot.replicates(a_c), boot.replicates(a))
+    # the same cache used with another plan's draws: that plan's figures, not the first's
+    other = u.ClassBootstrap({"generated": [len(x) for x in gen], "real": [len(x) for x in real]},
+                             jax.random.PRNGKey(5), boot.n_boot)
+    np.testing.assert_array_equal(other.replicates(a_c), other.replicates(a))
+    np.testing.assert_array_equal(boot.replicates(a_c), boot.replicates(a))

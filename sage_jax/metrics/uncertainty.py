@@ -193,14 +193,17 @@ def diversity_stat(gen_factors: Sequence[np.ndarray], real_factors: Sequence[np.
     that of the real images' (both resampled), averaged over classes.
 
     ``real_cache``: a dict shared by the statistics of several methods against the same
-    real images, masks and bootstrap plan (one dict per plan): the real images' resampled
-    spreads are computed once for all of them."""
+    real images and masks: the real images' resampled spreads are computed once per
+    bootstrap plan for all of them. An entry holds the index array it was computed from
+    and is used only for that same array (a plan's draws), so a cache shared across plans
+    recomputes rather than mixes them."""
     def real_spreads(c, idx):
         if real_cache is None:
             return _spreads(real_factors[c], idx["real"], masks[c])
-        if c not in real_cache:
-            real_cache[c] = _spreads(real_factors[c], idx["real"], masks[c])
-        return real_cache[c]
+        hit = real_cache.get(c)
+        if hit is None or hit[0] is not idx["real"]:
+            hit = real_cache[c] = (idx["real"], _spreads(real_factors[c], idx["real"], masks[c]))
+        return hit[1]
 
     return class_mean(lambda c, idx: spread(gen_factors[c][idx[part]], masks[c])
                       / max(spread(real_factors[c][idx["real"]], masks[c]), 1e-6),
