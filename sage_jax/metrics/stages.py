@@ -90,6 +90,9 @@ def oracle_fid(oracles, images_a, images_b, batch: int = 500, size: int | None =
     return float(frechet_distance(mu1, s1, mu2, s2))
 
 
+TILE = 8   # the grid of tile_contrast in the generator measures
+
+
 def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, size: int | None = None,
                    key=None, intervals: bool = True) -> dict:
     """Oracle scores of a set of generated samples (see the module docstring); ``size``:
@@ -121,9 +124,6 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     return out
 
 
-TILE = 8   # the grid of tile_contrast in the generator measures
-
-
 def tile_contrast(images, tile: int = TILE, edge: float = 0.1) -> float:
     """How much of the images' small steps sit on the lines of a ``tile``-pixel grid: the
     mean absolute difference between neighbouring pixels (channel mean) across the grid's
@@ -132,9 +132,9 @@ def tile_contrast(images, tile: int = TILE, edge: float = 0.1) -> float:
     count). A generator that doubles its feature maps or skip images by nearest neighbour
     draws 2x2 steps that later layers stack into 4-8 px tiles in smooth regions: the
     synthetic tiny model with nearest upsampling 1.61 at 8 px against its data's 1.06
-    (with smooth-skip 1.20); glyphs 1.13 (real),
-    1.23-1.29 (the glyph generators). NaN where it is undefined: images no larger than
-    ``tile``, or no smooth steps on or off the grid."""
+    (with smooth-skip 1.20); glyphs 1.13 (real), 1.23-1.29 (the glyph generators). NaN
+    where it is undefined: images no larger than ``tile``, or no smooth steps on or off
+    the grid."""
     x = np.asarray(images, np.float64)
     if x.ndim == 3:
         x = x[..., None]
