@@ -79,3 +79,38 @@ def test_heldout_images_are_fresh_draws(seen):
     assert d.min() > 0.05
     again, _ = stages.heldout_images(SyntheticSpec(), seen[:2], 3)
     np.testing.assert_array_equal(imgs, again)
+
+
+def test_label_agreement_reads_which_class_each_sample_was_asked_for(oracles, seen):
+    """A class-conditional generator's samples: the share the oracle reads as the class
+    asked for. Real images with their own labels agree; the same images with the labels
+    shifted by one class do not, though every other figure stays the same."""
+    imgs, _ = stages.heldout_images(SyntheticSpec(), seen, 5)
+    # the seen classes in another order than the oracle's: a label is an index into
+    # seen_names, not into the oracle's classes
+    names = [c.name for c in seen][::-1]
+    asked = np.asarray([names.index(c.name) for c in seen]).repeat(5)
+    right = stages.sample_quality(oracles, imgs, names, labels=asked)
+    wrong = stages.sample_quality(oracles, imgs, names, labels=(asked + 1) % len(names))
+    assert right["label_agreement"] > 0.9 and wrong["label_agreement"] < 0.05
+    assert right["label_agreement_ci"]["lo"] <= right["label_agreement"] <= right["label_agreement_ci"]["hi"]
+    assert right["confident_share"] == wrong["confident_share"]
+    assert "label_agreement" not in stages.sample_quality(oracles, imgs, names, intervals=False)
+    with pytest.raises(ValueError, match="seen classes"):
+        stages.sample_quality(oracles, imgs, names, labels=asked[:-1])
+
+
+def test_generator_quality_of_a_class_conditional_generator_has_label_agreement(oracles, seen):
+    """generator_quality asks a conditional G for random seen classes and scores the
+    agreement; an unconditional G has none. Tiny random generators: the figure exists and
+    is a share, whatever its value."""
+    from sage_jax.models import init_generator
+
+    names = [c.name for c in seen]
+    for c_dim, has in ((len(names), True), (0, False), (3, False)):   # 3: not the seen classes
+        G = init_generator(dict(size=8, style_dim=8, n_mlp=1, channels=((4, 8), (8, 8)), c_dim=c_dim),
+                           jax.random.PRNGKey(0))
+        q = stages.generator_quality(G, oracles, names, jax.random.PRNGKey(1), n=12, size=32, intervals=False)
+        assert ("label_agreement" in q) == has
+        if has:
+            assert 0.0 <= q["label_agreement"] <= 1.0

@@ -12,7 +12,8 @@ The ground-truth oracles (trained on real images only) score each stage on its o
   seen images (``oracle_fid``: FID on the oracle's features, not Inception's), and how
   much of the small steps in smooth regions sit on an 8 px grid's lines
   (``tile_contrast``, against the real images' ``real_tile_contrast``: blocky
-  upsampling artefacts, :func:`tile_contrast`);
+  upsampling artefacts, :func:`tile_contrast`); for a class-conditional generator, the
+  share drawn as the class asked for (``label_agreement``);
 * **inversion** (:func:`inversion_quality`): reconstructions ``G(E(x))`` of held-out
   real images (fresh draws, never trained on), seen and unseen classes: oracle
   retention of the class, and the mean squared error to the input (images in [-1, 1]).
@@ -94,12 +95,15 @@ TILE = 8   # the grid of tile_contrast in the generator measures
 
 
 def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, size: int | None = None,
-                   key=None, intervals: bool = True) -> dict:
+                   key=None, intervals: bool = True, labels=None) -> dict:
     """Oracle scores of a set of generated samples (see the module docstring); ``size``:
     the oracles' input size, when the samples differ. With ``intervals`` the confident
     share carries its exact binomial interval (``confident_share_ci``) and the oracle FID
     its bootstrap interval (``oracle_fid_ci``, from ``key``, by default ``PRNGKey(0)``);
-    without, every value is a number (a learning curve's point)."""
+    without, every value is a number (a learning curve's point). ``labels`` (N,): the
+    seen class each sample was asked for (a class-conditional generator's labels, indices
+    into ``seen_names``) adds ``label_agreement``, the share of samples the oracle reads as
+    the asked class (chance: 1 / the oracle's classes), with ``label_agreement_ci``."""
     from sage_jax.metrics.uncertainty import binomial_interval
     p = class_probabilities(oracles, samples, size=size)
     top = p.max(axis=1)
@@ -110,6 +114,16 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     out = {"samples": int(len(samples)), "confident_share": float(confident.mean()),
            "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
            "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(cls),) or (len(labels) and (labels.min() < 0 or labels.max() >= len(seen_names))):
+            raise ValueError(f"labels must be one index into the {len(seen_names)} seen classes per sample "
+                             f"({len(cls)}); got shape {labels.shape}")
+        asked = np.asarray([oracles.class_names.index(n) for n in seen_names])[labels]
+        agree = cls == asked
+        out["label_agreement"] = float(agree.mean())
+        if intervals:
+            out["label_agreement_ci"] = binomial_interval(int(agree.sum()), len(agree))
     if min(np.shape(samples)[1:3]) > TILE:   # undefined on images no larger than one tile
         out["tile_contrast"] = tile_contrast(samples, TILE)
         if real_seen is not None:
@@ -155,22 +169,29 @@ def tile_contrast(images, tile: int = TILE, edge: float = 0.1) -> float:
     return (on[0] / on[1]) / (off[0] / off[1])
 
 
-def generator_samples(G, n: int, key, batch: int = 250) -> np.ndarray:
+def generator_samples(G, n: int, key, batch: int = 250, return_labels: bool = False):
     """``n`` random samples of generator model ``G`` (z ~ N(0, I), random noise; a
-    class-conditional G gets uniformly drawn classes), all from ``key``."""
+    class-conditional G gets uniformly drawn classes), all from ``key``. With
+    ``return_labels``: ``(samples, labels)``, labels None for an unconditional G."""
     kz, kn, kc = jax.random.split(key, 3)
     z = jax.random.normal(kz, (n, G.style_dim))
     labels = np.asarray(jax.random.randint(kc, (n,), 0, G.c_dim)) if G.c_dim else None
-    return np.concatenate([np.asarray(G(z[i:i + batch], noise="random", key=jax.random.fold_in(kn, i),
-                                        labels=None if labels is None else labels[i:i + batch]))
-                           for i in range(0, n, batch)])
+    samples = np.concatenate([np.asarray(G(z[i:i + batch], noise="random", key=jax.random.fold_in(kn, i),
+                                           labels=None if labels is None else labels[i:i + batch]))
+                              for i in range(0, n, batch)])
+    return (samples, labels) if return_labels else samples
 
 
 def generator_quality(G, oracles, seen_names: Sequence[str], key, n: int = 1000, real_seen=None,
                       size: int | None = None, intervals: bool = True) -> dict:
-    """:func:`sample_quality` of ``n`` random samples of ``G``."""
-    return sample_quality(oracles, generator_samples(G, n, key), seen_names, real_seen, size=size,
-                          key=jax.random.fold_in(key, 1), intervals=intervals)
+    """:func:`sample_quality` of ``n`` random samples of ``G``; a class-conditional G whose
+    classes are the seen classes (``c_dim == len(seen_names)``, in ``seen_names``' order)
+    adds the share drawn as the class asked for (``label_agreement``)."""
+    samples, labels = generator_samples(G, n, key, return_labels=True)
+    if labels is not None and G.c_dim != len(seen_names):
+        labels = None   # its classes are not the seen classes: nothing to agree with
+    return sample_quality(oracles, samples, seen_names, real_seen, size=size,
+                          key=jax.random.fold_in(key, 1), intervals=intervals, labels=labels)
 
 
 def heldout_images(spec, classes, per_class: int, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
