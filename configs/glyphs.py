@@ -14,6 +14,15 @@ measures every stage on the held-out ones (docs/glyphs.md).
     # elsewhere: --config.data.root=/path/to/glyphs32; a TFDS build (make-glyphs --tfds DIR):
     # --config.data.data_dir=DIR
 
+At 64 px (``make-glyphs --size 64 --out data/glyphs64``), the GAN stage alone, as measured
+adversarially (docs/glyphs.md, "Recommended settings"; the whole pipeline is not run at
+64 px):
+
+    sage-jax train-gan --config glyphs --workdir runs/gan64 --config.data.root=data/glyphs64 \
+        --config.data.size=64 --config.model.generator.size=64 \
+        "--config.model.generator.channels=((4,32),(8,32),(16,32),(32,32),(64,32))" \
+        --config.gan.recipe=adversarial --config.model.generator.upsample_mode=blur
+
 The networks and their training are the tiny config's (``configs/tiny.py``, loaded from
 beside this file: a change there changes this config), which starts from
 :func:`sage_jax.config.default_config`; the data section is the default's, set to the
@@ -55,8 +64,10 @@ def get_config(arg=None):
     # networks every standard remedy measured (R1 by StyleGAN2-ADA's heuristic, minibatch-std
     # group, mapping depth, width, batch 64, DiffAugment, conditioning) still collapses onto
     # one letter at 2,000 steps, and the defaults leave the collapse by themselves from about
-    # 3,000 (18 letters at 10,000, still rising); keep gan.steps well past that and judge by
-    # gan.eval_every's confident share and letters hit (docs/glyphs.md, "Recommended settings")
+    # 3,000 (18 letters at 10,000; 25 letters, 0.22 confident at 20,000, still rising; the
+    # recipe: 59, 0.76); keep gan.steps at 20,000 or more, gan.augment off (DiffAugment kept
+    # the collapse through 5,000 steps) and judge by gan.eval_every's confident share and
+    # letters hit (docs/glyphs.md, "Recommended settings")
 
     # the glyph oracles (sage_jax.metrics.glyph_oracles): 900 steps of 64 reach 0.905 character
     # accuracy on held-out typefaces in about 5 min on 2 cores (docs/glyph_oracles.md)
