@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                  make_grid(to_uint8(np.asarray(G(z, labels=labels))), ncols=16))
         print(f"[{time.perf_counter() - t0:.0f} s] step {step}: confident share {q['confident_share']:.3f}, "
               f"seen classes hit {q['seen_classes_hit']}/{q['seen_classes']}, oracle FID {q['oracle_fid']:.1f}"
-              + (f", asked letter drawn {q['label_agreement']:.3f}" if "label_agreement" in q else ""),
+              + (f", asked class drawn {q['label_agreement']:.3f}" if "label_agreement" in q else ""),
               flush=True)
         return {f"quality/{k}": v for k, v in q.items() if k not in ("samples", "seen_classes")}
 
