@@ -109,18 +109,18 @@ def sample_quality(oracles, samples, seen_names: Sequence[str], real_seen=None, 
     top = p.max(axis=1)
     cls = p.argmax(axis=1)
     confident = top >= CONFIDENT
-    seen_idx = {oracles.class_names.index(n) for n in seen_names}
+    seen_oracle = np.asarray([oracles.class_names.index(n) for n in seen_names], int)   # seen_names' order
+    seen_idx = set(seen_oracle.tolist())
     hit = sorted(set(cls[confident].tolist()) & seen_idx)
     out = {"samples": int(len(samples)), "confident_share": float(confident.mean()),
            "mean_max_prob": float(top.mean()), "seen_classes_hit": len(hit), "seen_classes": len(seen_idx),
-           "confident_unseen_share": float((confident & ~np.isin(cls, sorted(seen_idx))).mean())}
+           "confident_unseen_share": float((confident & ~np.isin(cls, seen_oracle)).mean())}
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(cls),) or (len(labels) and (labels.min() < 0 or labels.max() >= len(seen_names))):
             raise ValueError(f"labels must be one index into the {len(seen_names)} seen classes per sample "
                              f"({len(cls)}); got shape {labels.shape}")
-        asked = np.asarray([oracles.class_names.index(n) for n in seen_names])[labels]
-        agree = cls == asked
+        agree = cls == seen_oracle[labels]
         out["label_agreement"] = float(agree.mean())
         if intervals:
             out["label_agreement_ci"] = binomial_interval(int(agree.sum()), len(agree))
